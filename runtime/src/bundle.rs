@@ -1,0 +1,184 @@
+//! Loading, validating and staging an OCI bundle.
+//!
+//! libcontainer 0.7 reads the spec only from `BUNDLE/config.json`, so every
+//! change cnfbox makes to a spec (default cgroup path, later the pod policy)
+//! is written to a staged bundle whose `root.path` is absolute. The staged
+//! bundle is kept in the container's state directory because libcontainer's
+//! `exec` re-reads `config.json` from the bundle recorded in its state.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+/// Errors met while reading or staging a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {path}: no such directory")]
+    MissingBundle { path: PathBuf },
+    #[error("read {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed {path}: field `{field}`: {reason}")]
+    ParseConfig {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+    #[error("{path}: unsupported ociVersion {version:?} (cnfbox runs 1.x specs)")]
+    UnsupportedVersion { path: PathBuf, version: String },
+    #[error("{path}: field `{field}` is required")]
+    MissingField { path: PathBuf, field: &'static str },
+    #[error("{path}: root.path {rootfs} does not exist")]
+    MissingRootfs { path: PathBuf, rootfs: PathBuf },
+    #[error("{path}: root.path {rootfs} is not a directory")]
+    RootfsNotDir { path: PathBuf, rootfs: PathBuf },
+    #[error("write staged spec {path}")]
+    WriteStaged {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encode staged spec {path}")]
+    EncodeStaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A bundle as the user gave it: its directory, its parsed spec and the
+/// absolute path of its rootfs.
+#[derive(Debug)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    /// Reads and validates `DIR/config.json`. Every error names the file and,
+    /// for parse errors, the JSON field that was wrong.
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let dir = fs::canonicalize(dir).map_err(|_| BundleError::MissingBundle {
+            path: dir.to_path_buf(),
+        })?;
+        if !dir.is_dir() {
+            return Err(BundleError::MissingBundle { path: dir });
+        }
+        let path = dir.join("config.json");
+        let raw = fs::read(&path).map_err(|source| BundleError::ReadConfig {
+            path: path.clone(),
+            source,
+        })?;
+        let spec = parse_spec(&path, &raw)?;
+        if !spec.version().starts_with("1.") {
+            return Err(BundleError::UnsupportedVersion {
+                path,
+                version: spec.version().clone(),
+            });
+        }
+        if spec.process().is_none() {
+            return Err(BundleError::MissingField {
+                path,
+                field: "process",
+            });
+        }
+        if spec.linux().is_none() {
+            return Err(BundleError::MissingField {
+                path,
+                field: "linux",
+            });
+        }
+        let root = spec.root().as_ref().ok_or_else(|| BundleError::MissingField {
+            path: path.clone(),
+            field: "root",
+        })?;
+        let rootfs = dir.join(root.path());
+        let rootfs = fs::canonicalize(&rootfs).map_err(|_| BundleError::MissingRootfs {
+            path: path.clone(),
+            rootfs: rootfs.clone(),
+        })?;
+        if !rootfs.is_dir() {
+            return Err(BundleError::RootfsNotDir { path, rootfs });
+        }
+        Ok(Self { dir, spec, rootfs })
+    }
+}
+
+/// Parses a spec, naming the JSON path of the first field that fails.
+pub fn parse_spec(path: &Path, raw: &[u8]) -> Result<Spec, BundleError> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        BundleError::ParseConfig {
+            path: path.to_path_buf(),
+            field: if field == "." {
+                "(document)".into()
+            } else {
+                field
+            },
+            reason: inner.to_string(),
+        }
+    })
+}
+
+/// Writes `spec` as `DIR/config.json`, creating `DIR`.
+pub fn write_staged(dir: &Path, spec: &Spec) -> Result<(), BundleError> {
+    let path = dir.join("config.json");
+    let wrap = |source| BundleError::WriteStaged {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(wrap)?;
+    let body = serde_json::to_vec(spec).map_err(|source| BundleError::EncodeStaged {
+        path: path.clone(),
+        source,
+    })?;
+    let mut file = fs::File::create(&path).map_err(wrap)?;
+    file.write_all(&body).map_err(wrap)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_the_field() {
+        let raw = br#"{"ociVersion":"1.0.2","process":{"args":"notalist","cwd":"/","user":{"uid":0,"gid":0}}}"#;
+        let err = parse_spec(Path::new("/b/config.json"), raw).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("process.args"), "{msg}");
+        assert!(msg.contains("/b/config.json"), "{msg}");
+    }
+
+    #[test]
+    fn truncated_document_is_reported() {
+        let err = parse_spec(Path::new("/c.json"), br#"{"ociVersion":"1.0"#).unwrap_err();
+        assert!(err.to_string().contains("malformed /c.json"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_version_and_missing_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::default();
+        spec.set_version("2.0.0".into());
+        write_staged(dir.path(), &spec).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(matches!(err, BundleError::UnsupportedVersion { .. }), "{err}");
+
+        let spec = Spec::default();
+        write_staged(dir.path(), &spec).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err();
+        assert!(matches!(err, BundleError::MissingRootfs { .. }), "{err}");
+        fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let bundle = Bundle::load(dir.path()).unwrap();
+        assert_eq!(bundle.rootfs, dir.path().canonicalize().unwrap().join("rootfs"));
+    }
+}

@@ -1,0 +1,205 @@
+//! `create` and `run`.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use liboci_cli::{Create, Run};
+
+use super::{check_id, container_dir, wait, Ctx};
+use crate::bundle::{self, Bundle};
+use crate::cgroups;
+use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+
+/// Directory under the state root where specs are staged during `create`.
+const STAGING: &str = ".staging";
+
+/// Everything `create` and `run` share.
+pub struct CreateOpts<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub detach: bool,
+}
+
+pub fn create_cmd(ctx: &Ctx, a: &Create) -> anyhow::Result<()> {
+    create(
+        ctx,
+        &CreateOpts {
+            id: &a.container_id,
+            bundle: &a.bundle,
+            pid_file: a.pid_file.as_deref(),
+            console_socket: a.console_socket.as_deref(),
+            preserve_fds: a.preserve_fds,
+            no_pivot: a.no_pivot,
+            detach: true,
+        },
+    )
+    .map(|_| ())
+}
+
+pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
+    let mut container = create(
+        ctx,
+        &CreateOpts {
+            id: &a.container_id,
+            bundle: &a.bundle,
+            pid_file: a.pid_file.as_deref(),
+            console_socket: a.console_socket.as_deref(),
+            preserve_fds: a.preserve_fds,
+            no_pivot: a.no_pivot,
+            detach: a.detach,
+        },
+    )?;
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    // Signals are blocked only now, after the init was cloned, so the
+    // container's mask is untouched; runc forwards them the same way.
+    let signals = wait::block_forwarded_signals()?;
+    if let Err(err) = container.start() {
+        let _ = container.delete(true);
+        return Err(err).context(format!("start container {}", a.container_id));
+    }
+    if a.detach {
+        return Ok(0);
+    }
+    let code = wait::forward_until_exit(pid, &signals)?;
+    if !a.keep {
+        container
+            .delete(true)
+            .with_context(|| format!("delete container {} after exit", a.container_id))?;
+    }
+    Ok(code)
+}
+
+/// Creates a container; on any failure nothing is left behind.
+pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
+    check_id(o.id)?;
+    let dir = container_dir(ctx, o.id);
+    if dir.exists() {
+        bail!("container {} already exists (state in {})", o.id, dir.display());
+    }
+    let bundle = Bundle::load(o.bundle)?;
+    let driver = cgroups::driver(ctx.systemd, Path::new("/"))?;
+    let setup = cgroups::setup()?;
+    let spec_cgroup = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone());
+    let cgroup_path = cgroups::resolve(spec_cgroup.as_deref(), o.id, driver, setup)?;
+
+    let mut spec = bundle.spec.clone();
+    if let Some(root) = spec.root_mut() {
+        root.set_path(bundle.rootfs.clone());
+    }
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(cgroup_path.clone()));
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&ctx.root)
+        .with_context(|| format!("create state root {}", ctx.root.display()))?;
+    let stage = ctx
+        .root
+        .join(STAGING)
+        .join(format!("{}.{}", o.id, std::process::id()));
+    bundle::write_staged(&stage, &spec)?;
+
+    let meta = ContainerMeta {
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        cgroup_path: cgroup_path.clone(),
+        systemd: driver == cgroups::Driver::Systemd,
+    };
+    let built = build(ctx, o, &stage, driver);
+    let result = built.and_then(|mut c| {
+        finish(&mut c, &dir, &stage, &meta).map_err(|e| {
+            let _ = c.delete(true);
+            e
+        })?;
+        Ok(c)
+    });
+    if let Err(err) = &result {
+        let _ = fs::remove_dir_all(&stage);
+        // A concurrent create of the same id won the race: its state is
+        // not ours to remove.
+        if !is_exist(err) {
+            cleanup_failed(&dir, &meta, o.id);
+        }
+    }
+    result
+}
+
+fn build(
+    ctx: &Ctx,
+    o: &CreateOpts<'_>,
+    stage: &Path,
+    driver: cgroups::Driver,
+) -> anyhow::Result<Container> {
+    ContainerBuilder::new(o.id.to_string(), SyscallType::default())
+        .with_root_path(ctx.root.clone())?
+        .with_pid_file(o.pid_file)?
+        .with_console_socket(o.console_socket)
+        .with_preserved_fds(o.preserve_fds)
+        .validate_id()?
+        .as_init(stage)
+        .with_systemd(driver == cgroups::Driver::Systemd)
+        .with_detach(o.detach)
+        .with_no_pivot(o.no_pivot)
+        .build()
+        .with_context(|| format!("create container {}", o.id))
+}
+
+/// Moves the staged bundle into the state dir and records cnfbox's metadata.
+fn finish(
+    container: &mut Container,
+    dir: &Path,
+    stage: &Path,
+    meta: &ContainerMeta,
+) -> anyhow::Result<()> {
+    let kept: PathBuf = dir.join(STAGED_BUNDLE);
+    fs::rename(stage, &kept)
+        .with_context(|| format!("move {} to {}", stage.display(), kept.display()))?;
+    container.state.bundle = kept;
+    container.save().context("save container state")?;
+    meta.save(dir)?;
+    Ok(())
+}
+
+fn is_exist(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<libcontainer::error::LibcontainerError>(),
+        Some(libcontainer::error::LibcontainerError::Exist)
+    )
+}
+
+/// Removes what a failed create may have left: its state dir and cgroup.
+fn cleanup_failed(dir: &Path, meta: &ContainerMeta, id: &str) {
+    // Only the container dir of *this* create is removed: if it already
+    // existed, `create` bailed out before reaching here.
+    if dir.exists() {
+        if let Err(err) = fs::remove_dir_all(dir) {
+            tracing::warn!(%id, path = %dir.display(), %err, "remove state dir after failed create");
+        }
+    }
+    if let Ok(manager) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: meta.cgroup_path.clone(),
+        systemd_cgroup: meta.systemd,
+        container_name: id.to_string(),
+    }) {
+        use libcgroups::common::CgroupManager;
+        if let Err(err) = manager.remove() {
+            tracing::warn!(%id, %err, "remove cgroup after failed create");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `start`, `kill`, `delete`, `pause`, `resume`.
+
+use anyhow::Context as _;
+use libcontainer::container::ContainerStatus;
+use libcontainer::signal::Signal;
+
+use super::{check_id, container_dir, load, Ctx};
+use crate::cli::Kill;
+
+pub fn start(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let (mut c, _) = load(ctx, id)?;
+    c.start().with_context(|| format!("start container {id}"))
+}
+
+/// Parses a signal name (`TERM`, `SIGTERM`) or number (`15`).
+pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
+    Signal::try_from(s).map_err(|_| anyhow::anyhow!("invalid signal {s:?}: use a name like TERM or a number 1-31"))
+}
+
+pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
+    let signal = parse_signal(&a.signal)?;
+    let (mut c, _) = load(ctx, &a.container_id)?;
+    c.kill(signal, a.all)
+        .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))
+}
+
+pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
+    check_id(id)?;
+    if force && !container_dir(ctx, id).join("state.json").exists() {
+        // runc: `delete --force` of a container that is gone succeeds.
+        return Ok(());
+    }
+    let (mut c, _) = load(ctx, id)?;
+    if !force && matches!(c.status(), ContainerStatus::Running | ContainerStatus::Paused) {
+        anyhow::bail!("cannot delete container {id}: it is {} (use --force)", c.status().to_string().to_lowercase());
+    }
+    c.delete(force).with_context(|| format!("delete container {id}"))
+}
+
+pub fn pause(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let (mut c, _) = load(ctx, id)?;
+    c.pause().with_context(|| format!("pause container {id}"))
+}
+
+pub fn resume(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let (mut c, _) = load(ctx, id)?;
+    c.resume().with_context(|| format!("resume container {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert!(parse_signal("KILL").is_ok());
+        assert!(parse_signal("SIGTERM").is_ok());
+        assert!(parse_signal("9").is_ok());
+        let err = parse_signal("BOGUS").unwrap_err().to_string();
+        assert!(err.contains("invalid signal \"BOGUS\""), "{err}");
+        assert!(parse_signal("99").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! The runc-compatible commands.
+
+mod create;
+mod info;
+mod lifecycle;
+mod process;
+mod resources;
+mod wait;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use libcontainer::container::Container;
+
+use crate::cli::{Cli, Command};
+use crate::meta::ContainerMeta;
+
+/// What every command needs from the global flags.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub systemd: bool,
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let ctx = Ctx {
+        root: cli.global.root,
+        systemd: cli.global.systemd_cgroup,
+    };
+    match cli.command {
+        Command::Create(a) => create::create_cmd(&ctx, &a).map(|_| 0),
+        Command::Run(a) => create::run_cmd(&ctx, &a),
+        Command::Start(a) => lifecycle::start(&ctx, &a.container_id).map(|_| 0),
+        Command::State(a) => info::state(&ctx, &a.container_id).map(|_| 0),
+        Command::Kill(a) => lifecycle::kill(&ctx, &a).map(|_| 0),
+        Command::Delete(a) => lifecycle::delete(&ctx, &a.container_id, a.force).map(|_| 0),
+        Command::Pause(a) => lifecycle::pause(&ctx, &a.container_id).map(|_| 0),
+        Command::Resume(a) => lifecycle::resume(&ctx, &a.container_id).map(|_| 0),
+        Command::Exec(a) => process::exec(&ctx, &a),
+        Command::Ps(a) => process::ps(&ctx, &a).map(|_| 0),
+        Command::List(a) => info::list(&ctx, &a).map(|_| 0),
+        Command::Events(a) => resources::events(&ctx, &a).map(|_| 0),
+        Command::Update(a) => resources::update(&ctx, &a).map(|_| 0),
+        Command::Features(_) => info::features().map(|_| 0),
+        Command::Spec(a) => info::spec(&a).map(|_| 0),
+    }
+}
+
+/// Rejects ids that could escape the state root or collide with cnfbox's own
+/// entries there; the rest of runc's rule is libcontainer's `validate_id`.
+pub fn check_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.starts_with('.')
+        || id.contains('/')
+        || id.contains('\0')
+    {
+        bail!("invalid container id {id:?}: use letters, digits and _ + - . (not leading .)");
+    }
+    Ok(())
+}
+
+/// The state directory of container `id`.
+pub fn container_dir(ctx: &Ctx, id: &str) -> PathBuf {
+    ctx.root.join(id)
+}
+
+/// Loads container `id`, or says that it does not exist.
+pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
+    check_id(id)?;
+    let dir = container_dir(ctx, id);
+    if !dir.join("state.json").is_file() {
+        bail!("container {id} does not exist (no state in {})", ctx.root.display());
+    }
+    let container = Container::load(dir.clone())
+        .with_context(|| format!("load container {id} from {}", dir.display()))?;
+    let meta = ContainerMeta::load(&dir)?;
+    Ok((container, meta))
+}
+
+/// A cgroup manager for an existing container.
+pub fn cgroup_manager(
+    container: &Container,
+    meta: &ContainerMeta,
+) -> anyhow::Result<libcgroups::common::AnyCgroupManager> {
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: meta.cgroup_path.clone(),
+        systemd_cgroup: meta.systemd,
+        container_name: container.id().to_string(),
+    })
+    .with_context(|| format!("open cgroup {}", meta.cgroup_path.display()))
+}
+
+/// Reads a JSON file, `-` meaning stdin.
+pub fn read_json_arg<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let raw = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("read stdin")?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("read {}", path.display()))?
+    };
+    let mut de = serde_json::Deserializer::from_slice(&raw);
+    serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| anyhow::anyhow!("malformed {}: field `{}`: {}", path.display(), e.path(), e.inner()))
+}

@@ -1,0 +1,126 @@
+//! `events` and `update`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcgroups::stats::Stats;
+use libcontainer::container::ContainerStatus;
+use liboci_cli::{Events, Update};
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+};
+use serde_json::json;
+
+use super::{cgroup_manager, load, read_json_arg, Ctx};
+
+/// runc's stats event data (runc `types.Stats`) from libcgroups' numbers.
+fn runc_stats(s: &Stats) -> serde_json::Value {
+    let mem = |d: &libcgroups::stats::MemoryData| {
+        json!({"usage": d.usage, "max": d.max_usage, "failcnt": d.fail_count, "limit": d.limit})
+    };
+    let hugetlb: serde_json::Map<String, serde_json::Value> = s
+        .hugetlb
+        .iter()
+        .map(|(k, v)| (k.clone(), json!({"usage": v.usage, "max": v.max_usage, "failcnt": v.fail_count})))
+        .collect();
+    json!({
+        "cpu": {
+            "usage": {
+                "total": s.cpu.usage.usage_total,
+                "percpu": s.cpu.usage.per_core_usage_total,
+                "kernel": s.cpu.usage.usage_kernel,
+                "user": s.cpu.usage.usage_user,
+            },
+            "throttling": {
+                "periods": s.cpu.throttling.periods,
+                "throttledPeriods": s.cpu.throttling.throttled_periods,
+                "throttledTime": s.cpu.throttling.throttled_time,
+            }
+        },
+        "memory": {
+            "cache": s.memory.cache,
+            "usage": mem(&s.memory.memory),
+            "swap": mem(&s.memory.memswap),
+            "kernel": mem(&s.memory.kernel),
+            "kernelTCP": mem(&s.memory.kernel_tcp),
+            "raw": s.memory.stats,
+        },
+        "pids": {"current": s.pids.current, "limit": s.pids.limit},
+        "hugetlb": hugetlb,
+    })
+}
+
+pub fn events(ctx: &Ctx, a: &Events) -> anyhow::Result<()> {
+    let (c, meta) = load(ctx, &a.container_id)?;
+    let manager = cgroup_manager(&c, &meta)?;
+    loop {
+        let (c, _) = load(ctx, &a.container_id)?;
+        if !matches!(c.status(), ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Created) {
+            anyhow::bail!("container {} is not running", a.container_id);
+        }
+        let stats = manager
+            .stats()
+            .with_context(|| format!("read cgroup stats of {}", a.container_id))?;
+        let event = json!({"type": "stats", "id": a.container_id, "data": runc_stats(&stats)});
+        println!("{event}");
+        if a.stats {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(u64::from(a.interval.max(1))));
+    }
+}
+
+/// The resources `update` applies: from `--resources` or from the flags.
+fn requested(a: &Update) -> anyhow::Result<LinuxResources> {
+    if let Some(path) = &a.resources {
+        return read_json_arg(path);
+    }
+    let mut r = LinuxResourcesBuilder::default();
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
+    macro_rules! set {
+        ($b:ident, $any:ident, $field:ident, $val:expr) => {
+            if let Some(v) = $val {
+                $b = $b.$field(v);
+                $any = true;
+            }
+        };
+    }
+    set!(cpu, any_cpu, shares, a.cpu_share);
+    set!(cpu, any_cpu, quota, a.cpu_quota.map(|q| q as i64));
+    set!(cpu, any_cpu, period, a.cpu_period);
+    set!(cpu, any_cpu, realtime_runtime, a.cpu_rt_runtime.map(|q| q as i64));
+    set!(cpu, any_cpu, realtime_period, a.cpu_rt_period);
+    set!(cpu, any_cpu, cpus, a.cpuset_cpus.clone());
+    set!(cpu, any_cpu, mems, a.cpuset_mems.clone());
+    if any_cpu {
+        r = r.cpu(cpu.build()?);
+    }
+    let mut mem = LinuxMemoryBuilder::default();
+    let mut any_mem = false;
+    set!(mem, any_mem, limit, a.memory.map(|m| m as i64));
+    set!(mem, any_mem, reservation, a.memory_reservation.map(|m| m as i64));
+    set!(mem, any_mem, swap, a.memory_swap);
+    if any_mem {
+        r = r.memory(mem.build()?);
+    }
+    if let Some(limit) = a.pids_limit {
+        r = r.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
+    Ok(r.build()?)
+}
+
+pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
+    let resources = requested(a)?;
+    let (c, meta) = load(ctx, &a.container_id)?;
+    let manager = cgroup_manager(&c, &meta)?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .with_context(|| format!("update resources of container {}", a.container_id))
+}

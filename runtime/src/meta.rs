@@ -1,0 +1,100 @@
+//! cnfbox's own record of a container, beside libcontainer's `state.json`.
+//!
+//! libcontainer's state points at the staged bundle (it must, for `exec`);
+//! what the user gave, and what `state`/`list` report, is kept here.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const META_FILE: &str = "cnfbox.json";
+/// Name of the staged bundle directory inside a container's state directory.
+pub const STAGED_BUNDLE: &str = "bundle";
+
+/// Errors reading or writing the record.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What cnfbox remembers about a container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerMeta {
+    /// The bundle directory the user passed to `create`.
+    pub bundle: PathBuf,
+    /// The absolute rootfs path from the user's spec.
+    pub rootfs: PathBuf,
+    /// The cgroup path libcontainer was given.
+    pub cgroup_path: PathBuf,
+    /// Whether the systemd driver manages the cgroup.
+    pub systemd: bool,
+}
+
+impl ContainerMeta {
+    /// Writes the record atomically (temp file + rename) into `container_dir`.
+    pub fn save(&self, container_dir: &Path) -> Result<(), MetaError> {
+        let path = container_dir.join(META_FILE);
+        let tmp = container_dir.join(format!("{META_FILE}.tmp"));
+        let wrap = |source| MetaError::Write {
+            path: path.clone(),
+            source,
+        };
+        let body = serde_json::to_vec(self).map_err(|e| wrap(std::io::Error::other(e)))?;
+        let mut file = fs::File::create(&tmp).map_err(wrap)?;
+        file.write_all(&body).map_err(wrap)?;
+        fs::rename(&tmp, &path).map_err(wrap)?;
+        Ok(())
+    }
+
+    /// Reads the record of the container whose state lives in `container_dir`.
+    pub fn load(container_dir: &Path) -> Result<Self, MetaError> {
+        let path = container_dir.join(META_FILE);
+        let raw = fs::read(&path).map_err(|source| MetaError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&raw).map_err(|source| MetaError::Parse { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ContainerMeta {
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            cgroup_path: "/cnfbox/x".into(),
+            systemd: false,
+        };
+        meta.save(dir.path()).unwrap();
+        assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);
+        fs::write(dir.path().join(META_FILE), b"{").unwrap();
+        assert!(matches!(
+            ContainerMeta::load(dir.path()),
+            Err(MetaError::Parse { .. })
+        ));
+    }
+}
