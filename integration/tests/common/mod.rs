@@ -1,0 +1,207 @@
+//! Shared harness for black-box tests of the built `cnfbox` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use test_bundles::{Bundle, BundleBuilder};
+
+/// Path of the built `cnfbox` (same profile as this test binary), or
+/// `$CNFBOX_BIN`.
+pub fn cnfbox_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CNFBOX_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/cnfbox
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .join("cnfbox");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p cnfbox` first (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when the test can touch namespaces and cgroups; otherwise prints a
+/// loud skip line.
+pub fn can_run(test: &str) -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP {test}: needs root (namespaces, cgroups, mounts)");
+        return false;
+    }
+    true
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A private state root and bundle area for one test.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("cnfbox-it-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path().join("state");
+        Self { tmp, root }
+    }
+
+    /// A container id unique across tests running at once.
+    pub fn id(&self, name: &str) -> String {
+        format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A bundle directory named `name` with the given builder tweaks.
+    pub fn bundle(&self, name: &str, f: impl FnOnce(BundleBuilder) -> BundleBuilder) -> Bundle {
+        f(BundleBuilder::new(self.tmp.path().join(name)))
+            .build()
+            .expect("build test bundle")
+    }
+
+    /// `cnfbox --root ROOT ARGS...` with stdin closed; returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(cnfbox_bin());
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.stdin(Stdio::null());
+        cmd.output().expect("spawn cnfbox")
+    }
+
+    /// Like `run`, but asserts success and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cnfbox {args:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `create` a container without holding its stdio (a detached init
+    /// inherits the caller's stdio; the test must not block on it).
+    pub fn create(&self, bundle: &Bundle, id: &str) {
+        let err_path = self.tmp.path().join(format!("{id}.create.err"));
+        let err_file = std::fs::File::create(&err_path).expect("stderr file");
+        let status = Command::new(cnfbox_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .args(["create", "--bundle"])
+            .arg(&bundle.dir)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err_file)
+            .status()
+            .expect("spawn cnfbox create");
+        assert!(
+            status.success(),
+            "create {id}: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+    }
+
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state JSON")
+    }
+
+    /// Polls `state` until the status is `want` (the process side is async).
+    pub fn wait_status(&self, id: &str, want: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            let s = self.state(id);
+            if s["status"] == want {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("container {id} never reached {want}: {}", self.state(id));
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Best effort: force-delete whatever a failed test left running.
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    let _ = self.run(&["delete", "--force", &name]);
+                }
+            }
+        }
+    }
+}
+
+/// Every place a cgroup of container `id` could be, on v1 and v2.
+pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return found;
+    };
+    for h in hier.flatten() {
+        let p = h.path().join("cnfbox").join(id);
+        if p.exists() {
+            found.push(p);
+        }
+    }
+    let p = Path::new("/sys/fs/cgroup/cnfbox").join(id);
+    if p.exists() {
+        found.push(p);
+    }
+    found
+}
+
+/// Mount points that mention `needle`.
+pub fn mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asserts that nothing of container `id` is left: state dir, cgroup, mount.
+pub fn assert_nothing_left(env: &Env, id: &str) {
+    assert!(
+        !env.root.join(id).exists(),
+        "state dir {} left behind",
+        env.root.join(id).display()
+    );
+    let staging = env.root.join(".staging");
+    if let Ok(entries) = std::fs::read_dir(&staging) {
+        let left: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "staged bundles left behind: {left:?}");
+    }
+    let cgroups = cgroup_dirs_named(id);
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    let mounts = mounts_mentioning(id);
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+}
+
+/// Asserts a failed command: non-zero exit, one line on stderr containing
+/// every `needle`.
+pub fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
+    assert!(!out.status.success(), "expected failure, got success");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error {err:?} does not mention {n:?}");
+    }
+    err
+}

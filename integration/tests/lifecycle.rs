@@ -1,0 +1,316 @@
+//! Container lifecycle through the `cnfbox` CLI, as containerd and a person
+//! drive runc.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{assert_nothing_left, can_run, Env};
+use test_bundles::Scenario;
+
+fn sleeper(env: &Env) -> test_bundles::Bundle {
+    env.bundle("sleep", |b| b.scenario(&Scenario::Sleep))
+}
+
+#[test]
+fn create_start_kill_delete_with_state_checked_field_by_field() {
+    if !can_run("lifecycle") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("life");
+    let before = chrono_now();
+    env.create(&bundle, &id);
+
+    let s = env.state(&id);
+    let canonical = fs::canonicalize(&bundle.dir).unwrap();
+    assert_eq!(s["id"], id.as_str());
+    assert_eq!(s["status"], "created");
+    assert!(s["ociVersion"].as_str().unwrap().starts_with("1."), "{s}");
+    let pid = s["pid"].as_i64().unwrap();
+    assert!(pid > 1, "{s}");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(s["bundle"], canonical.to_str().unwrap());
+    assert_eq!(s["rootfs"], canonical.join("rootfs").to_str().unwrap());
+    assert_eq!(s["owner"], "");
+    let created = s["created"].as_str().unwrap();
+    assert!(created.ends_with('Z') && created.len() >= 20, "{created}");
+    assert!(created >= before.as_str(), "created {created} before {before}");
+
+    env.ok(&["start", &id]);
+    let s = env.wait_status(&id, "running");
+    assert_eq!(s["pid"].as_i64().unwrap(), pid, "start keeps the init pid");
+
+    env.ok(&["kill", &id, "KILL"]);
+    let s = env.wait_status(&id, "stopped");
+    assert_eq!(s["pid"], 0, "{s}");
+
+    env.ok(&["delete", &id]);
+    assert_nothing_left(&env, &id);
+    let out = env.run(&["state", &id]);
+    assert!(!out.status.success(), "state of a deleted container succeeded");
+}
+
+/// RFC 3339 UTC now, comparable as a string with `created`.
+fn chrono_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn run_passes_the_exit_code_through() {
+    if !can_run("run exit code") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("exit3", |b| b.scenario(&Scenario::Exit(3)));
+    let id = env.id("exit3");
+    let out = env.run(&["run", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_nothing_left(&env, &id);
+
+    let bundle = env.bundle("echo", |b| b.scenario(&Scenario::Echo("hello cnfbox".into())));
+    let id = env.id("echo");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello cnfbox\n");
+}
+
+#[test]
+fn run_detach_leaves_it_running() {
+    if !can_run("run --detach") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("detach");
+    let out = std::process::Command::new(common::cnfbox_bin())
+        .arg("--root")
+        .arg(&env.root)
+        .args(["run", "--detach", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    env.wait_status(&id, "running");
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn exec_output_and_exit_code() {
+    if !can_run("exec") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("exec");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+
+    let out = env.run(&["exec", &id, "/bin/sh", "-c", "echo inside:$(hostname); exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("inside:"));
+
+    let out = env.run(&["exec", "--env", "FOO=bar", "--cwd", "/tmp", &id, "/bin/sh", "-c", "echo $FOO $(pwd)"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bar /tmp\n", "{out:?}");
+
+    // process.json form, as containerd uses.
+    let process = env.tmp.path().join("process.json");
+    fs::write(
+        &process,
+        r#"{"args":["/bin/sh","-c","id -u; exit 4"],"cwd":"/","user":{"uid":65534,"gid":65534},"env":["PATH=/bin"]}"#,
+    )
+    .unwrap();
+    let out = env.run(&["exec", "-p", process.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n");
+
+    let out = env.run(&["exec", "--user", "65534:65534", &id, "/bin/id", "-u"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n", "{out:?}");
+
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn ps_lists_container_processes() {
+    if !can_run("ps") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("ps");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+
+    let pids: Vec<i64> = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(pids, vec![pid]);
+    let table = env.ok(&["ps", &id]);
+    assert!(table.lines().next().unwrap().contains("PID"), "{table}");
+    assert!(
+        table.lines().any(|l| l.split_whitespace().next() == Some(&pid.to_string()) && l.contains("sleep")),
+        "{table}"
+    );
+    env.ok(&["delete", "--force", &id]);
+}
+
+/// Freezer state of the container's cgroup, v1 or v2.
+fn freezer_state(id: &str) -> String {
+    let v1 = Path::new("/sys/fs/cgroup/freezer/cnfbox").join(id).join("freezer.state");
+    if v1.exists() {
+        return fs::read_to_string(v1).unwrap().trim().to_string();
+    }
+    let v2 = Path::new("/sys/fs/cgroup/cnfbox").join(id).join("cgroup.freeze");
+    match fs::read_to_string(&v2).unwrap().trim() {
+        "1" => "FROZEN".into(),
+        _ => "THAWED".into(),
+    }
+}
+
+#[test]
+fn pause_and_resume_show_in_the_freezer() {
+    if !can_run("pause/resume") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("pause");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    env.ok(&["pause", &id]);
+    assert_eq!(env.state(&id)["status"], "paused");
+    assert_eq!(freezer_state(&id), "FROZEN");
+    env.ok(&["resume", &id]);
+    assert_eq!(env.state(&id)["status"], "running");
+    assert_eq!(freezer_state(&id), "THAWED");
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn delete_force_of_a_running_container() {
+    if !can_run("delete --force") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("force");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let out = env.run(&["delete", &id]);
+    common::assert_one_line_error(&out, &["running", "--force"]);
+    env.ok(&["delete", "--force", &id]);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid));
+    assert_nothing_left(&env, &id);
+    // runc: force-deleting a container that is gone succeeds.
+    env.ok(&["delete", "--force", &id]);
+}
+
+fn is_zombie_or_gone(pid: i64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn events_stats_show_memory_and_pids() {
+    if !can_run("events --stats") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("events");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let ev: serde_json::Value = serde_json::from_str(env.ok(&["events", "--stats", &id]).trim()).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], id.as_str());
+    assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
+    assert!(ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{ev}");
+    env.ok(&["delete", "--force", &id]);
+}
+
+#[test]
+fn ten_containers_at_once() {
+    if !can_run("ten containers") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let ids: Vec<String> = (0..10).map(|i| env.id(&format!("ten{i}"))).collect();
+    std::thread::scope(|s| {
+        for id in &ids {
+            let (env, bundle) = (&env, &bundle);
+            s.spawn(move || {
+                env.create(bundle, id);
+                env.ok(&["start", id]);
+            });
+        }
+    });
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(list.len(), 10);
+    for id in &ids {
+        let entry = list.iter().find(|c| c["id"] == id.as_str()).expect("listed");
+        assert_eq!(entry["status"], "running");
+    }
+    let pids: std::collections::HashSet<i64> = list.iter().map(|c| c["pid"].as_i64().unwrap()).collect();
+    assert_eq!(pids.len(), 10, "each container has its own init");
+    let table = env.ok(&["list"]);
+    assert_eq!(table.lines().count(), 11, "{table}");
+    std::thread::scope(|s| {
+        for id in &ids {
+            let env = &env;
+            s.spawn(move || env.ok(&["delete", "--force", id]));
+        }
+    });
+    for id in &ids {
+        assert_nothing_left(&env, id);
+    }
+}
+
+#[test]
+fn cgroups_path_plain_and_systemd_form() {
+    if !can_run("cgroupsPath") {
+        return;
+    }
+    let env = Env::new();
+    let id = env.id("cgp");
+    let plain = format!("/cnfbox-it/{id}");
+    let bundle = env.bundle("plain", |b| b.scenario(&Scenario::Sleep).cgroups_path(plain.clone()));
+    env.create(&bundle, &id);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(own.lines().any(|l| l.ends_with(&plain)), "{own}");
+    env.ok(&["delete", "--force", &id]);
+    assert!(!own.is_empty());
+
+    let id2 = env.id("cgs");
+    let bundle = env.bundle("sd", |b| {
+        b.scenario(&Scenario::Sleep)
+            .cgroups_path(format!("cnfboxit.slice:cri:{id2}"))
+    });
+    env.create(&bundle, &id2);
+    let pid = env.state(&id2)["pid"].as_i64().unwrap();
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let want = format!("/cnfboxit.slice/cri-{id2}.scope");
+    assert!(own.lines().any(|l| l.ends_with(&want)), "{own}");
+    env.ok(&["delete", "--force", &id2]);
+    for line in own.lines().filter(|l| l.ends_with(&want)) {
+        let ctrl = line.split(':').nth(1).unwrap();
+        let dir = Path::new("/sys/fs/cgroup").join(ctrl.trim_start_matches("name=")).join(want.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} left after delete", dir.display());
+    }
+}
