@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every cnfbox test on a fresh Debian machine, as root:
+# installs what the tests need, builds the binaries, runs unit, property and
+# black-box integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $EUID -ne 0 ]]; then
+  echo "test.sh: run as root (tests create namespaces, cgroups and mounts)" >&2
+  exit 1
+fi
+bash scripts/deps.sh
+echo "== fmt"; cargo fmt --all -- --check
+echo "== build"; cargo build --workspace --all-targets --locked
+echo "== clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --locked -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
