@@ -57,7 +57,10 @@ fn cnfbox_bin() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("target dir").join("cnfbox")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("cnfbox")
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -85,7 +88,10 @@ fn run(rounds: usize) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let cnfbox = cnfbox_bin();
     if !cnfbox.exists() {
-        return Err(format!("{} missing: cargo build --release -p cnfbox", cnfbox.display()));
+        return Err(format!(
+            "{} missing: cargo build --release -p cnfbox",
+            cnfbox.display()
+        ));
     }
     let mut runtimes: Vec<(String, PathBuf)> = vec![("cnfbox".into(), cnfbox)];
     for name in ["runc", "crun"] {
@@ -96,7 +102,15 @@ fn run(rounds: usize) -> Result<(), String> {
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
     let warmup = 5;
-    eprintln!("{} rounds (+{warmup} warm-up) of: {}", rounds, runtimes.iter().map(|r| r.0.as_str()).collect::<Vec<_>>().join(", "));
+    eprintln!(
+        "{} rounds (+{warmup} warm-up) of: {}",
+        rounds,
+        runtimes
+            .iter()
+            .map(|r| r.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for round in 0..rounds + warmup {
         for k in 0..runtimes.len() {
             // Rotate the order each round.
@@ -139,7 +153,10 @@ fn run(rounds: usize) -> Result<(), String> {
         let ratio = runc_median
             .map(|r| format!("{:.2}", stats[i].0 / r))
             .unwrap_or_else(|| "-".into());
-        println!("| {name} | {:.2} | {:.2} | {ratio} |", stats[i].0, stats[i].1);
+        println!(
+            "| {name} | {:.2} | {:.2} | {ratio} |",
+            stats[i].0, stats[i].1
+        );
     }
     Ok(())
 }

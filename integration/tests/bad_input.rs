@@ -49,7 +49,11 @@ fn unsupported_oci_version() {
         return;
     }
     let env = Env::new();
-    let bundle = env.bundle("v2", |b| b.scenario(&Scenario::True).modify(|s| { s.set_version("2.0.0".into()); }));
+    let bundle = env.bundle("v2", |b| {
+        b.scenario(&Scenario::True).modify(|s| {
+            s.set_version("2.0.0".into());
+        })
+    });
     let id = env.id("v2");
     let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
     assert_one_line_error(&out, &["ociVersion", "2.0.0"]);
@@ -85,7 +89,10 @@ fn duplicate_id_keeps_the_first_container() {
     let s = env.state(&id);
     assert_eq!(s["status"], "created");
     assert_eq!(s["pid"], pid, "the first container is untouched");
-    assert!(!common::cgroup_dirs_named(&id).is_empty(), "first container's cgroup kept");
+    assert!(
+        !common::cgroup_dirs_named(&id).is_empty(),
+        "first container's cgroup kept"
+    );
     env.ok(&["delete", "--force", &id]);
     assert_nothing_left(&env, &id);
 }
@@ -129,7 +136,11 @@ fn invalid_signal() {
         let out = env.run(&["kill", &id, bad]);
         assert_one_line_error(&out, &["invalid signal", bad]);
     }
-    assert_eq!(env.state(&id)["status"], "running", "a bad kill leaves it running");
+    assert_eq!(
+        env.state(&id)["status"],
+        "running",
+        "a bad kill leaves it running"
+    );
     env.ok(&["kill", &id, "9"]);
     env.wait_status(&id, "stopped");
     env.ok(&["delete", &id]);
@@ -162,7 +173,13 @@ fn systemd_cgroup_without_systemd() {
     let env = Env::new();
     let bundle = env.bundle("sd", |b| b.scenario(&Scenario::True));
     let id = env.id("sd");
-    let out = env.run(&["--systemd-cgroup", "create", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let out = env.run(&[
+        "--systemd-cgroup",
+        "create",
+        "-b",
+        bundle.dir.to_str().unwrap(),
+        &id,
+    ]);
     assert_one_line_error(&out, &["--systemd-cgroup", "systemd is not running"]);
     assert_nothing_left(&env, &id);
 }

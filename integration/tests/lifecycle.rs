@@ -37,7 +37,10 @@ fn create_start_kill_delete_with_state_checked_field_by_field() {
     assert_eq!(s["owner"], "");
     let created = s["created"].as_str().unwrap();
     assert!(created.ends_with('Z') && created.len() >= 20, "{created}");
-    assert!(created >= before.as_str(), "created {created} before {before}");
+    assert!(
+        created >= before.as_str(),
+        "created {created} before {before}"
+    );
 
     env.ok(&["start", &id]);
     let s = env.wait_status(&id, "running");
@@ -50,7 +53,10 @@ fn create_start_kill_delete_with_state_checked_field_by_field() {
     env.ok(&["delete", &id]);
     assert_nothing_left(&env, &id);
     let out = env.run(&["state", &id]);
-    assert!(!out.status.success(), "state of a deleted container succeeded");
+    assert!(
+        !out.status.success(),
+        "state of a deleted container succeeded"
+    );
 }
 
 /// RFC 3339 UTC now, comparable as a string with `created`.
@@ -74,7 +80,9 @@ fn run_passes_the_exit_code_through() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_nothing_left(&env, &id);
 
-    let bundle = env.bundle("echo", |b| b.scenario(&Scenario::Echo("hello cnfbox".into())));
+    let bundle = env.bundle("echo", |b| {
+        b.scenario(&Scenario::Echo("hello cnfbox".into()))
+    });
     let id = env.id("echo");
     let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
     assert_eq!(out.status.code(), Some(0));
@@ -116,12 +124,32 @@ fn exec_output_and_exit_code() {
     env.create(&bundle, &id);
     env.ok(&["start", &id]);
 
-    let out = env.run(&["exec", &id, "/bin/sh", "-c", "echo inside:$(hostname); exit 5"]);
+    let out = env.run(&[
+        "exec",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo inside:$(hostname); exit 5",
+    ]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("inside:"));
 
-    let out = env.run(&["exec", "--env", "FOO=bar", "--cwd", "/tmp", &id, "/bin/sh", "-c", "echo $FOO $(pwd)"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "bar /tmp\n", "{out:?}");
+    let out = env.run(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo $FOO $(pwd)",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bar /tmp\n",
+        "{out:?}"
+    );
 
     // process.json form, as containerd uses.
     let process = env.tmp.path().join("process.json");
@@ -158,7 +186,9 @@ fn ps_lists_container_processes() {
     let table = env.ok(&["ps", &id]);
     assert!(table.lines().next().unwrap().contains("PID"), "{table}");
     assert!(
-        table.lines().any(|l| l.split_whitespace().next() == Some(&pid.to_string()) && l.contains("sleep")),
+        table
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string()) && l.contains("sleep")),
         "{table}"
     );
     env.ok(&["delete", "--force", &id]);
@@ -166,11 +196,15 @@ fn ps_lists_container_processes() {
 
 /// Freezer state of the container's cgroup, v1 or v2.
 fn freezer_state(id: &str) -> String {
-    let v1 = Path::new("/sys/fs/cgroup/freezer/cnfbox").join(id).join("freezer.state");
+    let v1 = Path::new("/sys/fs/cgroup/freezer/cnfbox")
+        .join(id)
+        .join("freezer.state");
     if v1.exists() {
         return fs::read_to_string(v1).unwrap().trim().to_string();
     }
-    let v2 = Path::new("/sys/fs/cgroup/cnfbox").join(id).join("cgroup.freeze");
+    let v2 = Path::new("/sys/fs/cgroup/cnfbox")
+        .join(id)
+        .join("cgroup.freeze");
     match fs::read_to_string(&v2).unwrap().trim() {
         "1" => "FROZEN".into(),
         _ => "THAWED".into(),
@@ -219,7 +253,12 @@ fn delete_force_of_a_running_container() {
 
 fn is_zombie_or_gone(pid: i64) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => true,
     }
 }
@@ -234,11 +273,15 @@ fn events_stats_show_memory_and_pids() {
     let id = env.id("events");
     env.create(&bundle, &id);
     env.ok(&["start", &id]);
-    let ev: serde_json::Value = serde_json::from_str(env.ok(&["events", "--stats", &id]).trim()).unwrap();
+    let ev: serde_json::Value =
+        serde_json::from_str(env.ok(&["events", "--stats", &id]).trim()).unwrap();
     assert_eq!(ev["type"], "stats");
     assert_eq!(ev["id"], id.as_str());
     assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1, "{ev}");
-    assert!(ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{ev}");
+    assert!(
+        ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0,
+        "{ev}"
+    );
     env.ok(&["delete", "--force", &id]);
 }
 
@@ -263,10 +306,14 @@ fn ten_containers_at_once() {
         serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
     assert_eq!(list.len(), 10);
     for id in &ids {
-        let entry = list.iter().find(|c| c["id"] == id.as_str()).expect("listed");
+        let entry = list
+            .iter()
+            .find(|c| c["id"] == id.as_str())
+            .expect("listed");
         assert_eq!(entry["status"], "running");
     }
-    let pids: std::collections::HashSet<i64> = list.iter().map(|c| c["pid"].as_i64().unwrap()).collect();
+    let pids: std::collections::HashSet<i64> =
+        list.iter().map(|c| c["pid"].as_i64().unwrap()).collect();
     assert_eq!(pids.len(), 10, "each container has its own init");
     let table = env.ok(&["list"]);
     assert_eq!(table.lines().count(), 11, "{table}");
@@ -289,7 +336,9 @@ fn cgroups_path_plain_and_systemd_form() {
     let env = Env::new();
     let id = env.id("cgp");
     let plain = format!("/cnfbox-it/{id}");
-    let bundle = env.bundle("plain", |b| b.scenario(&Scenario::Sleep).cgroups_path(plain.clone()));
+    let bundle = env.bundle("plain", |b| {
+        b.scenario(&Scenario::Sleep).cgroups_path(plain.clone())
+    });
     env.create(&bundle, &id);
     let pid = env.state(&id)["pid"].as_i64().unwrap();
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -310,7 +359,9 @@ fn cgroups_path_plain_and_systemd_form() {
     env.ok(&["delete", "--force", &id2]);
     for line in own.lines().filter(|l| l.ends_with(&want)) {
         let ctrl = line.split(':').nth(1).unwrap();
-        let dir = Path::new("/sys/fs/cgroup").join(ctrl.trim_start_matches("name=")).join(want.trim_start_matches('/'));
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(ctrl.trim_start_matches("name="))
+            .join(want.trim_start_matches('/'));
         assert!(!dir.exists(), "{} left after delete", dir.display());
     }
 }

@@ -24,24 +24,50 @@ fn json_log_lines_parse_as_runcs() {
     let log = env.tmp.path().join("log.json");
     let id = env.id("log");
     let log_s = log.to_str().unwrap();
-    let out = env.run(&["--log", log_s, "--log-format", "json", "run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let out = env.run(&[
+        "--log",
+        log_s,
+        "--log-format",
+        "json",
+        "run",
+        "-b",
+        bundle.dir.to_str().unwrap(),
+        &id,
+    ]);
     assert!(out.status.success(), "{out:?}");
     let ok_lines = lines(&log);
     assert!(!ok_lines.is_empty(), "a successful run logs at info level");
     for l in &ok_lines {
         let level = l["level"].as_str().expect("level");
-        assert!(["debug", "info", "warning", "error"].contains(&level), "{l}");
+        assert!(
+            ["debug", "info", "warning", "error"].contains(&level),
+            "{l}"
+        );
         assert!(l["msg"].is_string(), "{l}");
         let time = l["time"].as_str().expect("time");
         assert!(time.ends_with('Z') && time.contains('T'), "{l}");
     }
 
-    let out = env.run(&["--log", log_s, "--log-format", "json", "kill", "nope", "KILL"]);
+    let out = env.run(&[
+        "--log",
+        log_s,
+        "--log-format",
+        "json",
+        "kill",
+        "nope",
+        "KILL",
+    ]);
     assert!(!out.status.success());
     let all = lines(&log);
     let last = all.last().unwrap();
     assert_eq!(last["level"], "error", "{last}");
-    assert!(last["msg"].as_str().unwrap().contains("nope does not exist"), "{last}");
+    assert!(
+        last["msg"]
+            .as_str()
+            .unwrap()
+            .contains("nope does not exist"),
+        "{last}"
+    );
 }
 
 #[test]
@@ -54,7 +80,10 @@ fn text_log_and_bad_format() {
     let out = env.run(&["--log", log.to_str().unwrap(), "state", "nope"]);
     assert!(!out.status.success());
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("level=error") && text.contains("nope does not exist"), "{text}");
+    assert!(
+        text.contains("level=error") && text.contains("nope does not exist"),
+        "{text}"
+    );
     let out = env.run(&["--log-format", "xml", "list"]);
     common::assert_one_line_error(&out, &["--log-format", "xml"]);
 }

@@ -102,8 +102,14 @@ fn features_and_spec_commands() {
     assert_eq!(f["ociVersionMin"], "1.0.0");
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
     assert_eq!(f["linux"]["cgroup"]["v1"], true);
-    assert!(f["linux"]["namespaces"].as_array().unwrap().contains(&json!("user")));
-    assert!(f["linux"]["capabilities"].as_array().unwrap().contains(&json!("CAP_NET_ADMIN")));
+    assert!(f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("user")));
+    assert!(f["linux"]["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("CAP_NET_ADMIN")));
 
     let dir = env.tmp.path().join("specdir");
     fs::create_dir(&dir).unwrap();
@@ -129,7 +135,11 @@ fn update_changes_the_cgroup() {
     let ev: Value = serde_json::from_str(env.ok(&["events", "--stats", &id]).trim()).unwrap();
     assert_eq!(ev["data"]["pids"]["limit"], 42, "{ev}");
     let res = env.tmp.path().join("res.json");
-    fs::write(&res, r#"{"pids":{"limit":77},"memory":{"limit":268435456}}"#).unwrap();
+    fs::write(
+        &res,
+        r#"{"pids":{"limit":77},"memory":{"limit":268435456}}"#,
+    )
+    .unwrap();
     env.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
     let ev: Value = serde_json::from_str(env.ok(&["events", "--stats", &id]).trim()).unwrap();
     assert_eq!(ev["data"]["pids"]["limit"], 77, "{ev}");

@@ -94,10 +94,13 @@ impl Bundle {
                 field: "linux",
             });
         }
-        let root = spec.root().as_ref().ok_or_else(|| BundleError::MissingField {
-            path: path.clone(),
-            field: "root",
-        })?;
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| BundleError::MissingField {
+                path: path.clone(),
+                field: "root",
+            })?;
         let rootfs = dir.join(root.path());
         let rootfs = fs::canonicalize(&rootfs).map_err(|_| BundleError::MissingRootfs {
             path: path.clone(),
@@ -171,7 +174,10 @@ mod tests {
         spec.set_version("2.0.0".into());
         write_staged(dir.path(), &spec).unwrap();
         let err = Bundle::load(dir.path()).unwrap_err();
-        assert!(matches!(err, BundleError::UnsupportedVersion { .. }), "{err}");
+        assert!(
+            matches!(err, BundleError::UnsupportedVersion { .. }),
+            "{err}"
+        );
 
         let spec = Spec::default();
         write_staged(dir.path(), &spec).unwrap();
@@ -179,6 +185,9 @@ mod tests {
         assert!(matches!(err, BundleError::MissingRootfs { .. }), "{err}");
         fs::create_dir(dir.path().join("rootfs")).unwrap();
         let bundle = Bundle::load(dir.path()).unwrap();
-        assert_eq!(bundle.rootfs, dir.path().canonicalize().unwrap().join("rootfs"));
+        assert_eq!(
+            bundle.rootfs,
+            dir.path().canonicalize().unwrap().join("rootfs")
+        );
     }
 }

@@ -16,7 +16,9 @@ use libcgroups::common::CgroupSetup;
 pub enum CgroupPathError {
     #[error("--systemd-cgroup: systemd is not running on this host ({marker} is missing); drop the flag to use the cgroupfs driver")]
     NoSystemd { marker: PathBuf },
-    #[error("linux.cgroupsPath {path:?}: with --systemd-cgroup it must have the form slice:prefix:name")]
+    #[error(
+        "linux.cgroupsPath {path:?}: with --systemd-cgroup it must have the form slice:prefix:name"
+    )]
     NotSystemdForm { path: String },
     #[error("linux.cgroupsPath {path:?}: {reason}")]
     Invalid { path: String, reason: &'static str },
@@ -119,7 +121,11 @@ fn expand_systemd(
             reason: "the name part of slice:prefix:name is empty",
         });
     }
-    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
     let Some(stem) = slice.strip_suffix(".slice") else {
         return Err(CgroupPathError::Invalid {
             path: text.to_string(),
@@ -158,7 +164,12 @@ mod tests {
     use super::*;
 
     fn fs(p: Option<&str>) -> Result<PathBuf, CgroupPathError> {
-        resolve(p.map(Path::new), "c1", Driver::Cgroupfs, CgroupSetup::Hybrid)
+        resolve(
+            p.map(Path::new),
+            "c1",
+            Driver::Cgroupfs,
+            CgroupSetup::Hybrid,
+        )
     }
 
     #[test]
@@ -195,7 +206,12 @@ mod tests {
 
     #[test]
     fn systemd_driver_wants_systemd_form() {
-        let e = resolve(Some(Path::new("/x")), "c", Driver::Systemd, CgroupSetup::Unified);
+        let e = resolve(
+            Some(Path::new("/x")),
+            "c",
+            Driver::Systemd,
+            CgroupSetup::Unified,
+        );
         assert!(matches!(e, Err(CgroupPathError::NotSystemdForm { .. })));
     }
 

@@ -10,7 +10,7 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use liboci_cli::{Create, Run};
 
-use super::{check_id, container_dir, wait, Ctx};
+use super::{check_console, check_id, console_socket_path, container_dir, wait, Ctx};
 use crate::bundle::{self, Bundle};
 use crate::cgroups;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
@@ -85,9 +85,20 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
     check_id(o.id)?;
     let dir = container_dir(ctx, o.id);
     if dir.exists() {
-        bail!("container {} already exists (state in {})", o.id, dir.display());
+        bail!(
+            "container {} already exists (state in {})",
+            o.id,
+            dir.display()
+        );
     }
     let bundle = Bundle::load(o.bundle)?;
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    check_console(terminal, "process.terminal", o.detach, o.console_socket)?;
     let driver = cgroups::driver(ctx.systemd, Path::new("/"))?;
     let setup = cgroups::setup()?;
     let spec_cgroup = bundle
@@ -123,9 +134,8 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
     };
     let built = build(ctx, o, &stage, driver);
     let result = built.and_then(|mut c| {
-        finish(&mut c, &dir, &stage, &meta).map_err(|e| {
+        finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
             let _ = c.delete(true);
-            e
         })?;
         Ok(c)
     });
@@ -149,7 +159,7 @@ fn build(
     ContainerBuilder::new(o.id.to_string(), SyscallType::default())
         .with_root_path(ctx.root.clone())?
         .with_pid_file(o.pid_file)?
-        .with_console_socket(o.console_socket)
+        .with_console_socket(console_socket_path(o.console_socket)?)
         .with_preserved_fds(o.preserve_fds)
         .validate_id()?
         .as_init(stage)
@@ -192,11 +202,13 @@ fn cleanup_failed(dir: &Path, meta: &ContainerMeta, id: &str) {
             tracing::warn!(%id, path = %dir.display(), %err, "remove state dir after failed create");
         }
     }
-    if let Ok(manager) = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: meta.cgroup_path.clone(),
-        systemd_cgroup: meta.systemd,
-        container_name: id.to_string(),
-    }) {
+    if let Ok(manager) =
+        libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: meta.cgroup_path.clone(),
+            systemd_cgroup: meta.systemd,
+            container_name: id.to_string(),
+        })
+    {
         use libcgroups::common::CgroupManager;
         if let Err(err) = manager.remove() {
             tracing::warn!(%id, %err, "remove cgroup after failed create");

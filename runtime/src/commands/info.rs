@@ -95,12 +95,16 @@ pub fn list(ctx: &Ctx, a: &List) -> anyhow::Result<()> {
     match a.format.as_str() {
         "json" => writeln!(out, "{}", serde_json::to_string(&states)?)?,
         "table" => {
-            writeln!(out, "{:<24} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED")?;
+            writeln!(
+                out,
+                "{:<24} {:<8} {:<10} {:<40} {:<32} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            )?;
             for s in &states {
                 writeln!(
                     out,
-                    "{:<24} {:<8} {:<10} {:<40} {:<32} {}",
-                    s.id, s.pid, s.status, s.bundle, s.created, "root"
+                    "{:<24} {:<8} {:<10} {:<40} {:<32} root",
+                    s.id, s.pid, s.status, s.bundle, s.created
                 )?;
             }
         }

@@ -14,14 +14,34 @@ pub fn start(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 
 /// Parses a signal name (`TERM`, `SIGTERM`) or number (`15`).
 pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
-    Signal::try_from(s).map_err(|_| anyhow::anyhow!("invalid signal {s:?}: use a name like TERM or a number 1-31"))
+    Signal::try_from(s)
+        .map_err(|_| anyhow::anyhow!("invalid signal {s:?}: use a name like TERM or a number 1-31"))
 }
 
 pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
     let signal = parse_signal(&a.signal)?;
     let (mut c, _) = load(ctx, &a.container_id)?;
+    let before = c.status();
     c.kill(signal, a.all)
-        .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))
+        .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))?;
+    // libcontainer 0.7 records `stopped` whatever the signal did. A running
+    // container reads back as running while its init lives, but a created
+    // one would read as running too (and `start` then refuses it), and a
+    // paused one as running while still frozen. runc leaves both as they
+    // were; if the signal did kill the init, the next load sees the dead pid
+    // and reports `stopped` anyway. `kill --all` thaws the cgroup (as runc's
+    // does), so a paused container is not paused after it.
+    let unchanged = match before {
+        ContainerStatus::Created => true,
+        ContainerStatus::Paused => !a.all,
+        _ => false,
+    };
+    if unchanged {
+        c.set_status(before)
+            .save()
+            .with_context(|| format!("save state of container {}", a.container_id))?;
+    }
+    Ok(())
 }
 
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
@@ -31,10 +51,19 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let (mut c, _) = load(ctx, id)?;
-    if !force && matches!(c.status(), ContainerStatus::Running | ContainerStatus::Paused) {
-        anyhow::bail!("cannot delete container {id}: it is {} (use --force)", c.status().to_string().to_lowercase());
+    if !force
+        && matches!(
+            c.status(),
+            ContainerStatus::Running | ContainerStatus::Paused
+        )
+    {
+        anyhow::bail!(
+            "cannot delete container {id}: it is {} (use --force)",
+            c.status().to_string().to_lowercase()
+        );
     }
-    c.delete(force).with_context(|| format!("delete container {id}"))
+    c.delete(force)
+        .with_context(|| format!("delete container {id}"))
 }
 
 pub fn pause(ctx: &Ctx, id: &str) -> anyhow::Result<()> {

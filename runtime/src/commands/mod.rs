@@ -61,6 +61,40 @@ pub fn check_id(id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// runc's console rule (runc utils_linux.go `runner.run`): a detached
+/// process with a terminal must send its pty master to `--console-socket`,
+/// and the socket serves nothing else. libcontainer checks the same, but its
+/// message names neither the setting (`terminal`) nor the flag.
+pub fn check_console(
+    terminal: bool,
+    setting: &str,
+    detach: bool,
+    socket: Option<&Path>,
+) -> anyhow::Result<()> {
+    match (terminal && detach, socket) {
+        (true, None) => bail!(
+            "{setting} asks for a terminal but no --console-socket was given: a detached process's pty master must be sent to one"
+        ),
+        (false, Some(socket)) => bail!(
+            "--console-socket {} is only for a detached process with a terminal (process.terminal, or exec --tty)",
+            socket.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `--console-socket` made absolute against the current directory, as runc
+/// dials it. libcontainer connects through a symlink it makes in the state
+/// dir (to keep `sun_path` short), so a relative target would resolve there.
+pub fn console_socket_path(socket: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    socket
+        .map(|p| {
+            std::path::absolute(p)
+                .with_context(|| format!("--console-socket {}: make it absolute", p.display()))
+        })
+        .transpose()
+}
+
 /// The state directory of container `id`.
 pub fn container_dir(ctx: &Ctx, id: &str) -> PathBuf {
     ctx.root.join(id)
@@ -71,7 +105,10 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
     check_id(id)?;
     let dir = container_dir(ctx, id);
     if !dir.join("state.json").is_file() {
-        bail!("container {id} does not exist (no state in {})", ctx.root.display());
+        bail!(
+            "container {id} does not exist (no state in {})",
+            ctx.root.display()
+        );
     }
     let container = Container::load(dir.clone())
         .with_context(|| format!("load container {id} from {}", dir.display()))?;
@@ -102,6 +139,39 @@ pub fn read_json_arg<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Res
         std::fs::read(path).with_context(|| format!("read {}", path.display()))?
     };
     let mut de = serde_json::Deserializer::from_slice(&raw);
-    serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| anyhow::anyhow!("malformed {}: field `{}`: {}", path.display(), e.path(), e.inner()))
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        anyhow::anyhow!(
+            "malformed {}: field `{}`: {}",
+            path.display(),
+            e.path(),
+            e.inner()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_rule_as_runc() {
+        let sock = Some(Path::new("/run/tty.sock"));
+        assert!(check_console(true, "process.terminal", true, sock).is_ok());
+        assert!(check_console(false, "process.terminal", true, None).is_ok());
+        assert!(check_console(true, "process.terminal", false, None).is_ok());
+        let err = check_console(true, "process.terminal", true, None).unwrap_err();
+        assert!(err.to_string().contains("--console-socket"), "{err}");
+        let err = check_console(false, "--tty", true, sock).unwrap_err();
+        assert!(err.to_string().contains("/run/tty.sock"), "{err}");
+        assert!(check_console(true, "--tty", false, sock).is_err());
+    }
+
+    #[test]
+    fn console_socket_is_made_absolute() {
+        let got = console_socket_path(Some(Path::new("tty.sock")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, std::env::current_dir().unwrap().join("tty.sock"));
+        assert_eq!(console_socket_path(None).unwrap(), None);
+    }
 }

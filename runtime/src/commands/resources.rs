@@ -16,13 +16,16 @@ use super::{cgroup_manager, load, read_json_arg, Ctx};
 
 /// runc's stats event data (runc `types.Stats`) from libcgroups' numbers.
 fn runc_stats(s: &Stats) -> serde_json::Value {
-    let mem = |d: &libcgroups::stats::MemoryData| {
-        json!({"usage": d.usage, "max": d.max_usage, "failcnt": d.fail_count, "limit": d.limit})
-    };
+    let mem = |d: &libcgroups::stats::MemoryData| json!({"usage": d.usage, "max": d.max_usage, "failcnt": d.fail_count, "limit": d.limit});
     let hugetlb: serde_json::Map<String, serde_json::Value> = s
         .hugetlb
         .iter()
-        .map(|(k, v)| (k.clone(), json!({"usage": v.usage, "max": v.max_usage, "failcnt": v.fail_count})))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                json!({"usage": v.usage, "max": v.max_usage, "failcnt": v.fail_count}),
+            )
+        })
         .collect();
     json!({
         "cpu": {
@@ -56,7 +59,10 @@ pub fn events(ctx: &Ctx, a: &Events) -> anyhow::Result<()> {
     let manager = cgroup_manager(&c, &meta)?;
     loop {
         let (c, _) = load(ctx, &a.container_id)?;
-        if !matches!(c.status(), ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Created) {
+        if !matches!(
+            c.status(),
+            ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Created
+        ) {
             anyhow::bail!("container {} is not running", a.container_id);
         }
         let stats = manager
@@ -90,7 +96,12 @@ fn requested(a: &Update) -> anyhow::Result<LinuxResources> {
     set!(cpu, any_cpu, shares, a.cpu_share);
     set!(cpu, any_cpu, quota, a.cpu_quota.map(|q| q as i64));
     set!(cpu, any_cpu, period, a.cpu_period);
-    set!(cpu, any_cpu, realtime_runtime, a.cpu_rt_runtime.map(|q| q as i64));
+    set!(
+        cpu,
+        any_cpu,
+        realtime_runtime,
+        a.cpu_rt_runtime.map(|q| q as i64)
+    );
     set!(cpu, any_cpu, realtime_period, a.cpu_rt_period);
     set!(cpu, any_cpu, cpus, a.cpuset_cpus.clone());
     set!(cpu, any_cpu, mems, a.cpuset_mems.clone());
@@ -100,7 +111,12 @@ fn requested(a: &Update) -> anyhow::Result<LinuxResources> {
     let mut mem = LinuxMemoryBuilder::default();
     let mut any_mem = false;
     set!(mem, any_mem, limit, a.memory.map(|m| m as i64));
-    set!(mem, any_mem, reservation, a.memory_reservation.map(|m| m as i64));
+    set!(
+        mem,
+        any_mem,
+        reservation,
+        a.memory_reservation.map(|m| m as i64)
+    );
     set!(mem, any_mem, swap, a.memory_swap);
     if any_mem {
         r = r.memory(mem.build()?);
