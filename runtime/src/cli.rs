@@ -81,4 +81,8 @@ pub enum Command {
     Features(Features),
     /// Write a default config.json
     Spec(Spec),
+    /// Per-pod host ID ranges: list, show, release, gc, repair
+    Ranges(crate::commands::ranges::Ranges),
+    /// Give cnfbox a host ID pool (subuid/subgid entries and config.toml)
+    Setup(crate::commands::ranges::Setup),
 }

@@ -47,6 +47,13 @@ pub struct ContainerMeta {
     pub cgroup_path: PathBuf,
     /// Whether the systemd driver manages the cgroup.
     pub systemd: bool,
+    /// The pod (sandbox) the container belongs to, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The host ID range of the pod's user namespace, when it has one:
+    /// what `cnfbox ranges repair` rebuilds the ledger from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<idmap::PodMapping>,
 }
 
 impl ContainerMeta {
@@ -88,6 +95,10 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             cgroup_path: "/cnfbox/x".into(),
             systemd: false,
+            pod: Some("p".into()),
+            mapping: Some(idmap::PodMapping::symmetric(
+                idmap::Mapping::new(0, 100_000, 65_536).unwrap(),
+            )),
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

@@ -131,6 +131,8 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
         rootfs: bundle.rootfs.clone(),
         cgroup_path: cgroup_path.clone(),
         systemd: driver == cgroups::Driver::Systemd,
+        pod: None,
+        mapping: None,
     };
     let built = build(ctx, o, &stage, driver);
     let result = built.and_then(|mut c| {

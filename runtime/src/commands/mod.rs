@@ -4,6 +4,7 @@ mod create;
 mod info;
 mod lifecycle;
 mod process;
+pub mod ranges;
 mod resources;
 mod wait;
 
@@ -43,6 +44,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Update(a) => resources::update(&ctx, &a).map(|_| 0),
         Command::Features(_) => info::features().map(|_| 0),
         Command::Spec(a) => info::spec(&a).map(|_| 0),
+        Command::Ranges(a) => ranges::ranges(&ctx, &a).map(|_| 0),
+        Command::Setup(a) => ranges::setup(&a).map(|_| 0),
     }
 }
 

@@ -1,0 +1,397 @@
+//! `cnfbox setup`: give cnfbox a pool of host IDs, idempotently.
+//!
+//! Writes `cnfbox:START:SIZE` to `/etc/subuid` and `/etc/subgid` (so that
+//! useradd(8) and other tools that pick subordinate ranges keep out of it)
+//! and a `config.toml` with an `[idmap]` section. Running it again changes
+//! nothing; a `cnfbox` entry or config pool that disagrees with the other is
+//! reported, never overwritten.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::{check_pool, Config, ConfigError, EtcRoot, DEFAULT_LEDGER_DIR, SUBID_OWNER};
+use crate::fsutil::{write_atomic, AtomicWriteError};
+use crate::range::{
+    align_up, check_block_multiple, IdRange, RangeError, HOST_RESERVED_END, ID_BLOCK,
+};
+use crate::subid::{Owner, SubIdError, SubIdFile};
+
+/// Errors of [`setup`].
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Reading or validating the config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Reading subuid/subgid.
+    #[error(transparent)]
+    SubId(#[from] SubIdError),
+    /// `pool_size` or `range_size` is not a positive multiple of 65536, or
+    /// the pool is smaller than one range.
+    #[error("setup option {option}")]
+    Option {
+        option: &'static str,
+        #[source]
+        source: RangeError,
+    },
+    /// No gap of `size` IDs is left below `u32::MAX`.
+    #[error("no free range of {size} host IDs above {HOST_RESERVED_END} in {file}")]
+    NoFreeRange { size: u32, file: PathBuf },
+    /// cnfbox already has an entry that differs from the configured pool.
+    #[error(
+        "{file} gives {owner} {have}, but the pool is {want}; make them agree (edit one) and \
+         run setup again"
+    )]
+    Mismatch {
+        file: PathBuf,
+        owner: &'static str,
+        have: IdRange,
+        want: IdRange,
+    },
+    /// Reading a file that is about to be rewritten.
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `mkdir -p` of the config directory.
+    #[error("creating directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing subuid, subgid or the config.
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: AtomicWriteError,
+    },
+}
+
+/// Knobs of [`setup`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupOptions {
+    /// Host IDs in the pool when one must be chosen (default: 1024 pods).
+    pub pool_size: u32,
+    /// IDs per pod.
+    pub range_size: u32,
+    /// Ledger directory written to a new config.
+    pub ledger_dir: PathBuf,
+}
+
+impl Default for SetupOptions {
+    fn default() -> Self {
+        SetupOptions {
+            pool_size: ID_BLOCK * 1024,
+            range_size: ID_BLOCK,
+            ledger_dir: PathBuf::from(DEFAULT_LEDGER_DIR),
+        }
+    }
+}
+
+/// What [`setup`] did to one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileAction {
+    /// Already right.
+    Unchanged,
+    /// Written anew.
+    Created,
+    /// A line was added.
+    Appended,
+}
+
+/// The outcome of [`setup`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SetupReport {
+    /// cnfbox's host uids.
+    pub uid_pool: IdRange,
+    /// cnfbox's host gids.
+    pub gid_pool: IdRange,
+    /// What happened to subuid.
+    pub subuid: FileAction,
+    /// What happened to subgid.
+    pub subgid: FileAction,
+    /// What happened to the config.
+    pub config: FileAction,
+    /// The config file.
+    pub config_path: PathBuf,
+}
+
+/// Gives cnfbox an ID pool under `etc`, with its config at `config_path`.
+pub fn setup(
+    etc: &EtcRoot,
+    config_path: &Path,
+    opts: &SetupOptions,
+) -> Result<SetupReport, SetupError> {
+    let range_size =
+        check_block_multiple(opts.range_size).map_err(|source| SetupError::Option {
+            option: "range_size",
+            source,
+        })?;
+    let pool_size = check_block_multiple(opts.pool_size).map_err(|source| SetupError::Option {
+        option: "pool_size",
+        source,
+    })?;
+    if pool_size < range_size {
+        return Err(SetupError::Option {
+            option: "pool_size",
+            source: RangeError::NotBlockMultiple { size: pool_size },
+        });
+    }
+    let owner = Owner::lookup(SUBID_OWNER, &etc.passwd())?;
+    let subuid = SubIdFile::load(&etc.subuid())?;
+    let subgid = SubIdFile::load(&etc.subgid())?;
+    let config = Config::load_from(config_path, false)?;
+    let have_uid = subuid.contiguous_range(&owner)?;
+    let have_gid = subgid.contiguous_range(&owner)?;
+
+    let (uid_pool, gid_pool) = match config.configured_pool()? {
+        Some(p) => (p, p),
+        None => {
+            let both = [&subuid, &subgid];
+            match (have_uid, have_gid) {
+                (Some(u), Some(g)) => (u, g),
+                (Some(u), None) => (u, reuse_or_find(u, &subgid, &owner)?),
+                (None, Some(g)) => (reuse_or_find(g, &subuid, &owner)?, g),
+                (None, None) => {
+                    let p = find_free(&both, pool_size, &subuid.path)?;
+                    (p, p)
+                }
+            }
+        }
+    };
+    let origin = "cnfbox setup";
+    let range_size = config
+        .source
+        .as_ref()
+        .map_or(range_size, |_| config.idmap.range_size);
+    check_pool("uid", uid_pool, range_size, origin, &subuid, &owner)?;
+    check_pool("gid", gid_pool, range_size, origin, &subgid, &owner)?;
+
+    let subuid_action = ensure_entry(&subuid, have_uid, uid_pool)?;
+    let subgid_action = ensure_entry(&subgid, have_gid, gid_pool)?;
+    let config_action = if config.source.is_some() {
+        FileAction::Unchanged
+    } else {
+        write_config(
+            config_path,
+            uid_pool,
+            gid_pool,
+            range_size,
+            &opts.ledger_dir,
+        )?;
+        FileAction::Created
+    };
+
+    // Check the result the way the runtime will read it.
+    Config::load_from(config_path, true)?.pools(etc)?;
+    let report = SetupReport {
+        uid_pool,
+        gid_pool,
+        subuid: subuid_action,
+        subgid: subgid_action,
+        config: config_action,
+        config_path: config_path.to_owned(),
+    };
+    tracing::info!(?report, "cnfbox ID pool set up");
+    Ok(report)
+}
+
+/// `want` if nobody else in `file` holds any of it, else a free range of
+/// the same size.
+fn reuse_or_find(want: IdRange, file: &SubIdFile, owner: &Owner) -> Result<IdRange, SetupError> {
+    match file.foreign_overlap(owner, &want) {
+        None => Ok(want),
+        Some(_) => find_free(&[file], want.size(), &file.path),
+    }
+}
+
+/// The lowest 65536-aligned range of `size` IDs at or above 65536 that no
+/// entry of `files` overlaps.
+fn find_free(files: &[&SubIdFile], size: u32, name: &Path) -> Result<IdRange, SetupError> {
+    let none = || SetupError::NoFreeRange {
+        size,
+        file: name.to_owned(),
+    };
+    let mut taken: Vec<IdRange> = files
+        .iter()
+        .flat_map(|f| f.entries.iter().map(|e| e.range))
+        .collect();
+    taken.sort();
+    let mut start = HOST_RESERVED_END;
+    for r in taken {
+        let candidate = IdRange::new(start, size).map_err(|_| none())?;
+        if r.overlaps(&candidate) {
+            start = align_up(r.end(), ID_BLOCK).ok_or_else(none)?;
+        }
+    }
+    IdRange::new(start, size).map_err(|_| none())
+}
+
+fn ensure_entry(
+    file: &SubIdFile,
+    have: Option<IdRange>,
+    want: IdRange,
+) -> Result<FileAction, SetupError> {
+    match have {
+        Some(h) if h == want => Ok(FileAction::Unchanged),
+        Some(h) => Err(SetupError::Mismatch {
+            file: file.path.clone(),
+            owner: SUBID_OWNER,
+            have: h,
+            want,
+        }),
+        None => {
+            let path = &file.path;
+            let existed = path.exists();
+            let (mut text, mode) = match std::fs::read_to_string(path) {
+                Ok(t) => {
+                    let mode = std::fs::metadata(path)
+                        .map_err(|source| SetupError::Read {
+                            path: path.clone(),
+                            source,
+                        })?
+                        .permissions()
+                        .mode();
+                    (t, mode & 0o7777)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => (String::new(), 0o644),
+                Err(source) => {
+                    return Err(SetupError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            };
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{SUBID_OWNER}:{}:{}\n", want.start(), want.size()));
+            write_atomic(path, text.as_bytes(), mode).map_err(|source| SetupError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            tracing::info!(path = %path.display(), range = %want, "added subordinate ID entry");
+            Ok(if !existed {
+                FileAction::Created
+            } else {
+                FileAction::Appended
+            })
+        }
+    }
+}
+
+fn write_config(
+    path: &Path,
+    uid: IdRange,
+    gid: IdRange,
+    range_size: u32,
+    ledger_dir: &Path,
+) -> Result<(), SetupError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|source| SetupError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    let pool_line = if uid == gid {
+        format!(
+            "# Host uids and gids handed out to pods (also `{SUBID_OWNER}` in subuid/subgid).\n\
+             pool = \"{uid}\"\n"
+        )
+    } else {
+        format!(
+            "# The pool comes from the `{SUBID_OWNER}` entries of subuid ({uid}) and subgid \
+             ({gid}).\n"
+        )
+    };
+    let ledger = toml::Value::String(ledger_dir.display().to_string());
+    let text = format!(
+        "# cnfbox configuration, written by `cnfbox setup`.\n\n[idmap]\n{pool_line}\
+         # IDs per pod, a multiple of 65536.\nrange_size = {range_size}\n\
+         # Which pod holds which host IDs.\nledger_dir = {ledger}\n\
+         allow_host_userns = false\n"
+    );
+    write_atomic(path, text.as_bytes(), 0o644).map_err(|source| SetupError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etc(subuid: &str, subgid: &str) -> (tempfile::TempDir, EtcRoot, PathBuf) {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("subuid"), subuid).expect("write");
+        std::fs::write(d.path().join("subgid"), subgid).expect("write");
+        let e = EtcRoot::new(d.path());
+        let cfg = e.default_config();
+        (d, e, cfg)
+    }
+
+    #[test]
+    fn fresh_setup_avoids_others_and_is_idempotent() {
+        let (_d, etc, cfg) = etc(
+            "root:100000:65536\nalice:165536:65536",
+            "root:100000:65536\n",
+        );
+        let opts = SetupOptions {
+            pool_size: ID_BLOCK * 4,
+            ..SetupOptions::default()
+        };
+        let r = setup(&etc, &cfg, &opts).expect("setup");
+        assert_eq!(r.uid_pool, IdRange::new(262_144, 262_144).expect("r"));
+        assert_eq!(r.gid_pool, r.uid_pool);
+        assert_eq!(r.subuid, FileAction::Appended);
+        assert_eq!(r.config, FileAction::Created);
+        let subuid = std::fs::read_to_string(etc.subuid()).expect("read");
+        assert_eq!(
+            subuid,
+            "root:100000:65536\nalice:165536:65536\ncnfbox:262144:262144\n"
+        );
+        let before = (subuid, std::fs::read_to_string(&cfg).expect("cfg"));
+        let again = setup(&etc, &cfg, &opts).expect("setup again");
+        assert_eq!(again.subuid, FileAction::Unchanged);
+        assert_eq!(again.subgid, FileAction::Unchanged);
+        assert_eq!(again.config, FileAction::Unchanged);
+        assert_eq!(again.uid_pool, r.uid_pool);
+        let after = (
+            std::fs::read_to_string(etc.subuid()).expect("read"),
+            std::fs::read_to_string(&cfg).expect("cfg"),
+        );
+        assert_eq!(before, after);
+        let pools = Config::load_from(&cfg, true)
+            .expect("cfg")
+            .pools(&etc)
+            .expect("pools");
+        assert_eq!(pools.capacity(), 4);
+    }
+
+    #[test]
+    fn mismatch_is_reported() {
+        let (_d, etc, cfg) = etc("cnfbox:1000000:65536\n", "cnfbox:1000000:65536\n");
+        std::fs::create_dir_all(cfg.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&cfg, "[idmap]\npool = \"2000000:65536\"\n").expect("cfg");
+        let err = setup(&etc, &cfg, &SetupOptions::default()).expect_err("mismatch");
+        assert!(matches!(err, SetupError::Mismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_files_are_created() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let etc = EtcRoot::new(d.path());
+        let r = setup(&etc, &etc.default_config(), &SetupOptions::default()).expect("setup");
+        assert_eq!(r.uid_pool.start(), HOST_RESERVED_END);
+        assert_eq!(r.subuid, FileAction::Created);
+    }
+}
