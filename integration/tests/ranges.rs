@@ -174,3 +174,42 @@ fn no_pool_says_how_to_set_one_up() {
     ));
     assert_one_line_error(&out, &["--format"]);
 }
+
+#[test]
+fn repair_rebuilds_from_live_container_records() {
+    if !can_run("ranges repair from containers") {
+        return;
+    }
+    let env = Env::new();
+    let (etc, alloc) = set_up(&env);
+    let held = alloc.allocate("live-pod").unwrap();
+    alloc.allocate("gone-pod").unwrap();
+    // A container of live-pod, as `create` records it (pod and mapping in
+    // the container's cnfbox.json); gone-pod has no container left.
+    let dir = env.root.join("c-of-live-pod");
+    fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "bundle": "/b", "rootfs": "/b/rootfs", "cgroup_path": "/cnfbox/c", "systemd": false,
+        "pod": "live-pod", "mapping": held,
+    });
+    fs::write(dir.join("cnfbox.json"), record.to_string()).unwrap();
+    fs::write(alloc.ledger().path(), b"truncated").unwrap();
+
+    let rebuilt: Vec<Value> =
+        serde_json::from_str(&env.ok(&etc_args(&etc, &["--format", "json", "repair"]))).unwrap();
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_eq!(rebuilt[0]["pod"], "live-pod");
+    assert_eq!(rebuilt[0]["uid"]["host_start"], held.uid.host_id());
+    // The live pod keeps its range; a new pod never gets it.
+    assert_eq!(alloc.allocate("live-pod").unwrap(), held);
+    let other = alloc.allocate("new-pod").unwrap();
+    assert_ne!(other.uid.host_id(), held.uid.host_id());
+    // gc spares the pod that still has a container.
+    let freed: Vec<Value> =
+        serde_json::from_str(&env.ok(&etc_args(&etc, &["--format", "json", "gc", "--grace", "0"])))
+            .unwrap();
+    assert!(freed.iter().all(|e| e["pod"] != "live-pod"), "{freed:?}");
+    let out = env.run(&etc_args(&etc, &["release", "live-pod"]));
+    assert_one_line_error(&out, &["live-pod", "still has containers"]);
+    fs::remove_dir_all(&dir).unwrap();
+}
