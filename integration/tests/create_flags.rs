@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_nothing_left, assert_one_line_error, can_run, cnfbox_bin, Env};
+use common::{assert_nothing_left, assert_one_line_error, can_run, Env};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use test_bundles::{Bundle, Scenario};
@@ -27,8 +27,8 @@ const CAP_NET_ADMIN_BIT: u64 = 1 << 12;
 
 /// `cnfbox --root ROOT ARGS...` with stdin closed.
 fn cnfbox(env: &Env, args: &[&str]) -> Command {
-    let mut cmd = Command::new(cnfbox_bin());
-    cmd.arg("--root").arg(&env.root).args(args);
+    let mut cmd = env.command();
+    cmd.args(args);
     cmd.stdin(Stdio::null());
     cmd
 }

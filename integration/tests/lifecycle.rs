@@ -97,9 +97,8 @@ fn run_detach_leaves_it_running() {
     let env = Env::new();
     let bundle = sleeper(&env);
     let id = env.id("detach");
-    let out = std::process::Command::new(common::cnfbox_bin())
-        .arg("--root")
-        .arg(&env.root)
+    let out = env
+        .command()
         .args(["run", "--detach", "--bundle"])
         .arg(&bundle.dir)
         .arg(&id)

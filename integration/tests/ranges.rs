@@ -77,7 +77,8 @@ fn setup_list_show_release_gc() {
     if !can_run("ranges") {
         return;
     }
-    let env = Env::new();
+    let mut env = Env::new();
+    env.config = None;
     let (etc, alloc) = set_up(&env);
     assert!(list(&env, &etc).is_empty());
 
@@ -124,7 +125,8 @@ fn corrupt_ledger_stops_everything_until_repair() {
     if !can_run("ranges repair") {
         return;
     }
-    let env = Env::new();
+    let mut env = Env::new();
+    env.config = None;
     let (etc, alloc) = set_up(&env);
     alloc.allocate("pod-x").unwrap();
     let ledger = alloc.ledger().path();
@@ -159,7 +161,8 @@ fn no_pool_says_how_to_set_one_up() {
     if !can_run("ranges without pool") {
         return;
     }
-    let env = Env::new();
+    let mut env = Env::new();
+    env.config = None;
     let etc = env.tmp.path().join("empty-etc");
     fs::create_dir_all(&etc).unwrap();
     let out = env.run(&etc_args(etc.to_str().unwrap(), &["list"]));
@@ -180,7 +183,8 @@ fn repair_rebuilds_from_live_container_records() {
     if !can_run("ranges repair from containers") {
         return;
     }
-    let env = Env::new();
+    let mut env = Env::new();
+    env.config = None;
     let (etc, alloc) = set_up(&env);
     let held = alloc.allocate("live-pod").unwrap();
     alloc.allocate("gone-pod").unwrap();

@@ -6,6 +6,8 @@ mod cli;
 mod commands;
 mod logging;
 mod meta;
+mod pod;
+mod profile;
 
 use std::process::ExitCode;
 

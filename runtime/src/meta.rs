@@ -54,6 +54,12 @@ pub struct ContainerMeta {
     /// what `cnfbox ranges repair` rebuilds the ledger from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping: Option<idmap::PodMapping>,
+    /// Whether this container is its pod's sandbox (owns range and namespaces).
+    #[serde(default)]
+    pub sandbox: bool,
+    /// Where the id-mapped view of the rootfs is attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_view: Option<PathBuf>,
 }
 
 impl ContainerMeta {
@@ -99,6 +105,8 @@ mod tests {
             mapping: Some(idmap::PodMapping::symmetric(
                 idmap::Mapping::new(0, 100_000, 65_536).unwrap(),
             )),
+            sandbox: true,
+            rootfs_view: Some("/run/cnfbox/.rootfs/x".into()),
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

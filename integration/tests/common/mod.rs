@@ -44,7 +44,15 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub root: PathBuf,
+    /// The host ID pool config every command gets through `CNFBOX_CONFIG`
+    /// (`None`: the variable is removed).
+    pub config: Option<PathBuf>,
 }
+
+static ENVS: AtomicUsize = AtomicUsize::new(0);
+
+/// Host IDs per test environment: 64 pods of 65536.
+const ENV_POOL: u64 = 64 * 65536;
 
 impl Env {
     pub fn new() -> Self {
@@ -53,7 +61,44 @@ impl Env {
             .tempdir()
             .expect("tempdir");
         let root = tmp.path().join("state");
-        Self { tmp, root }
+        // Each environment gets its own ledger and, as far as chance allows,
+        // its own slice of host IDs above 2^31.
+        let slot = (u64::from(std::process::id()) * 131
+            + ENVS.fetch_add(1, Ordering::Relaxed) as u64)
+            % 500;
+        let start = (1u64 << 31) + slot * ENV_POOL;
+        let config = tmp.path().join("cnfbox.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[idmap]\npool = \"{start}:{ENV_POOL}\"\nledger_dir = \"{}\"\n",
+                tmp.path().join("ledger").display()
+            ),
+        )
+        .expect("write test config");
+        Self {
+            tmp,
+            root,
+            config: Some(config),
+        }
+    }
+
+    /// An allocator on this environment's ledger.
+    pub fn allocator(&self) -> idmap::Allocator {
+        let path = self.config.as_ref().expect("env has a config");
+        let cfg = idmap::Config::load_from(path, true).expect("load test config");
+        idmap::Allocator::from_config(&cfg, &idmap::EtcRoot::default()).expect("allocator")
+    }
+
+    /// `cnfbox --root ROOT` with this environment's `CNFBOX_CONFIG`.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(cnfbox_bin());
+        match &self.config {
+            Some(c) => cmd.env("CNFBOX_CONFIG", c),
+            None => cmd.env_remove("CNFBOX_CONFIG"),
+        };
+        cmd.arg("--root").arg(&self.root);
+        cmd
     }
 
     /// A container id unique across tests running at once.
@@ -74,8 +119,8 @@ impl Env {
 
     /// `cnfbox --root ROOT ARGS...` with stdin closed; returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(cnfbox_bin());
-        cmd.arg("--root").arg(&self.root).args(args);
+        let mut cmd = self.command();
+        cmd.args(args);
         cmd.stdin(Stdio::null());
         cmd.output().expect("spawn cnfbox")
     }
@@ -97,9 +142,8 @@ impl Env {
     pub fn create(&self, bundle: &Bundle, id: &str) {
         let err_path = self.tmp.path().join(format!("{id}.create.err"));
         let err_file = std::fs::File::create(&err_path).expect("stderr file");
-        let status = Command::new(cnfbox_bin())
-            .arg("--root")
-            .arg(&self.root)
+        let status = self
+            .command()
             .args(["create", "--bundle"])
             .arg(&bundle.dir)
             .arg(id)
@@ -191,6 +235,12 @@ pub fn assert_nothing_left(env: &Env, id: &str) {
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
     let mounts = mounts_mentioning(id);
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    let view = env.root.join(".rootfs").join(id);
+    assert!(!view.exists(), "rootfs view {} left behind", view.display());
+    if env.config.is_some() {
+        let held = env.allocator().show(id).expect("read ledger");
+        assert!(held.is_none(), "host ID range left allocated: {held:?}");
+    }
 }
 
 /// Asserts a failed command: non-zero exit, one line on stderr containing

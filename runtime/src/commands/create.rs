@@ -14,6 +14,7 @@ use super::{check_console, check_id, console_socket_path, container_dir, wait, C
 use crate::bundle::{self, Bundle};
 use crate::cgroups;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+use crate::profile;
 
 /// Directory under the state root where specs are staged during `create`.
 const STAGING: &str = ".staging";
@@ -46,7 +47,7 @@ pub fn create_cmd(ctx: &Ctx, a: &Create) -> anyhow::Result<()> {
 }
 
 pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
-    let mut container = create(
+    let (mut container, meta) = create(
         ctx,
         &CreateOpts {
             id: &a.container_id,
@@ -66,6 +67,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     let signals = wait::block_forwarded_signals()?;
     if let Err(err) = container.start() {
         let _ = container.delete(true);
+        let _ = profile::teardown(&meta);
         return Err(err).context(format!("start container {}", a.container_id));
     }
     if a.detach {
@@ -76,12 +78,13 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
         container
             .delete(true)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
+        profile::teardown(&meta)?;
     }
     Ok(code)
 }
 
 /// Creates a container; on any failure nothing is left behind.
-pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
+pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, ContainerMeta)> {
     check_id(o.id)?;
     let dir = container_dir(ctx, o.id);
     if dir.exists() {
@@ -120,21 +123,34 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
         .mode(0o711)
         .create(&ctx.root)
         .with_context(|| format!("create state root {}", ctx.root.display()))?;
+    let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
+        .with_context(|| format!("create container {}", o.id))?;
     let stage = ctx
         .root
         .join(STAGING)
         .join(format!("{}.{}", o.id, std::process::id()));
-    bundle::write_staged(&stage, &spec)?;
+    if let Err(err) = bundle::write_staged(&stage, &spec) {
+        if let Some(pin) = &applied.pinned {
+            profile::unpin(pin);
+        }
+        undo_profile(&applied);
+        return Err(err.into());
+    }
 
     let meta = ContainerMeta {
         bundle: bundle.dir.clone(),
         rootfs: bundle.rootfs.clone(),
         cgroup_path: cgroup_path.clone(),
         systemd: driver == cgroups::Driver::Systemd,
-        pod: None,
-        mapping: None,
+        pod: Some(applied.pod.clone()),
+        mapping: Some(applied.mapping),
+        sandbox: applied.sandbox,
+        rootfs_view: Some(applied.rootfs_view.clone()),
     };
     let built = build(ctx, o, &stage, driver);
+    if let Some(pin) = &applied.pinned {
+        profile::unpin(pin);
+    }
     let result = built.and_then(|mut c| {
         finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
             let _ = c.delete(true);
@@ -148,8 +164,32 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Container> {
         if !is_exist(err) {
             cleanup_failed(&dir, &meta, o.id);
         }
+        undo_profile(&applied);
     }
-    result
+    result.map(|c| (c, meta))
+}
+
+/// Reverses `profile::apply` after a failed create: the rootfs view always,
+/// the range only when this create granted it.
+fn undo_profile(applied: &profile::Applied) {
+    if let Err(err) = profile::detach(&applied.rootfs_view) {
+        tracing::warn!(%err, "detach rootfs view after failed create");
+    }
+    if applied.granted_here {
+        let meta = ContainerMeta {
+            bundle: Default::default(),
+            rootfs: Default::default(),
+            cgroup_path: Default::default(),
+            systemd: false,
+            pod: Some(applied.pod.clone()),
+            mapping: None,
+            sandbox: true,
+            rootfs_view: None,
+        };
+        if let Err(err) = profile::teardown(&meta) {
+            tracing::warn!(%err, pod = %applied.pod, "release range after failed create");
+        }
+    }
 }
 
 fn build(

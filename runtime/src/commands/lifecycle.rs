@@ -50,7 +50,7 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
         // runc: `delete --force` of a container that is gone succeeds.
         return Ok(());
     }
-    let (mut c, _) = load(ctx, id)?;
+    let (mut c, meta) = load(ctx, id)?;
     if !force
         && matches!(
             c.status(),
@@ -63,7 +63,9 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
         );
     }
     c.delete(force)
-        .with_context(|| format!("delete container {id}"))
+        .with_context(|| format!("delete container {id}"))?;
+    crate::profile::teardown(&meta).with_context(|| format!("delete container {id}"))?;
+    Ok(())
 }
 
 pub fn pause(ctx: &Ctx, id: &str) -> anyhow::Result<()> {

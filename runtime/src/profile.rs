@@ -1,0 +1,366 @@
+//! The pod profile cnfbox applies to every container: a private user
+//! namespace on the pod's own host ID range, and an id-mapped view of the
+//! rootfs so the image stays unchowned on disk.
+//!
+//! The sandbox (or a standalone container) allocates the pod's range, or
+//! registers the mapping kubelet put in the spec (`hostUsers: false`); the
+//! pod's other containers join the sandbox's user and network namespaces.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use idmap::{Allocator, Config, EtcRoot, Mapping, PodMapping};
+use libcontainer::container::{Container, ContainerStatus};
+use nix::mount::{umount2, MntFlags};
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Spec,
+};
+
+use crate::meta::ContainerMeta;
+use crate::pod::{self, Role};
+
+/// Errors applying or removing the pod profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("load the host ID pool config")]
+    Config(#[source] idmap::ConfigError),
+    #[error("host ID allocator")]
+    Alloc(#[source] Box<idmap::AllocError>),
+    #[error("pod {pod}: its user namespace mapping was refused")]
+    Register {
+        pod: String,
+        #[source]
+        source: Box<idmap::AllocError>,
+    },
+    #[error("linux.{field}: {reason}")]
+    Mappings { field: &'static str, reason: String },
+    #[error(
+        "linux.namespaces: a user namespace path ({path}) is only set by cnfbox for pod members"
+    )]
+    UsernsPath { path: PathBuf },
+    #[error("pod {pod}: no running sandbox container to join (create the sandbox first)")]
+    NoSandbox { pod: String },
+    #[error("create rootfs mount point {path}")]
+    MountPoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("id-mapped rootfs view of {rootfs}")]
+    IdmapRootfs {
+        rootfs: PathBuf,
+        #[source]
+        source: idmap::MountError,
+    },
+    #[error("pin the sandbox's network namespace {from} at {to}")]
+    PinNetns {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("umount rootfs view {path}")]
+    Umount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// What the profile did for one container (recorded in its metadata).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub pod: String,
+    pub sandbox: bool,
+    pub mapping: PodMapping,
+    pub rootfs_view: PathBuf,
+    /// Whether this create granted the range (and must free it on failure).
+    pub granted_here: bool,
+    /// Namespace files bind-mounted for the create only (see `pin_netns`).
+    pub pinned: Option<PathBuf>,
+}
+
+fn allocator() -> Result<Allocator, ProfileError> {
+    let etc = EtcRoot::default();
+    let config = Config::load(&etc).map_err(ProfileError::Config)?;
+    Allocator::from_config(&config, &etc).map_err(|e| ProfileError::Alloc(Box::new(e)))
+}
+
+/// Where container `id`'s id-mapped rootfs view is attached. It is outside
+/// the container's state dir on purpose: libcontainer removes that dir
+/// recursively on a failed create, and must never walk into the image.
+pub fn rootfs_view(root: &Path, id: &str) -> PathBuf {
+    root.join(".rootfs").join(id)
+}
+
+/// Applies the profile to `spec` (the staged copy) for container `id`.
+pub fn apply(
+    root: &Path,
+    id: &str,
+    spec: &mut Spec,
+    rootfs: &Path,
+) -> Result<Applied, ProfileError> {
+    let role = pod::role(id, spec.annotations().as_ref());
+    let (mapping, granted_here, pinned) = match &role {
+        Role::Sandbox { pod } => {
+            let (m, granted) = own_userns(spec, pod)?;
+            (m, granted, None)
+        }
+        Role::Member { pod } => {
+            let (m, pin) = join_sandbox(root, id, spec, pod)?;
+            (m, false, Some(pin))
+        }
+    };
+    let view = rootfs_view(root, id);
+    let attached = attach_rootfs(rootfs, &view, &mapping);
+    if let Err(err) = attached {
+        if granted_here {
+            let _ = allocator().and_then(|a| {
+                a.release(role.pod())
+                    .map_err(|e| ProfileError::Alloc(Box::new(e)))
+            });
+        }
+        if let Some(pin) = &pinned {
+            unpin(pin);
+        }
+        return Err(err);
+    }
+    if let Some(r) = spec.root_mut() {
+        r.set_path(view.clone());
+    }
+    Ok(Applied {
+        pod: role.pod().to_string(),
+        sandbox: matches!(role, Role::Sandbox { .. }),
+        mapping,
+        rootfs_view: view,
+        granted_here,
+        pinned,
+    })
+}
+
+fn user_ns(spec: &Spec) -> Option<&LinuxNamespace> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+}
+
+/// One `LinuxIdMapping` line as an idmap `Mapping`.
+fn one_line(field: &'static str, lines: &[LinuxIdMapping]) -> Result<Mapping, ProfileError> {
+    let [m] = lines else {
+        return Err(ProfileError::Mappings {
+            field,
+            reason: format!(
+                "expected one contiguous range per pod, got {} lines",
+                lines.len()
+            ),
+        });
+    };
+    Mapping::new(m.container_id(), m.host_id(), m.size()).map_err(|e| ProfileError::Mappings {
+        field,
+        reason: e.to_string(),
+    })
+}
+
+fn to_oci(field: &'static str, m: Mapping) -> Result<LinuxIdMapping, ProfileError> {
+    LinuxIdMappingBuilder::default()
+        .container_id(m.container_id())
+        .host_id(m.host_id())
+        .size(m.size())
+        .build()
+        .map_err(|e| ProfileError::Mappings {
+            field,
+            reason: e.to_string(),
+        })
+}
+
+/// The sandbox's own user namespace: kubelet's mapping registered, or a
+/// fresh range allocated.
+fn own_userns(spec: &mut Spec, pod: &str) -> Result<(PodMapping, bool), ProfileError> {
+    if let Some(path) = user_ns(spec).and_then(|n| n.path().clone()) {
+        return Err(ProfileError::UsernsPath { path });
+    }
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    let given_uid = linux.uid_mappings().clone().unwrap_or_default();
+    let given_gid = linux.gid_mappings().clone().unwrap_or_default();
+    let alloc = allocator()?;
+    let existed = alloc
+        .show(pod)
+        .map_err(|e| ProfileError::Alloc(Box::new(e)))?
+        .is_some();
+    let mapping = if given_uid.is_empty() && given_gid.is_empty() {
+        alloc
+            .allocate(pod)
+            .map_err(|e| ProfileError::Alloc(Box::new(e)))?
+    } else {
+        let mapping = PodMapping {
+            uid: one_line("uidMappings", &given_uid)?,
+            gid: one_line("gidMappings", &given_gid)?,
+        };
+        alloc
+            .register(pod, mapping)
+            .map_err(|source| ProfileError::Register {
+                pod: pod.to_string(),
+                source: Box::new(source),
+            })?;
+        mapping
+    };
+    linux.set_uid_mappings(Some(vec![to_oci("uidMappings", mapping.uid)?]));
+    linux.set_gid_mappings(Some(vec![to_oci("gidMappings", mapping.gid)?]));
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    if !namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User)
+    {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        namespaces.push(ns);
+    }
+    linux.set_namespaces(Some(namespaces));
+    Ok((mapping, !existed))
+}
+
+/// A member joins its sandbox's user and network namespaces by path. The
+/// joined namespace's mappings apply; libcontainer ignores mappings given
+/// with a joined user namespace, so they are dropped from the spec.
+///
+/// libcontainer joins the user namespace first; from then on the process
+/// may no longer open `/proc/<sandbox>/ns/net` (ptrace access check as an
+/// unmapped uid), so the network namespace is pinned by a bind mount on a
+/// world-readable file, as `ip netns` does, and joined through that.
+fn join_sandbox(
+    root: &Path,
+    id: &str,
+    spec: &mut Spec,
+    pod: &str,
+) -> Result<(PodMapping, PathBuf), ProfileError> {
+    let (pid, mapping) = find_sandbox(root, pod).ok_or_else(|| ProfileError::NoSandbox {
+        pod: pod.to_string(),
+    })?;
+    let pin = pin_netns(root, id, pid)?;
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    linux.set_uid_mappings(None);
+    linux.set_gid_mappings(None);
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let user = PathBuf::from(format!("/proc/{pid}/ns/user"));
+    for (typ, path) in [
+        (LinuxNamespaceType::User, user),
+        (LinuxNamespaceType::Network, pin.clone()),
+    ] {
+        namespaces.retain(|n| n.typ() != typ);
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(typ);
+        ns.set_path(Some(path));
+        namespaces.push(ns);
+    }
+    linux.set_namespaces(Some(namespaces));
+    Ok((mapping, pin))
+}
+
+/// Bind-mounts `/proc/PID/ns/net` on `<root>/.ns/<id>-net`.
+fn pin_netns(root: &Path, id: &str, pid: i32) -> Result<PathBuf, ProfileError> {
+    let dir = root.join(".ns");
+    let to = dir.join(format!("{id}-net"));
+    let from = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let io = |source| ProfileError::MountPoint {
+        path: to.clone(),
+        source,
+    };
+    fs::create_dir_all(&dir).map_err(io)?;
+    fs::File::create(&to).map_err(io)?;
+    nix::mount::mount(
+        Some(&from),
+        &to,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| {
+        let _ = fs::remove_file(&to);
+        ProfileError::PinNetns {
+            from: from.clone(),
+            to: to.clone(),
+            source,
+        }
+    })?;
+    Ok(to)
+}
+
+/// Drops a namespace pin once the container's init has joined.
+pub fn unpin(pin: &Path) {
+    match umount2(pin, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(err) => tracing::warn!(path = %pin.display(), %err, "unpin namespace"),
+    }
+    let _ = fs::remove_file(pin);
+}
+
+/// The init pid and mapping of pod `pod`'s live sandbox container.
+fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping)> {
+    for entry in fs::read_dir(root).ok()?.flatten() {
+        let Ok(meta) = ContainerMeta::load(&entry.path()) else {
+            continue;
+        };
+        if !meta.sandbox || meta.pod.as_deref() != Some(pod) {
+            continue;
+        }
+        let Ok(c) = Container::load(entry.path()) else {
+            continue;
+        };
+        if matches!(
+            c.status(),
+            ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Some((c.pid()?.as_raw(), meta.mapping?));
+        }
+    }
+    None
+}
+
+fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(), ProfileError> {
+    fs::create_dir_all(view).map_err(|source| ProfileError::MountPoint {
+        path: view.to_path_buf(),
+        source,
+    })?;
+    idmap::idmapped_bind(rootfs, view, mapping).map_err(|source| {
+        let _ = fs::remove_dir(view);
+        ProfileError::IdmapRootfs {
+            rootfs: rootfs.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Undoes the profile of a deleted (or never created) container: detaches
+/// its rootfs view and, for a sandbox, frees the pod's range.
+pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
+    if let Some(view) = &meta.rootfs_view {
+        detach(view)?;
+    }
+    if meta.sandbox {
+        if let Some(pod) = &meta.pod {
+            allocator()?
+                .release(pod)
+                .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lazily unmounts and removes a rootfs view; a view already gone is fine.
+pub fn detach(view: &Path) -> Result<(), ProfileError> {
+    match umount2(view, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(source) => {
+            return Err(ProfileError::Umount {
+                path: view.to_path_buf(),
+                source,
+            })
+        }
+    }
+    // Only an empty mount point is removed: never the image below it.
+    let _ = fs::remove_dir(view);
+    Ok(())
+}
