@@ -1,6 +1,7 @@
 //! `cnfbox`: a runc-compatible OCI runtime for telecom CNF pods.
 
 mod bundle;
+mod capabilities;
 mod cgroups;
 mod cli;
 mod commands;

@@ -86,11 +86,34 @@ fn allocator() -> Result<Allocator, ProfileError> {
     Allocator::from_config(&config, &etc).map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
-/// Where container `id`'s id-mapped rootfs view is attached. It is outside
-/// the container's state dir on purpose: libcontainer removes that dir
-/// recursively on a failed create, and must never walk into the image.
-pub fn rootfs_view(root: &Path, id: &str) -> PathBuf {
-    root.join(".rootfs").join(id)
+/// Where cnfbox attaches the mounts a container's init must reach after it
+/// entered the pod's user namespace (rootfs views, namespace pins).
+///
+/// Not under `--root`: the init then runs as the pod's unprivileged host
+/// uid and could not traverse a state root inside a 0700 directory. The
+/// base is root-owned and mode 0711 at every level; one subdirectory per
+/// state root (named by a hash of its path) keeps ids of different roots
+/// apart. Also outside the container's state dir on purpose: libcontainer
+/// removes that dir recursively on a failed create, and must never walk
+/// into the image.
+pub const MOUNT_BASE: &str = "/run/cnfbox-mnt";
+
+fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
+    use sha2::Digest;
+    use std::os::unix::fs::DirBuilderExt;
+    let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = Path::new(MOUNT_BASE).join(tag).join(kind);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&dir)
+        .map_err(|source| ProfileError::MountPoint {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(dir)
 }
 
 /// Applies the profile to `spec` (the staged copy) for container `id`.
@@ -111,20 +134,25 @@ pub fn apply(
             (m, false, Some(pin))
         }
     };
-    let view = rootfs_view(root, id);
-    let attached = attach_rootfs(rootfs, &view, &mapping);
-    if let Err(err) = attached {
-        if granted_here {
-            let _ = allocator().and_then(|a| {
-                a.release(role.pod())
-                    .map_err(|e| ProfileError::Alloc(Box::new(e)))
-            });
+    let attached = mount_dir(root, "rootfs").and_then(|dir| {
+        let view = dir.join(id);
+        attach_rootfs(rootfs, &view, &mapping).map(|()| view)
+    });
+    let view = match attached {
+        Ok(view) => view,
+        Err(err) => {
+            if granted_here {
+                let _ = allocator().and_then(|a| {
+                    a.release(role.pod())
+                        .map_err(|e| ProfileError::Alloc(Box::new(e)))
+                });
+            }
+            if let Some(pin) = &pinned {
+                unpin(pin);
+            }
+            return Err(err);
         }
-        if let Some(pin) = &pinned {
-            unpin(pin);
-        }
-        return Err(err);
-    }
+    };
     if let Some(r) = spec.root_mut() {
         r.set_path(view.clone());
     }
@@ -259,16 +287,15 @@ fn join_sandbox(
     Ok((mapping, pin))
 }
 
-/// Bind-mounts `/proc/PID/ns/net` on `<root>/.ns/<id>-net`.
+/// Bind-mounts `/proc/PID/ns/net` on `<mount dir>/ns/<id>-net`.
 fn pin_netns(root: &Path, id: &str, pid: i32) -> Result<PathBuf, ProfileError> {
-    let dir = root.join(".ns");
+    let dir = mount_dir(root, "ns")?;
     let to = dir.join(format!("{id}-net"));
     let from = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let io = |source| ProfileError::MountPoint {
         path: to.clone(),
         source,
     };
-    fs::create_dir_all(&dir).map_err(io)?;
     fs::File::create(&to).map_err(io)?;
     nix::mount::mount(
         Some(&from),

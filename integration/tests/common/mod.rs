@@ -60,6 +60,13 @@ impl Env {
             .prefix("cnfbox-it-")
             .tempdir()
             .expect("tempdir");
+        // Private like a real state root's parent may be: the container's
+        // init must not need to traverse it.
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod 0700 test dir");
         let root = tmp.path().join("state");
         // Each environment gets its own ledger and, as far as chance allows,
         // its own slice of host IDs above 2^31.
@@ -209,6 +216,26 @@ pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
     found
 }
 
+/// cnfbox's rootfs views and namespace pins for container `id`.
+pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for root in std::fs::read_dir("/run/cnfbox-mnt")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for p in [
+            root.path().join("rootfs").join(id),
+            root.path().join("ns").join(format!("{id}-net")),
+        ] {
+            if p.exists() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
 /// Mount points that mention `needle`.
 pub fn mounts_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -235,8 +262,11 @@ pub fn assert_nothing_left(env: &Env, id: &str) {
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
     let mounts = mounts_mentioning(id);
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
-    let view = env.root.join(".rootfs").join(id);
-    assert!(!view.exists(), "rootfs view {} left behind", view.display());
+    let views = mount_points_of(id);
+    assert!(
+        views.is_empty(),
+        "rootfs views or namespace pins left behind: {views:?}"
+    );
     if env.config.is_some() {
         let held = env.allocator().show(id).expect("read ledger");
         assert!(held.is_none(), "host ID range left allocated: {held:?}");

@@ -12,6 +12,7 @@ use liboci_cli::{Create, Run};
 
 use super::{check_console, check_id, console_socket_path, container_dir, wait, Ctx};
 use crate::bundle::{self, Bundle};
+use crate::capabilities;
 use crate::cgroups;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
 use crate::profile;
@@ -125,6 +126,15 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .with_context(|| format!("create state root {}", ctx.root.display()))?;
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
+    let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
+        .and_then(|policy| policy.apply(&mut spec));
+    if let Err(err) = caps {
+        if let Some(pin) = &applied.pinned {
+            profile::unpin(pin);
+        }
+        undo_profile(&applied);
+        return Err(err).with_context(|| format!("create container {}", o.id));
+    }
     let stage = ctx
         .root
         .join(STAGING)
