@@ -278,3 +278,64 @@ fn no_pool_is_a_clear_error() {
     env.config = None;
     assert_nothing_left(&env, &id);
 }
+
+#[test]
+fn exec_joins_the_pod_user_namespace() {
+    if !can_run("exec userns") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("sleep", |b| b.scenario(&Scenario::Sleep));
+    let id = env.id("execns");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let init_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    let init_ns = fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    let out = env.ok(&[
+        "exec",
+        &id,
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map; readlink /proc/self/ns/user; stat -c owner=%u /bin/busybox",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        init_map.split_whitespace().collect::<Vec<_>>(),
+        "{out}"
+    );
+    assert_eq!(lines.next().unwrap(), init_ns.to_str().unwrap(), "{out}");
+    assert_eq!(lines.next().unwrap(), "owner=0", "{out}");
+    // A detached exec too: its process runs as the pod's host uid.
+    let pidfile = env.tmp.path().join("exec.pid");
+    let st = env
+        .command()
+        .args([
+            "exec",
+            "--detach",
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            &id,
+            "/bin/sleep",
+            "30",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let epid: i64 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let host_uid = fs::metadata(format!("/proc/{epid}")).unwrap().uid();
+    let range_start: u32 = init_map.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        host_uid, range_start,
+        "exec'd root is the pod's host uid, not host root"
+    );
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}

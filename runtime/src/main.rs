@@ -9,6 +9,7 @@ mod logging;
 mod meta;
 mod pod;
 mod profile;
+mod volumes;
 
 use std::process::ExitCode;
 

@@ -60,6 +60,9 @@ pub struct ContainerMeta {
     /// Where the id-mapped view of the rootfs is attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_view: Option<PathBuf>,
+    /// Id-mapped views of the container's volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_views: Vec<PathBuf>,
 }
 
 impl ContainerMeta {
@@ -107,6 +110,7 @@ mod tests {
             )),
             sandbox: true,
             rootfs_view: Some("/run/cnfbox/.rootfs/x".into()),
+            volume_views: vec!["/run/cnfbox-mnt/x/volumes/c/0".into()],
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

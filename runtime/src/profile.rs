@@ -59,6 +59,8 @@ pub enum ProfileError {
         #[source]
         source: nix::Error,
     },
+    #[error(transparent)]
+    Volume(#[from] Box<crate::volumes::VolumeError>),
     #[error("umount rootfs view {path}")]
     Umount {
         path: PathBuf,
@@ -78,6 +80,8 @@ pub struct Applied {
     pub granted_here: bool,
     /// Namespace files bind-mounted for the create only (see `pin_netns`).
     pub pinned: Option<PathBuf>,
+    /// Id-mapped views of the spec's bind mounts.
+    pub volume_views: Vec<PathBuf>,
 }
 
 fn allocator() -> Result<Allocator, ProfileError> {
@@ -136,10 +140,20 @@ pub fn apply(
     };
     let attached = mount_dir(root, "rootfs").and_then(|dir| {
         let view = dir.join(id);
-        attach_rootfs(rootfs, &view, &mapping).map(|()| view)
+        attach_rootfs(rootfs, &view, &mapping)?;
+        let volumes = mount_dir(root, "volumes").and_then(|d| {
+            crate::volumes::apply(spec, &mapping, &d.join(id)).map_err(|e| Box::new(e).into())
+        });
+        match volumes {
+            Ok(v) => Ok((view, v)),
+            Err(e) => {
+                let _ = detach(&view);
+                Err(e)
+            }
+        }
     });
-    let view = match attached {
-        Ok(view) => view,
+    let (view, volume_views) = match attached {
+        Ok(v) => v,
         Err(err) => {
             if granted_here {
                 let _ = allocator().and_then(|a| {
@@ -163,6 +177,7 @@ pub fn apply(
         rootfs_view: view,
         granted_here,
         pinned,
+        volume_views,
     })
 }
 
@@ -363,6 +378,7 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
 /// Undoes the profile of a deleted (or never created) container: detaches
 /// its rootfs view and, for a sandbox, frees the pod's range.
 pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
+    crate::volumes::detach_all(&meta.volume_views);
     if let Some(view) = &meta.rootfs_view {
         detach(view)?;
     }

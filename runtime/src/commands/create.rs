@@ -156,6 +156,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         mapping: Some(applied.mapping),
         sandbox: applied.sandbox,
         rootfs_view: Some(applied.rootfs_view.clone()),
+        volume_views: applied.volume_views.clone(),
     };
     let built = build(ctx, o, &stage, driver);
     if let Some(pin) = &applied.pinned {
@@ -182,6 +183,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
 /// Reverses `profile::apply` after a failed create: the rootfs view always,
 /// the range only when this create granted it.
 fn undo_profile(applied: &profile::Applied) {
+    crate::volumes::detach_all(&applied.volume_views);
     if let Err(err) = profile::detach(&applied.rootfs_view) {
         tracing::warn!(%err, "detach rootfs view after failed create");
     }
@@ -195,6 +197,7 @@ fn undo_profile(applied: &profile::Applied) {
             mapping: None,
             sandbox: true,
             rootfs_view: None,
+            volume_views: Vec::new(),
         };
         if let Err(err) = profile::teardown(&meta) {
             tracing::warn!(%err, pod = %applied.pod, "release range after failed create");

@@ -143,7 +143,7 @@ pub fn features() -> anyhow::Result<()> {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": true } }
         },
         "annotations": {
             "io.github.cnfbox.version": env!("CARGO_PKG_VERSION"),

@@ -21,9 +21,12 @@ use super::{
 pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     check_id(&a.container_id)?;
     // Fails with a clear message for an unknown id before libcontainer runs.
-    let (container, _) = load(ctx, &a.container_id)?;
+    let (container, meta) = load(ctx, &a.container_id)?;
     if a.process.is_none() && a.command.is_empty() {
         anyhow::bail!("exec {}: give a command or -p process.json", a.container_id);
+    }
+    if meta.mapping.is_some() {
+        join_userns(&container, &a.container_id)?;
     }
     // libcontainer 0.7's tenant builder has no `--tty`: the process it builds
     // from flags never has a terminal, so `exec -d -t --console-socket` was
@@ -151,6 +154,31 @@ fn tty_process(spec: &Spec, a: &Exec) -> anyhow::Result<Process> {
         p.set_capabilities(Some(caps));
     }
     Ok(p)
+}
+
+/// Moves this process into the container's user namespace before
+/// libcontainer builds the exec'd process.
+///
+/// libcontainer 0.7's tenant builder joins the init's ipc, uts, net, pid,
+/// mnt, cgroup and time namespaces but never its user namespace, so without
+/// this an exec'd process would run as real host root inside the pod's
+/// other namespaces. After setns(2) this process keeps its kernel uid 0
+/// (host-owned state files stay writable by owner permission) and holds all
+/// capabilities in the pod's user namespace, which owns every namespace
+/// the exec joins; the process it starts is a child of the pod's user
+/// namespace like the init.
+fn join_userns(container: &libcontainer::container::Container, id: &str) -> anyhow::Result<()> {
+    use nix::sched::{setns, CloneFlags};
+    let pid = container
+        .pid()
+        .with_context(|| format!("exec in container {id}: it has no init pid"))?;
+    let path = format!("/proc/{pid}/ns/user");
+    let ns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+    if std::fs::read_link(&path).ok() == std::fs::read_link("/proc/self/ns/user").ok() {
+        return Ok(());
+    }
+    setns(ns, CloneFlags::CLONE_NEWUSER)
+        .with_context(|| format!("setns(CLONE_NEWUSER) into {path} for exec in {id}"))
 }
 
 pub fn ps(ctx: &Ctx, a: &Ps) -> anyhow::Result<()> {

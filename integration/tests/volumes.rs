@@ -1,0 +1,183 @@
+//! Id-mapped volumes: bind mounts shown through the pod's mapping by
+//! default, the opt-out annotation, per-mount mappings, and a filesystem
+//! that refuses id-mapping.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{chown, MetadataExt};
+use std::path::Path;
+
+use common::{assert_nothing_left, assert_one_line_error, can_run, Env};
+use serde_json::{json, Value};
+
+fn with_volume(
+    env: &Env,
+    name: &str,
+    host_dir: &Path,
+    script: &str,
+    patch: impl FnOnce(&mut Value) + 'static,
+) -> test_bundles::Bundle {
+    let src = host_dir.to_str().unwrap().to_string();
+    let script = script.to_string();
+    env.bundle(name, move |b| {
+        b.args(["/bin/sh", "-c", &script]).modify(move |s| {
+            let mut d = serde_json::to_value(&*s).unwrap();
+            d["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/data", "type": "bind", "source": src,
+                "options": ["rbind", "rw"]
+            }));
+            patch(&mut d);
+            *s = serde_json::from_value(d).unwrap();
+        })
+    })
+}
+
+const PROBE: &str = "echo owned=$(stat -c %u:%g /data/owned); \
+                     if touch /data/new 2>/dev/null; then echo write=ok; else echo write=denied; fi";
+
+fn kv(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn volume_dir(env: &Env, name: &str) -> std::path::PathBuf {
+    let dir = env.tmp.path().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("owned"), "x").unwrap();
+    chown(dir.join("owned"), Some(1234), Some(1234)).unwrap();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn volumes_are_idmapped_with_the_pod_mapping_by_default() {
+    if !can_run("idmapped volumes") {
+        return;
+    }
+    let env = Env::new();
+    let vol = volume_dir(&env, "vol");
+    let bundle = with_volume(&env, "v", &vol, PROBE, |_| {});
+    let id = env.id("vol");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        kv(&stdout, "owned"),
+        "1234:1234",
+        "host uid N shows as N inside"
+    );
+    assert_eq!(kv(&stdout, "write"), "ok", "{stdout}");
+    let new = fs::metadata(vol.join("new")).unwrap();
+    assert_eq!(
+        (new.uid(), new.gid()),
+        (0, 0),
+        "container root writes land as uid 0"
+    );
+    assert_eq!(
+        fs::metadata(vol.join("owned")).unwrap().uid(),
+        1234,
+        "nothing chowned"
+    );
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn annotation_none_binds_volumes_unmapped() {
+    if !can_run("idmap-volumes none") {
+        return;
+    }
+    let env = Env::new();
+    let vol = volume_dir(&env, "vol");
+    let bundle = with_volume(&env, "n", &vol, PROBE, |d| {
+        d["annotations"] = json!({"cnfbox.io/idmap-volumes": "none"});
+    });
+    let id = env.id("none");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        kv(&stdout, "owned"),
+        "65534:65534",
+        "unmapped IDs show as overflow"
+    );
+    assert_eq!(
+        kv(&stdout, "write"),
+        "denied",
+        "pod root is nobody on the host's files"
+    );
+    assert!(!vol.join("new").exists());
+    assert_nothing_left(&env, &id);
+
+    let bad = with_volume(&env, "b", &vol, PROBE, |d| {
+        d["annotations"] = json!({"cnfbox.io/idmap-volumes": "sometimes"});
+    });
+    let id = env.id("badann");
+    let out = env.run(&["create", "-b", bad.dir.to_str().unwrap(), &id]);
+    assert_one_line_error(&out, &["cnfbox.io/idmap-volumes", "sometimes"]);
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn per_mount_mappings_are_honoured() {
+    if !can_run("per-mount mappings") {
+        return;
+    }
+    let env = Env::new();
+    let vol = volume_dir(&env, "vol");
+    fs::write(vol.join("rootfile"), "x").unwrap();
+    // kubelet-style pod mapping at a known host range, and a mount whose own
+    // mapping shifts on-disk uid 0 to the pod's uid 100.
+    let host: u64 = 3_100_000_000;
+    let bundle = with_volume(
+        &env,
+        "m",
+        &vol,
+        "echo rootfile=$(stat -c %u /data/rootfile)",
+        move |d| {
+            d["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            let pod = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+            d["linux"]["uidMappings"] = pod.clone();
+            d["linux"]["gidMappings"] = pod;
+            let m = json!([{"containerID": 0, "hostID": host + 100, "size": 1000}]);
+            let last = d["mounts"].as_array_mut().unwrap().last_mut().unwrap();
+            last["uidMappings"] = m.clone();
+            last["gidMappings"] = m;
+            last["options"].as_array_mut().unwrap().push(json!("idmap"));
+        },
+    );
+    let id = env.id("permount");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(kv(&String::from_utf8_lossy(&out.stdout), "rootfile"), "100");
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn a_filesystem_that_cannot_be_idmapped_is_a_clear_error() {
+    if !can_run("ramfs volume") {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.tmp.path().join("ramfs");
+    fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount ramfs");
+    let bundle = with_volume(&env, "r", &dir, "true", |_| {});
+    let id = env.id("ramfs");
+    let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    let err = assert_one_line_error(&out, &["/data", "ramfs", "cnfbox.io/idmap-volumes"]);
+    assert!(err.contains("mount_setattr"), "{err}");
+    assert_nothing_left(&env, &id);
+    assert!(env.allocator().list().unwrap().is_empty());
+}

@@ -1,0 +1,227 @@
+//! Id-mapped volumes: every bind mount of a pod's container is shown
+//! through the pod's mapping, so a file owned by host uid N is uid N inside
+//! and a file container root writes lands on disk as uid 0 (as Kubernetes'
+//! user-namespace volumes behave).
+//!
+//! libcontainer 0.7 refuses the OCI 1.2 `idmap`/`ridmap` options and
+//! per-mount `uidMappings`/`gidMappings` (`MountIdmapUnsupported`), so cnfbox
+//! makes the id-mapped view itself, before `create`, and rewrites the mount
+//! to a plain bind of that view; the idmapping travels with the bind.
+//! Mounts that are not binds (proc, sysfs, devpts, mqueue, a tmpfs made for
+//! the container) are created inside the pod's namespaces by the kernel's
+//! rules and need no mapping; they are left as they are.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use idmap::{Mapping, PodMapping};
+use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
+
+/// Pod or container annotation: `none` turns default volume id-mapping off.
+pub const ANNOTATION: &str = "cnfbox.io/idmap-volumes";
+
+/// Errors id-mapping a volume.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("annotation {ANNOTATION}: {value:?} is not \"pod\" or \"none\"")]
+    Annotation { value: String },
+    #[error("mounts[{index}] ({dest}): {field}: {reason}")]
+    Mappings {
+        index: usize,
+        dest: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("mounts[{index}] ({dest}): bind source {source_path} does not exist")]
+    MissingSource {
+        index: usize,
+        dest: PathBuf,
+        source_path: PathBuf,
+    },
+    #[error("mounts[{index}] ({dest}): create view {path}")]
+    ViewPoint {
+        index: usize,
+        dest: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mounts[{index}] ({dest}): view of {source_path} (set {ANNOTATION}: none to bind it unmapped)")]
+    Idmap {
+        index: usize,
+        dest: PathBuf,
+        source_path: PathBuf,
+        #[source]
+        source: Box<idmap::MountError>,
+    },
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+fn one_line(
+    index: usize,
+    m: &Mount,
+    field: &'static str,
+    lines: &[LinuxIdMapping],
+) -> Result<Mapping, VolumeError> {
+    let err = |reason: String| VolumeError::Mappings {
+        index,
+        dest: m.destination().clone(),
+        field,
+        reason,
+    };
+    let [l] = lines else {
+        return Err(err(format!(
+            "expected one range, got {} lines",
+            lines.len()
+        )));
+    };
+    Mapping::new(l.container_id(), l.host_id(), l.size()).map_err(|e| err(e.to_string()))
+}
+
+/// The mapping a mount asks for: its own `uidMappings`/`gidMappings`, the
+/// pod's when it carries `idmap`/`ridmap` or when volumes are mapped by
+/// default, or none.
+fn wanted(
+    index: usize,
+    m: &Mount,
+    pod: &PodMapping,
+    by_default: bool,
+) -> Result<Option<PodMapping>, VolumeError> {
+    let opts: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
+    let asked = opts.iter().any(|o| *o == "idmap" || *o == "ridmap");
+    match (m.uid_mappings(), m.gid_mappings()) {
+        (Some(u), Some(g)) => Ok(Some(PodMapping {
+            uid: one_line(index, m, "uidMappings", u)?,
+            gid: one_line(index, m, "gidMappings", g)?,
+        })),
+        (Some(_), None) | (None, Some(_)) => Err(VolumeError::Mappings {
+            index,
+            dest: m.destination().clone(),
+            field: "uidMappings/gidMappings",
+            reason: "both must be given".into(),
+        }),
+        (None, None) if asked || by_default => Ok(Some(*pod)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Attaches id-mapped views of the spec's bind mounts under `dir` and points
+/// the mounts at them. Returns the views attached (to detach at delete); on
+/// error, the views attached so far are detached.
+pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    let by_default = match spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("pod") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(VolumeError::Annotation {
+                value: other.to_string(),
+            })
+        }
+    };
+    let Some(mut mounts) = spec.mounts().clone() else {
+        return Ok(Vec::new());
+    };
+    let mut views = Vec::new();
+    let result = (|| {
+        for (index, m) in mounts.iter_mut().enumerate() {
+            if !is_bind(m) {
+                continue;
+            }
+            // Even an unmapped bind gets a view under the mount base: the
+            // init binds it after entering the pod's user namespace and
+            // could not traverse a private directory to the source.
+            let mapping = wanted(index, m, pod, by_default)?;
+            let src = m.source().clone().unwrap_or_default();
+            let meta = fs::metadata(&src).map_err(|_| VolumeError::MissingSource {
+                index,
+                dest: m.destination().clone(),
+                source_path: src.clone(),
+            })?;
+            let view = dir.join(index.to_string());
+            let made = if meta.is_dir() {
+                fs::create_dir_all(&view)
+            } else {
+                fs::File::create(&view).map(|_| ())
+            };
+            made.map_err(|source| VolumeError::ViewPoint {
+                index,
+                dest: m.destination().clone(),
+                path: view.clone(),
+                source,
+            })?;
+            let attached = match &mapping {
+                Some(mapping) => idmap::idmapped_bind(&src, &view, mapping),
+                None => plain_bind(&src, &view),
+            };
+            if let Err(source) = attached {
+                remove_point(&view);
+                return Err(VolumeError::Idmap {
+                    index,
+                    dest: m.destination().clone(),
+                    source_path: src,
+                    source: Box::new(source),
+                });
+            }
+            views.push(view.clone());
+            m.set_source(Some(view));
+            m.set_uid_mappings(None);
+            m.set_gid_mappings(None);
+            let opts: Vec<String> = m
+                .options()
+                .iter()
+                .flatten()
+                .filter(|o| *o != "idmap" && *o != "ridmap")
+                .cloned()
+                .collect();
+            m.set_options(Some(opts));
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            spec.set_mounts(Some(mounts));
+            Ok(views)
+        }
+        Err(e) => {
+            detach_all(&views);
+            Err(e)
+        }
+    }
+}
+
+/// A detached recursive clone of `src` attached at `view`, unmapped.
+fn plain_bind(src: &Path, view: &Path) -> Result<(), idmap::MountError> {
+    use std::os::fd::AsFd;
+    let tree = idmap::mount::open_tree_clone(src)?;
+    idmap::mount::move_mount(tree.as_fd(), src, view)
+}
+
+fn remove_point(p: &Path) {
+    let _ = fs::remove_dir(p).or_else(|_| fs::remove_file(p));
+}
+
+/// Lazily detaches volume views and removes their mount points.
+pub fn detach_all(views: &[PathBuf]) {
+    for v in views {
+        match nix::mount::umount2(v, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(err) => tracing::warn!(path = %v.display(), %err, "detach volume view"),
+        }
+        remove_point(v);
+    }
+    if let Some(parent) = views.first().and_then(|v| v.parent()) {
+        let _ = fs::remove_dir(parent);
+    }
+}
