@@ -23,6 +23,7 @@ ip route add 10.78.0.0/24 dev cnfbr0 2>/dev/null && echo route=ok || echo route=
 if out=$(ip link add link cnfv1 name cnfv1.10 type vlan id 10 2>&1); then echo vlan=ok; else echo "vlan=$out"; fi
 ip link add cnfplain type bridge 2>&1 | sed 's/^/plain_err=/'
 if mknod /tmp/blk b 254 0 2>/dev/null; then echo mknod=ok; else echo mknod=denied; fi
+echo sysnet=$(ls /sys/class/net | tr '\n' ,)
 echo links=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | tr '\n' ,)
 "#;
 
@@ -94,6 +95,15 @@ fn net_admin_acts_on_the_pod_netns_only() {
         assert!(
             *l == "lo" || l.starts_with("cnf") || l.starts_with("veth"),
             "unexpected link {l} inside: {inside:?}"
+        );
+    }
+    // /sys is mounted for the pod's network namespace.
+    let sysnet = kv(&out, "sysnet");
+    assert!(sysnet.contains("cnfbr0") && sysnet.contains("lo"), "{out}");
+    for l in before.iter().filter(|l| *l != "lo") {
+        assert!(
+            !sysnet.split(',').any(|s| s == l),
+            "host link {l} in the pod's /sys: {sysnet}"
         );
     }
     // And the host's links are exactly as before.

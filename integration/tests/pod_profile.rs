@@ -150,6 +150,28 @@ fn two_pods_get_disjoint_ranges_and_ranges_are_freed() {
         let st = fs::metadata(format!("/proc/{pid}")).unwrap();
         assert_eq!(st.uid(), r.start(), "{id}'s root is host uid {}", r.start());
     }
+    // The kernel keeps the pods apart: pod a's host uid may not signal pod
+    // b's init, while b's own uid may (the control).
+    let pid_b = env.state(&b)["pid"].as_i64().unwrap().to_string();
+    let kill_as = |uid: u32| {
+        std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "kill",
+                "-0",
+                &pid_b,
+            ])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("setpriv from util-linux")
+    };
+    assert!(
+        !kill_as(ra.start()).success(),
+        "pod a's uid signalled pod b"
+    );
+    assert!(kill_as(rb.start()).success(), "control: pod b's own uid");
     env.ok(&["delete", "--force", &a]);
     env.ok(&["delete", "--force", &b]);
     assert_nothing_left(&env, &a);
@@ -337,5 +359,118 @@ fn exec_joins_the_pod_user_namespace() {
         "exec'd root is the pod's host uid, not host root"
     );
     env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}
+
+#[test]
+fn inspect_shows_the_pod_for_an_operator() {
+    if !can_run("inspect") {
+        return;
+    }
+    let env = Env::new();
+    let pod = env.id("ipod");
+    let sb = env.bundle("sandbox", |b| {
+        b.scenario(&Scenario::Sleep)
+            .annotation(SANDBOX_ID, pod.clone())
+            .annotation(CONTAINER_TYPE, "sandbox")
+            .annotation("cnfbox.io/capabilities", "NET_ADMIN")
+    });
+    let mb = env.bundle("member", |b| {
+        b.scenario(&Scenario::Sleep)
+            .annotation(SANDBOX_ID, pod.clone())
+            .annotation(CONTAINER_TYPE, "container")
+    });
+    env.create(&sb, &pod);
+    let member = env.id("imember");
+    env.create(&mb, &member);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--format", "json", &member])).unwrap();
+    assert_eq!(v["pod"], pod.as_str());
+    let held = env.allocator().show(&pod).unwrap().unwrap();
+    let uids = v["host_uids"].as_str().unwrap();
+    assert!(
+        uids.contains(&held.mapping.uid.host_id().to_string()),
+        "{v}"
+    );
+    let cs = v["containers"].as_array().unwrap();
+    assert_eq!(cs.len(), 2);
+    assert_eq!(cs[0]["id"], pod.as_str());
+    assert_eq!(cs[0]["sandbox"], true);
+    assert!(cs[0]["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("CAP_NET_ADMIN")));
+    assert!(!cs[1]["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("CAP_NET_ADMIN")));
+    assert_eq!(cs[0]["namespaces"]["user"], cs[1]["namespaces"]["user"]);
+    assert!(!cs[0]["namespaces"]["user"]
+        .as_str()
+        .unwrap()
+        .contains("(host)"));
+    assert!(cs[1]["idmapped_mounts"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("rootfs"));
+    let text = env.ok(&["inspect", &pod]);
+    assert!(
+        text.contains(&format!("sandbox {pod}")) && text.contains(&format!("container {member}")),
+        "{text}"
+    );
+    let out = env.run(&["inspect", "no-such-pod"]);
+    assert_one_line_error(&out, &["no-such-pod"]);
+    env.ok(&["delete", "--force", &member]);
+    env.ok(&["delete", "--force", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+#[test]
+fn host_user_namespace_only_when_the_config_allows_it() {
+    if !can_run("host userns") {
+        return;
+    }
+    let env = Env::new();
+    let script = "cat /proc/self/uid_map";
+    let host = env.bundle("host", |b| {
+        b.args(["/bin/sh", "-c", script])
+            .annotation("cnfbox.io/userns", "host")
+    });
+    let id = env.id("hostns");
+    let out = env.run(&["run", "-b", host.dir.to_str().unwrap(), &id]);
+    let config = env.config.clone().unwrap();
+    assert_one_line_error(
+        &out,
+        &[
+            "host's user namespace",
+            "allow_host_userns",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert_nothing_left(&env, &id);
+
+    // Allowed by config: no range, no id-mapped rootfs, the host's uid_map.
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("allow_host_userns = true\n");
+    fs::write(&config, text).unwrap();
+    let out = env.run(&["run", "-b", host.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{out:?}");
+    let map = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "4294967295"]
+    );
+    assert!(env.allocator().list().unwrap().is_empty());
+    assert_nothing_left(&env, &id);
+
+    // Namespaced capabilities still need a private user namespace.
+    let netadmin = env.bundle("hostcap", |b| {
+        b.scenario(&Scenario::True)
+            .annotation("cnfbox.io/userns", "host")
+            .annotation("cnfbox.io/capabilities", "NET_ADMIN")
+    });
+    let id = env.id("hostcap");
+    let out = env.run(&["create", "-b", netadmin.dir.to_str().unwrap(), &id]);
+    assert_one_line_error(&out, &["CAP_NET_ADMIN", "private user namespace"]);
     assert_nothing_left(&env, &id);
 }

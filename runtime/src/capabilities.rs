@@ -63,6 +63,8 @@ pub enum CapsError {
         allowed: String,
         config: PathBuf,
     },
+    #[error("annotation {ANNOTATION}: {caps} need a private user namespace (the container runs in the host's)")]
+    HostUserns { caps: String },
     #[error("annotation {ANNOTATION}: {caps} need the pod's own network namespace (linux.namespaces has no private network namespace)")]
     NoPrivateNetns { caps: String },
 }
@@ -156,7 +158,7 @@ impl Policy {
     /// Checks the spec's own capabilities against the allowlist, then adds
     /// those the annotation asks for to the bounding, effective and
     /// permitted sets.
-    pub fn apply(&self, spec: &mut Spec) -> Result<(), CapsError> {
+    pub fn apply(&self, spec: &mut Spec, private_userns: bool) -> Result<(), CapsError> {
         let requested: Vec<Capability> =
             match spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION)) {
                 Some(list) => list
@@ -186,6 +188,10 @@ impl Policy {
         }
         if requested.is_empty() {
             return Ok(());
+        }
+        let names = || requested.iter().map(cap_name).collect::<Vec<_>>().join(",");
+        if !private_userns {
+            return Err(CapsError::HostUserns { caps: names() });
         }
         if !private_netns(spec) {
             return Err(CapsError::NoPrivateNetns {
@@ -255,7 +261,7 @@ mod tests {
     #[test]
     fn annotation_adds_allowed_caps() {
         let mut spec = spec_with(Some("NET_ADMIN, cap_net_raw"));
-        policy(None).apply(&mut spec).unwrap();
+        policy(None).apply(&mut spec, true).unwrap();
         let caps = spec
             .process()
             .as_ref()
@@ -275,16 +281,20 @@ mod tests {
     #[test]
     fn refusals_name_the_capability() {
         let err = policy(None)
-            .apply(&mut spec_with(Some("SYS_ADMIN")))
+            .apply(&mut spec_with(Some("SYS_ADMIN")), true)
             .unwrap_err();
         assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");
-        let err = policy(None).apply(&mut spec_with(Some("FLY"))).unwrap_err();
+        let err = policy(None)
+            .apply(&mut spec_with(Some("FLY")), true)
+            .unwrap_err();
         assert!(
             err.to_string().contains("unknown capability \"FLY\""),
             "{err}"
         );
         let p = policy(Some("[capabilities]\nallow = [\"NET_RAW\"]\n"));
-        let err = p.apply(&mut spec_with(Some("NET_ADMIN"))).unwrap_err();
+        let err = p
+            .apply(&mut spec_with(Some("NET_ADMIN")), true)
+            .unwrap_err();
         assert!(err.to_string().contains("CAP_NET_ADMIN"), "{err}");
         // From the spec itself (Kubernetes securityContext.capabilities.add).
         let mut spec = spec_with(None);
@@ -300,12 +310,20 @@ mod tests {
             .as_mut()
             .unwrap()
             .set_capabilities(Some(caps));
-        let err = policy(None).apply(&mut spec).unwrap_err();
+        let err = policy(None).apply(&mut spec, true).unwrap_err();
         assert!(
             err.to_string().contains("process.capabilities.bounding"),
             "{err}"
         );
         assert!(err.to_string().contains("CAP_SYS_MODULE"), "{err}");
+    }
+
+    #[test]
+    fn needs_a_private_userns() {
+        let err = policy(None)
+            .apply(&mut spec_with(Some("NET_ADMIN")), false)
+            .unwrap_err();
+        assert!(matches!(err, CapsError::HostUserns { .. }), "{err}");
     }
 
     #[test]
@@ -320,7 +338,7 @@ mod tests {
             .filter(|n| n.typ() != LinuxNamespaceType::Network)
             .collect();
         linux.set_namespaces(Some(ns));
-        let err = policy(None).apply(&mut spec).unwrap_err();
+        let err = policy(None).apply(&mut spec, true).unwrap_err();
         assert!(matches!(err, CapsError::NoPrivateNetns { .. }), "{err}");
     }
 }

@@ -83,6 +83,8 @@ pub enum Command {
     Spec(Spec),
     /// Per-pod host ID ranges: list, show, release, gc, repair
     Ranges(crate::commands::ranges::Ranges),
+    /// Show a pod's host ID range, containers, capabilities, namespaces and id-mapped mounts
+    Inspect(crate::commands::inspect::Inspect),
     /// Give cnfbox a host ID pool (subuid/subgid entries and config.toml)
     Setup(crate::commands::ranges::Setup),
 }

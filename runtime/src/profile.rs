@@ -38,6 +38,8 @@ pub enum ProfileError {
         "linux.namespaces: a user namespace path ({path}) is only set by cnfbox for pod members"
     )]
     UsernsPath { path: PathBuf },
+    #[error("running in the host's user namespace ({how}) is refused: set `allow_host_userns = true` under [idmap] in {config} to permit it")]
+    HostUserns { how: String, config: PathBuf },
     #[error("pod {pod}: no running sandbox container to join (create the sandbox first)")]
     NoSandbox { pod: String },
     #[error("create rootfs mount point {path}")]
@@ -74,8 +76,9 @@ pub enum ProfileError {
 pub struct Applied {
     pub pod: String,
     pub sandbox: bool,
-    pub mapping: PodMapping,
-    pub rootfs_view: PathBuf,
+    /// `None` when the container runs in the host's user namespace.
+    pub mapping: Option<PodMapping>,
+    pub rootfs_view: Option<PathBuf>,
     /// Whether this create granted the range (and must free it on failure).
     pub granted_here: bool,
     /// Namespace files bind-mounted for the create only (see `pin_netns`).
@@ -120,6 +123,27 @@ fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
     Ok(dir)
 }
 
+/// Pod or container annotation asking for the host's user namespace.
+pub const USERNS_ANNOTATION: &str = "cnfbox.io/userns";
+
+/// How the spec asks for the host's user namespace, if it does.
+fn host_userns_request(spec: &Spec) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(v) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(USERNS_ANNOTATION))
+    {
+        if v == "host" {
+            return Some(format!("annotation {USERNS_ANNOTATION}: host"));
+        }
+    }
+    let path = user_ns(spec)?.path().clone()?;
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    (id(&path).is_some() && id(&path) == id(Path::new("/proc/1/ns/user")))
+        .then(|| format!("linux.namespaces user path {}", path.display()))
+}
+
 /// Applies the profile to `spec` (the staged copy) for container `id`.
 pub fn apply(
     root: &Path,
@@ -128,6 +152,26 @@ pub fn apply(
     rootfs: &Path,
 ) -> Result<Applied, ProfileError> {
     let role = pod::role(id, spec.annotations().as_ref());
+    if let Some(how) = host_userns_request(spec) {
+        let etc = EtcRoot::default();
+        let config = Config::load(&etc).map_err(ProfileError::Config)?;
+        if !config.idmap.allow_host_userns {
+            return Err(ProfileError::HostUserns {
+                how,
+                config: etc.config_path(),
+            });
+        }
+        tracing::warn!(id, %how, "container runs in the host's user namespace (allowed by config)");
+        return Ok(Applied {
+            pod: role.pod().to_string(),
+            sandbox: matches!(role, Role::Sandbox { .. }),
+            mapping: None,
+            rootfs_view: None,
+            granted_here: false,
+            pinned: None,
+            volume_views: Vec::new(),
+        });
+    }
     let (mapping, granted_here, pinned) = match &role {
         Role::Sandbox { pod } => {
             let (m, granted) = own_userns(spec, pod)?;
@@ -173,8 +217,8 @@ pub fn apply(
     Ok(Applied {
         pod: role.pod().to_string(),
         sandbox: matches!(role, Role::Sandbox { .. }),
-        mapping,
-        rootfs_view: view,
+        mapping: Some(mapping),
+        rootfs_view: Some(view),
         granted_here,
         pinned,
         volume_views,

@@ -127,7 +127,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
     let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
-        .and_then(|policy| policy.apply(&mut spec));
+        .and_then(|policy| policy.apply(&mut spec, applied.mapping.is_some()));
     if let Err(err) = caps {
         if let Some(pin) = &applied.pinned {
             profile::unpin(pin);
@@ -153,9 +153,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         cgroup_path: cgroup_path.clone(),
         systemd: driver == cgroups::Driver::Systemd,
         pod: Some(applied.pod.clone()),
-        mapping: Some(applied.mapping),
+        mapping: applied.mapping,
         sandbox: applied.sandbox,
-        rootfs_view: Some(applied.rootfs_view.clone()),
+        rootfs_view: applied.rootfs_view.clone(),
         volume_views: applied.volume_views.clone(),
     };
     let built = build(ctx, o, &stage, driver);
@@ -184,8 +184,10 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
 /// the range only when this create granted it.
 fn undo_profile(applied: &profile::Applied) {
     crate::volumes::detach_all(&applied.volume_views);
-    if let Err(err) = profile::detach(&applied.rootfs_view) {
-        tracing::warn!(%err, "detach rootfs view after failed create");
+    if let Some(view) = &applied.rootfs_view {
+        if let Err(err) = profile::detach(view) {
+            tracing::warn!(%err, "detach rootfs view after failed create");
+        }
     }
     if applied.granted_here {
         let meta = ContainerMeta {

@@ -2,6 +2,7 @@
 
 mod create;
 mod info;
+pub mod inspect;
 mod lifecycle;
 mod process;
 pub mod ranges;
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Features(_) => info::features().map(|_| 0),
         Command::Spec(a) => info::spec(&a).map(|_| 0),
         Command::Ranges(a) => ranges::ranges(&ctx, &a).map(|_| 0),
+        Command::Inspect(a) => inspect::inspect(&ctx, &a).map(|_| 0),
         Command::Setup(a) => ranges::setup(&a).map(|_| 0),
     }
 }

@@ -1,0 +1,197 @@
+//! `cnfbox inspect POD_OR_CONTAINER`: what an operator auditing tenant
+//! isolation needs: the pod's host ID range, its containers, their
+//! capabilities, namespaces and id-mapped mounts.
+
+use std::fs;
+use std::io::Write as _;
+
+use clap::Args;
+use libcontainer::container::{Container, ContainerStatus};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+
+/// `cnfbox inspect`
+#[derive(Args, Debug)]
+pub struct Inspect {
+    /// A pod (sandbox) id or a container id
+    pub id: String,
+    /// Output format: text or json
+    #[arg(long, default_value = "text")]
+    pub format: String,
+}
+
+#[derive(Serialize)]
+struct PodView {
+    pod: String,
+    host_uids: Option<String>,
+    host_gids: Option<String>,
+    containers: Vec<ContainerView>,
+}
+
+#[derive(Serialize)]
+struct ContainerView {
+    id: String,
+    sandbox: bool,
+    status: String,
+    pid: Option<i32>,
+    capabilities: Vec<String>,
+    namespaces: std::collections::BTreeMap<String, String>,
+    idmapped_mounts: Vec<String>,
+}
+
+fn status_name(s: ContainerStatus) -> String {
+    s.to_string().to_lowercase()
+}
+
+/// Effective capabilities from the container's staged spec.
+fn capabilities(dir: &std::path::Path) -> Vec<String> {
+    let path = dir.join(STAGED_BUNDLE).join("config.json");
+    let Ok(spec) = oci_spec::runtime::Spec::load(&path) else {
+        return Vec::new();
+    };
+    let mut caps: Vec<String> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.effective().as_ref())
+        .map(|s| s.iter().map(|c| format!("CAP_{c}")).collect())
+        .unwrap_or_default();
+    caps.sort();
+    caps
+}
+
+fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView {
+    let container = Container::load(dir.to_path_buf()).ok();
+    let status = container.as_ref().map(|c| c.status());
+    let pid = container
+        .as_ref()
+        .filter(|_| status != Some(ContainerStatus::Stopped))
+        .and_then(|c| c.pid())
+        .map(|p| p.as_raw());
+    let mut namespaces = std::collections::BTreeMap::new();
+    if let Some(pid) = pid {
+        for ns in ["user", "net", "pid", "mnt", "ipc", "uts", "cgroup"] {
+            if let Ok(target) = fs::read_link(format!("/proc/{pid}/ns/{ns}")) {
+                let host = fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+                let shared = if host.as_ref() == Some(&target) {
+                    " (host)"
+                } else {
+                    ""
+                };
+                namespaces.insert(ns.to_string(), format!("{}{shared}", target.display()));
+            }
+        }
+    }
+    let mut mounts: Vec<String> = meta
+        .rootfs_view
+        .iter()
+        .map(|v| format!("rootfs {} -> {}", meta.rootfs.display(), v.display()))
+        .collect();
+    mounts.extend(
+        meta.volume_views
+            .iter()
+            .map(|v| format!("volume {}", v.display())),
+    );
+    ContainerView {
+        id: id.to_string(),
+        sandbox: meta.sandbox,
+        status: status.map(status_name).unwrap_or_else(|| "unknown".into()),
+        pid,
+        capabilities: capabilities(dir),
+        namespaces,
+        idmapped_mounts: mounts,
+    }
+}
+
+pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
+    super::check_id(&a.id)?;
+    let mut pod_name = None;
+    let mut found: Vec<(String, ContainerMeta, std::path::PathBuf)> = Vec::new();
+    for entry in fs::read_dir(&ctx.root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(meta) = ContainerMeta::load(&entry.path()) else {
+            continue;
+        };
+        if name == a.id || meta.pod.as_deref() == Some(a.id.as_str()) {
+            pod_name = pod_name.or(meta.pod.clone());
+            found.push((name, meta, entry.path()));
+        }
+    }
+    // A container id names its pod: show the whole pod.
+    if let Some(pod) = pod_name.clone().filter(|p| *p != a.id) {
+        for entry in fs::read_dir(&ctx.root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || found.iter().any(|f| f.0 == name) {
+                continue;
+            }
+            if let Ok(meta) = ContainerMeta::load(&entry.path()) {
+                if meta.pod.as_deref() == Some(pod.as_str()) {
+                    found.push((name, meta, entry.path()));
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        anyhow::bail!("no pod or container {:?} in {}", a.id, ctx.root.display());
+    }
+    found.sort_by(|x, y| (!x.1.sandbox, &x.0).cmp(&(!y.1.sandbox, &y.0)));
+    let mapping = found.iter().find_map(|f| f.1.mapping);
+    let side = |m: idmap::Mapping| {
+        format!(
+            "{} -> [{}, {})",
+            m.container_id(),
+            m.host_id(),
+            m.host_range().end()
+        )
+    };
+    let pod = PodView {
+        pod: pod_name.unwrap_or_else(|| a.id.clone()),
+        host_uids: mapping.map(|m| side(m.uid)),
+        host_gids: mapping.map(|m| side(m.gid)),
+        containers: found
+            .iter()
+            .map(|(id, meta, dir)| view(dir, id, meta))
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    match a.format.as_str() {
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&pod)?)?,
+        "text" => {
+            writeln!(out, "pod {}", pod.pod)?;
+            writeln!(
+                out,
+                "  host uids {}",
+                pod.host_uids.as_deref().unwrap_or("host user namespace")
+            )?;
+            writeln!(
+                out,
+                "  host gids {}",
+                pod.host_gids.as_deref().unwrap_or("host user namespace")
+            )?;
+            for c in &pod.containers {
+                let role = if c.sandbox { "sandbox" } else { "container" };
+                writeln!(
+                    out,
+                    "  {role} {} ({}, pid {})",
+                    c.id,
+                    c.status,
+                    c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                )?;
+                writeln!(out, "    capabilities: {}", c.capabilities.join(","))?;
+                for (k, v) in &c.namespaces {
+                    writeln!(out, "    ns {k}: {v}")?;
+                }
+                for m in &c.idmapped_mounts {
+                    writeln!(out, "    idmapped {m}")?;
+                }
+            }
+        }
+        other => anyhow::bail!("--format {other:?}: expected text or json"),
+    }
+    Ok(())
+}
