@@ -9,81 +9,44 @@
 //!
 //! `cargo bench -p integration --bench start_latency [-- ROUNDS]`
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use test_bundles::{BundleBuilder, Scenario};
 
-const INNER: &str = "CNFBOX_BENCH_INNER";
+mod common;
+
+use common::{cnfbox_bin, summarize, which};
 
 fn main() -> ExitCode {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100);
-    if std::env::var_os(INNER).is_none() {
-        // Re-run this binary in a private mount namespace.
-        let exe = std::env::current_exe().expect("current_exe");
-        let status = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "--"])
-            .arg(exe)
-            .arg(rounds.to_string())
-            .env(INNER, "1")
-            .status();
-        return match status {
-            Ok(s) if s.success() => ExitCode::SUCCESS,
-            Ok(s) => {
-                eprintln!("benchmark failed: {s}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("benchmark needs unshare(1) from util-linux: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match run(rounds) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn cnfbox_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CNFBOX_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("cnfbox")
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
+    common::in_private_mount_ns(|args| {
+        let rounds = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100);
+        run(rounds)
     })
 }
 
 fn run(rounds: usize) -> Result<(), String> {
-    if Path::new("/sys/fs/cgroup/unified").exists() {
-        let st = Command::new("umount")
-            .arg("/sys/fs/cgroup/unified")
-            .status()
-            .map_err(|e| format!("umount: {e}"))?;
-        if !st.success() {
-            return Err("umount /sys/fs/cgroup/unified failed".into());
-        }
-    }
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bundle = BundleBuilder::new(tmp.path().join("bundle"))
         .scenario(&Scenario::True)
+        .build()
+        .map_err(|e| e.to_string())?;
+    // A private pool and ledger; the host user namespace is allowed so the
+    // runc-comparable plain start can be measured too.
+    let config = tmp.path().join("cnfbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[idmap]\npool = \"3000000000:6553600\"\nledger_dir = \"{}\"\nallow_host_userns = true\n",
+            tmp.path().join("ledger").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::env::set_var("CNFBOX_CONFIG", &config);
+    let host_bundle = BundleBuilder::new(tmp.path().join("bundle-host"))
+        .scenario(&Scenario::True)
+        .annotation("cnfbox.io/userns", "host")
         .build()
         .map_err(|e| e.to_string())?;
     let cnfbox = cnfbox_bin();
@@ -93,10 +56,21 @@ fn run(rounds: usize) -> Result<(), String> {
             cnfbox.display()
         ));
     }
-    let mut runtimes: Vec<(String, PathBuf)> = vec![("cnfbox".into(), cnfbox)];
+    let mut runtimes: Vec<(String, PathBuf, PathBuf)> = vec![
+        (
+            "cnfbox (pod userns + idmapped rootfs)".into(),
+            cnfbox.clone(),
+            bundle.dir.clone(),
+        ),
+        (
+            "cnfbox (host userns, as runc)".into(),
+            cnfbox,
+            host_bundle.dir.clone(),
+        ),
+    ];
     for name in ["runc", "crun"] {
         match which(name) {
-            Some(p) => runtimes.push((name.into(), p)),
+            Some(p) => runtimes.push((name.into(), p, bundle.dir.clone())),
             None => eprintln!("note: {name} not installed; skipped (apt-get install {name})"),
         }
     }
@@ -115,15 +89,15 @@ fn run(rounds: usize) -> Result<(), String> {
         for k in 0..runtimes.len() {
             // Rotate the order each round.
             let i = (round + k) % runtimes.len();
-            let (name, bin) = &runtimes[i];
-            let root = tmp.path().join(format!("root-{name}"));
+            let (name, bin, bundle_dir) = &runtimes[i];
+            let root = tmp.path().join(format!("root-{i}"));
             let id = format!("bench-{round}");
             let t = Instant::now();
             let st = Command::new(bin)
                 .arg("--root")
                 .arg(&root)
                 .args(["run", "--bundle"])
-                .arg(&bundle.dir)
+                .arg(bundle_dir)
                 .arg(&id)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -149,7 +123,7 @@ fn run(rounds: usize) -> Result<(), String> {
         .map(|i| stats[i].0);
     println!("| runtime | median (ms) | p90 (ms) | median / runc |");
     println!("|---|---:|---:|---:|");
-    for (i, (name, _)) in runtimes.iter().enumerate() {
+    for (i, (name, _, _)) in runtimes.iter().enumerate() {
         let ratio = runc_median
             .map(|r| format!("{:.2}", stats[i].0 / r))
             .unwrap_or_else(|| "-".into());
@@ -159,11 +133,4 @@ fn run(rounds: usize) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// Median and 90th percentile (nearest rank).
-fn summarize(s: &mut [f64]) -> (f64, f64) {
-    s.sort_by(|a, b| a.total_cmp(b));
-    let pick = |q: f64| s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    (pick(0.5), pick(0.9))
 }

@@ -181,3 +181,28 @@ fn a_filesystem_that_cannot_be_idmapped_is_a_clear_error() {
     assert_nothing_left(&env, &id);
     assert!(env.allocator().list().unwrap().is_empty());
 }
+
+#[test]
+fn idmap_on_a_mount_that_is_not_a_bind_is_refused() {
+    if !can_run("idmap on tmpfs/hugetlbfs") {
+        return;
+    }
+    let env = Env::new();
+    for typ in ["tmpfs", "hugetlbfs", "proc"] {
+        let bundle = env.bundle(typ, move |b| {
+            b.scenario(&test_bundles::Scenario::True).modify(move |s| {
+                let mut d = serde_json::to_value(&*s).unwrap();
+                d["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/mnt/x", "type": typ, "source": typ,
+                    "options": ["idmap"]
+                }));
+                *s = serde_json::from_value(d).unwrap();
+            })
+        });
+        let id = env.id(typ);
+        let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+        assert_one_line_error(&out, &["/mnt/x", typ, "cannot be id-mapped"]);
+        assert_nothing_left(&env, &id);
+    }
+    assert!(env.allocator().list().unwrap().is_empty());
+}

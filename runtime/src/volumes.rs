@@ -32,6 +32,12 @@ pub enum VolumeError {
         field: &'static str,
         reason: String,
     },
+    #[error("mounts[{index}] ({dest}): a {typ} mount cannot be id-mapped (only bind mounts can; it is created inside the pod's namespaces already)")]
+    NotBind {
+        index: usize,
+        dest: PathBuf,
+        typ: String,
+    },
     #[error("mounts[{index}] ({dest}): bind source {source_path} does not exist")]
     MissingSource {
         index: usize,
@@ -137,6 +143,19 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
     let result = (|| {
         for (index, m) in mounts.iter_mut().enumerate() {
             if !is_bind(m) {
+                let asks = m.uid_mappings().is_some()
+                    || m.gid_mappings().is_some()
+                    || m.options()
+                        .iter()
+                        .flatten()
+                        .any(|o| o == "idmap" || o == "ridmap");
+                if asks {
+                    return Err(VolumeError::NotBind {
+                        index,
+                        dest: m.destination().clone(),
+                        typ: m.typ().clone().unwrap_or_else(|| "untyped".into()),
+                    });
+                }
                 continue;
             }
             // Even an unmapped bind gets a view under the mount base: the

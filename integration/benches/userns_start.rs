@@ -1,0 +1,237 @@
+//! Start latency of a user-namespaced container with a small rootfs (busybox
+//! and 10 files) and with a 50,000-file rootfs: cnfbox, whose rootfs is an
+//! id-mapped view (constant time), side by side with runc and crun on a
+//! rootfs chowned to each new pod's range (what a runtime without id-mapped
+//! mounts must do; the chown is part of the time). Also cnfbox with and
+//! without a user namespace on the small rootfs.
+//!
+//! Each round starts `/bin/true` once per variant, in rotating order; a
+//! "new pod" alternates between two host ranges, so runc and crun chown on
+//! every round. Runs in one private mount namespace with the cgroup2 tree
+//! unmounted (crun 1.8 refuses hybrid hosts).
+//!
+//! `cargo bench -p integration --bench userns_start [-- ROUNDS]`
+
+mod common;
+
+use std::os::unix::fs::lchown;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use common::{cnfbox_bin, summarize, which};
+use serde_json::json;
+use test_bundles::{Bundle, BundleBuilder, Scenario};
+
+/// Two pod ranges for runc/crun (outside cnfbox's pool below).
+const RANGES: [u32; 2] = [3_800_000_000, 3_800_065_536];
+
+fn main() -> ExitCode {
+    common::in_private_mount_ns(|args| {
+        let rounds = args.iter().find_map(|a| a.parse().ok()).unwrap_or(15);
+        run(rounds)
+    })
+}
+
+fn bundle(dir: &Path, files: usize, annotate_host: bool) -> Result<Bundle, String> {
+    let mut b = BundleBuilder::new(dir)
+        .scenario(&Scenario::True)
+        .files(files)
+        // Never share the host's busybox inode: runc/crun variants chown it.
+        .hard_link_busybox(false);
+    if annotate_host {
+        b = b.annotation("cnfbox.io/userns", "host");
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// A runc/crun bundle dir whose config maps the pod to `host` and whose
+/// root is `rootfs` (shared by both ranges' bundles).
+fn userns_bundle(dir: &Path, base: &Bundle, rootfs: &Path, host: u32) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&base.config_path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    doc["root"]["path"] = json!(rootfs);
+    doc["linux"]["namespaces"]
+        .as_array_mut()
+        .ok_or("namespaces")?
+        .push(json!({"type": "user"}));
+    let m = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+    doc["linux"]["uidMappings"] = m.clone();
+    doc["linux"]["gidMappings"] = m;
+    std::fs::write(dir.join("config.json"), doc.to_string()).map_err(|e| e.to_string())?;
+    Ok(dir.to_path_buf())
+}
+
+/// chown -R, as a runtime without id-mapped mounts does per pod.
+fn chown_tree(path: &Path, id: u32) -> std::io::Result<()> {
+    lchown(path, Some(id), Some(id))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), id)?;
+        }
+    }
+    Ok(())
+}
+
+struct Variant {
+    name: String,
+    bin: PathBuf,
+    /// One bundle per pod range (cnfbox: the same bundle twice).
+    bundles: [PathBuf; 2],
+    /// Rootfs to chown to the round's range first (runc, crun).
+    chown: Option<PathBuf>,
+    samples: Vec<f64>,
+}
+
+fn run(rounds: usize) -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let t = tmp.path();
+    let config = t.join("cnfbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[idmap]\npool = \"3000000000:6553600\"\nledger_dir = \"{}\"\nallow_host_userns = true\n",
+            t.join("ledger").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::env::set_var("CNFBOX_CONFIG", &config);
+    eprintln!("building rootfs: small (busybox + 10 files) and large (50,000 files)...");
+    let small = bundle(&t.join("small"), 10, false)?;
+    let large = bundle(&t.join("large"), 50_000, false)?;
+    let plain = bundle(&t.join("plain"), 10, true)?;
+    let cnfbox = cnfbox_bin();
+    if !cnfbox.exists() {
+        return Err(format!(
+            "{} missing: cargo build --release -p cnfbox",
+            cnfbox.display()
+        ));
+    }
+    let mut variants = Vec::new();
+    for (label, b) in [("small", &small), ("large", &large)] {
+        variants.push(Variant {
+            name: format!("cnfbox idmapped, {label}"),
+            bin: cnfbox.clone(),
+            bundles: [b.dir.clone(), b.dir.clone()],
+            chown: None,
+            samples: Vec::new(),
+        });
+    }
+    variants.push(Variant {
+        name: "cnfbox no userns, small".into(),
+        bin: cnfbox.clone(),
+        bundles: [plain.dir.clone(), plain.dir.clone()],
+        chown: None,
+        samples: Vec::new(),
+    });
+    for rt in ["runc", "crun"] {
+        let Some(bin) = which(rt) else {
+            eprintln!("note: {rt} not installed; skipped (apt-get install {rt})");
+            continue;
+        };
+        for (label, b) in [("small", &small), ("large", &large)] {
+            // Each runtime chowns its own copy of the tree.
+            let rootfs = t.join(format!("{rt}-{label}-rootfs"));
+            let st = Command::new("cp")
+                .args(["-a"])
+                .arg(&b.rootfs)
+                .arg(&rootfs)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !st.success() {
+                return Err("cp -a rootfs".into());
+            }
+            let bundles = [
+                userns_bundle(&t.join(format!("{rt}-{label}-a")), b, &rootfs, RANGES[0])?,
+                userns_bundle(&t.join(format!("{rt}-{label}-b")), b, &rootfs, RANGES[1])?,
+            ];
+            variants.push(Variant {
+                name: format!("{rt} chown, {label}"),
+                bin: bin.clone(),
+                bundles,
+                chown: Some(rootfs),
+                samples: Vec::new(),
+            });
+        }
+    }
+    let warmup = 2;
+    eprintln!(
+        "{rounds} rounds (+{warmup} warm-up) of {} variants",
+        variants.len()
+    );
+    let n = variants.len();
+    for round in 0..rounds + warmup {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let v = &mut variants[i];
+            let slot = round % 2;
+            let id = format!("ub-{i}-{round}");
+            let root = t.join(format!("root-{i}"));
+            let start = Instant::now();
+            if let Some(rootfs) = &v.chown {
+                chown_tree(rootfs, RANGES[slot]).map_err(|e| format!("chown: {e}"))?;
+            }
+            let st = Command::new(&v.bin)
+                .arg("--root")
+                .arg(&root)
+                .args(["run", "--bundle"])
+                .arg(&v.bundles[slot])
+                .arg(&id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("{}: {e}", v.name))?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            if !st.success() {
+                return Err(format!("{} failed in round {round}: {st}", v.name));
+            }
+            if round >= warmup {
+                v.samples.push(ms);
+            }
+        }
+        if round >= warmup {
+            eprintln!("  {}/{} rounds", round - warmup + 1, rounds);
+        }
+    }
+    let stats: Vec<(f64, f64)> = variants
+        .iter_mut()
+        .map(|v| summarize(&mut v.samples))
+        .collect();
+    println!("| variant | median (ms) | p90 (ms) |");
+    println!("|---|---:|---:|");
+    for (v, (m, p)) in variants.iter().zip(&stats) {
+        println!("| {} | {m:.2} | {p:.2} |", v.name);
+    }
+    let median = |name: &str| {
+        variants
+            .iter()
+            .position(|v| v.name == name)
+            .map(|i| stats[i].0)
+    };
+    println!();
+    if let (Some(l), Some(s)) = (
+        median("cnfbox idmapped, large"),
+        median("cnfbox idmapped, small"),
+    ) {
+        println!("cnfbox large/small: {:.2} (goal <= 1.1)", l / s);
+    }
+    if let (Some(u), Some(p)) = (
+        median("cnfbox idmapped, small"),
+        median("cnfbox no userns, small"),
+    ) {
+        println!("cnfbox userns/plain: {:.2} (goal <= 1.2)", u / p);
+    }
+    for rt in ["runc", "crun"] {
+        if let (Some(l), Some(s)) = (
+            median(&format!("{rt} chown, large")),
+            median(&format!("{rt} chown, small")),
+        ) {
+            println!("{rt} (chown) large/small: {:.2}", l / s);
+        }
+    }
+    Ok(())
+}
