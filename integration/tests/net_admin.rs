@@ -192,3 +192,35 @@ fn refusals_name_the_capability_and_leave_nothing() {
         "no range left allocated"
     );
 }
+
+#[test]
+fn a_host_owned_netns_path_is_refused_clearly() {
+    if !can_run("host-owned netns") {
+        return;
+    }
+    let env = Env::new();
+    let name = format!("cnfbox-it-{}", std::process::id());
+    let st = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip netns add");
+    let path = format!("/run/netns/{name}");
+    let p2 = path.clone();
+    let bundle = env.bundle("hostnetns", move |b| {
+        b.scenario(&Scenario::True).modify(move |s| {
+            let mut d = serde_json::to_value(&*s).unwrap();
+            for n in d["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == "network" {
+                    n["path"] = json!(p2);
+                }
+            }
+            *s = serde_json::from_value(d).unwrap();
+        })
+    });
+    let id = env.id("hostnetns");
+    let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    assert_one_line_error(&out, &[&path, "host's user namespace"]);
+    assert_nothing_left(&env, &id);
+}

@@ -232,7 +232,7 @@ fn private_netns(spec: &Spec) -> bool {
             use std::os::unix::fs::MetadataExt;
             let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
             let joined = id(p);
-            joined.is_some() && joined != id(Path::new("/proc/1/ns/net"))
+            joined.is_some() && joined != id(Path::new("/proc/self/ns/net"))
         }
     }
 }

@@ -40,6 +40,14 @@ pub enum ProfileError {
     UsernsPath { path: PathBuf },
     #[error("running in the host's user namespace ({how}) is refused: set `allow_host_userns = true` under [idmap] in {config} to permit it")]
     HostUserns { how: String, config: PathBuf },
+    #[error("linux.namespaces: network path {path} belongs to the host's user namespace; a pod with its own user namespace cannot join it (omit the path and cnfbox creates the pod's network namespace)")]
+    HostOwnedNetns { path: PathBuf },
+    #[error("inspect network namespace {path}")]
+    NetnsOwner {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pod {pod}: no running sandbox container to join (create the sandbox first)")]
     NoSandbox { pod: String },
     #[error("create rootfs mount point {path}")]
@@ -140,7 +148,7 @@ fn host_userns_request(spec: &Spec) -> Option<String> {
     }
     let path = user_ns(spec)?.path().clone()?;
     let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    (id(&path).is_some() && id(&path) == id(Path::new("/proc/1/ns/user")))
+    (id(&path).is_some() && id(&path) == id(Path::new("/proc/self/ns/user")))
         .then(|| format!("linux.namespaces user path {}", path.display()))
 }
 
@@ -263,12 +271,52 @@ fn to_oci(field: &'static str, m: Mapping) -> Result<LinuxIdMapping, ProfileErro
         })
 }
 
+/// Refuses a network namespace path owned by the host's user namespace:
+/// the pod's init, already in its own user namespace when it joins, would
+/// get EPERM from setns(2), and NET_ADMIN would not reach it anyway.
+fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|v| v.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .and_then(|n| n.path().clone())
+    else {
+        return Ok(());
+    };
+    let err = |source| ProfileError::NetnsOwner {
+        path: path.clone(),
+        source,
+    };
+    let netns = fs::File::open(&path).map_err(err)?;
+    // NS_GET_USERNS, ioctl_ns(2): _IO(0xb7, 0x1).
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: `netns` is an open namespace fd for the duration of the call;
+    // NS_GET_USERNS takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(netns.as_raw_fd(), NS_GET_USERNS) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned `fd` as a new descriptor nothing owns.
+    let owner = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let id = |m: fs::Metadata| (m.dev(), m.ino());
+    let owner = owner.metadata().map_err(err)?;
+    let host = fs::metadata("/proc/self/ns/user").map_err(err)?;
+    if id(owner) == id(host) {
+        return Err(ProfileError::HostOwnedNetns { path });
+    }
+    Ok(())
+}
+
 /// The sandbox's own user namespace: kubelet's mapping registered, or a
 /// fresh range allocated.
 fn own_userns(spec: &mut Spec, pod: &str) -> Result<(PodMapping, bool), ProfileError> {
     if let Some(path) = user_ns(spec).and_then(|n| n.path().clone()) {
         return Err(ProfileError::UsernsPath { path });
     }
+    check_netns_path(spec)?;
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     let given_uid = linux.uid_mappings().clone().unwrap_or_default();
     let given_gid = linux.gid_mappings().clone().unwrap_or_default();
