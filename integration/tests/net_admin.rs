@@ -23,6 +23,8 @@ ip route add 10.78.0.0/24 dev cnfbr0 2>/dev/null && echo route=ok || echo route=
 if out=$(ip link add link cnfv1 name cnfv1.10 type vlan id 10 2>&1); then echo vlan=ok; else echo "vlan=$out"; fi
 ip link add cnfplain type bridge 2>&1 | sed 's/^/plain_err=/'
 if mknod /tmp/blk b 254 0 2>/dev/null; then echo mknod=ok; else echo mknod=denied; fi
+if insmod /bin/busybox 2>/dev/null; then echo insmod=ok; else echo insmod=denied; fi
+if [ -e /proc/$HOST_PID ]; then echo hostpid=visible; else echo hostpid=hidden; fi
 echo sysnet=$(ls /sys/class/net | tr '\n' ,)
 echo links=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | tr '\n' ,)
 "#;
@@ -48,7 +50,9 @@ fn host_links() -> Vec<String> {
 
 fn run_script(env: &Env, name: &str, caps: Option<&str>) -> String {
     let bundle = env.bundle(name, |b| {
-        let b = b.args(["/bin/sh", "-c", NET_SCRIPT]);
+        let b = b
+            .args(["/bin/sh", "-c", NET_SCRIPT])
+            .env("HOST_PID", std::process::id().to_string());
         match caps {
             Some(c) => b.annotation("cnfbox.io/capabilities", c),
             None => b,
