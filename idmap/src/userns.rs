@@ -212,10 +212,10 @@ pub fn create_userns_fd(proc_root: &Path, mapping: &PodMapping) -> Result<OwnedF
     let (ready_r, ready_w) = pipe()?;
     let (hold_r, hold_w) = pipe()?;
     let (ready_raw, hold_raw) = (ready_w.as_raw_fd(), hold_r.as_raw_fd());
-    // SAFETY: fork(2) itself has no memory-safety preconditions. The child
-    // runs only `child_main`, which makes async-signal-safe syscalls and
-    // `_exit`s, so the state of other threads' locks (e.g. malloc's) in the
-    // copied address space does not matter.
+    // The child runs only `child_main` (async-signal-safe syscalls, then
+    // `_exit`), so other threads' locks in the copied address space do not
+    // matter.
+    // SAFETY: fork(2) has no memory-safety preconditions; see above.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(UsernsError::Fork {
