@@ -124,6 +124,13 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .mode(0o711)
         .create(&ctx.root)
         .with_context(|| format!("create state root {}", ctx.root.display()))?;
+    // NUMA placement first: a bad hint fails before any range or mount.
+    crate::numa::apply(
+        &mut spec,
+        Path::new("/sys"),
+        &idmap::EtcRoot::default().config_path(),
+    )
+    .with_context(|| format!("create container {}", o.id))?;
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
     let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
