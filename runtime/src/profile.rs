@@ -208,10 +208,7 @@ pub fn apply(
         Ok(v) => v,
         Err(err) => {
             if granted_here {
-                let _ = allocator().and_then(|a| {
-                    a.release(role.pod())
-                        .map_err(|e| ProfileError::Alloc(Box::new(e)))
-                });
+                let _ = release_range(role.pod());
             }
             if let Some(pin) = &pinned {
                 unpin(pin);
@@ -424,11 +421,46 @@ fn pin_netns(root: &Path, id: &str, pid: i32) -> Result<PathBuf, ProfileError> {
 
 /// Drops a namespace pin once the container's init has joined.
 pub fn unpin(pin: &Path) {
-    match umount2(pin, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(err) => tracing::warn!(path = %pin.display(), %err, "unpin namespace"),
+    if let Err(err) = lazy_umount(pin) {
+        tracing::warn!(path = %pin.display(), %err, "unpin namespace");
     }
     let _ = fs::remove_file(pin);
+}
+
+/// umount2(MNT_DETACH); a mount point that is already gone or unmounted
+/// (ENOENT, EINVAL) is fine.
+pub fn lazy_umount(path: &Path) -> Result<(), nix::Error> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Frees pod `pod`'s host ID range (a no-op if it holds none).
+pub fn release_range(pod: &str) -> Result<(), ProfileError> {
+    allocator()?
+        .release(pod)
+        .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
+    Ok(())
+}
+
+/// Reverses `apply` after a failed create: the namespace pin, the volume and
+/// rootfs views, and the range only when this create granted it.
+pub fn undo(applied: &Applied) {
+    if let Some(pin) = &applied.pinned {
+        unpin(pin);
+    }
+    crate::volumes::detach_all(&applied.volume_views);
+    if let Some(view) = &applied.rootfs_view {
+        if let Err(err) = detach(view) {
+            tracing::warn!(%err, "detach rootfs view after failed create");
+        }
+    }
+    if applied.granted_here {
+        if let Err(err) = release_range(&applied.pod) {
+            tracing::warn!(%err, pod = %applied.pod, "release range after failed create");
+        }
+    }
 }
 
 /// The init pid and mapping of pod `pod`'s live sandbox container.
@@ -476,9 +508,7 @@ pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
     }
     if meta.sandbox {
         if let Some(pod) = &meta.pod {
-            allocator()?
-                .release(pod)
-                .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
+            release_range(pod)?;
         }
     }
     Ok(())
@@ -486,15 +516,10 @@ pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
 
 /// Lazily unmounts and removes a rootfs view; a view already gone is fine.
 pub fn detach(view: &Path) -> Result<(), ProfileError> {
-    match umount2(view, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(source) => {
-            return Err(ProfileError::Umount {
-                path: view.to_path_buf(),
-                source,
-            })
-        }
-    }
+    lazy_umount(view).map_err(|source| ProfileError::Umount {
+        path: view.to_path_buf(),
+        source,
+    })?;
     // Only an empty mount point is removed: never the image below it.
     let _ = fs::remove_dir(view);
     Ok(())

@@ -234,9 +234,8 @@ fn remove_point(p: &Path) {
 /// Lazily detaches volume views and removes their mount points.
 pub fn detach_all(views: &[PathBuf]) {
     for v in views {
-        match nix::mount::umount2(v, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(err) => tracing::warn!(path = %v.display(), %err, "detach volume view"),
+        if let Err(err) = crate::profile::lazy_umount(v) {
+            tracing::warn!(path = %v.display(), %err, "detach volume view");
         }
         remove_point(v);
     }

@@ -136,10 +136,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
         .and_then(|policy| policy.apply(&mut spec, applied.mapping.is_some()));
     if let Err(err) = caps {
-        if let Some(pin) = &applied.pinned {
-            profile::unpin(pin);
-        }
-        undo_profile(&applied);
+        profile::undo(&applied);
         return Err(err).with_context(|| format!("create container {}", o.id));
     }
     let stage = ctx
@@ -147,10 +144,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .join(STAGING)
         .join(format!("{}.{}", o.id, std::process::id()));
     if let Err(err) = bundle::write_staged(&stage, &spec) {
-        if let Some(pin) = &applied.pinned {
-            profile::unpin(pin);
-        }
-        undo_profile(&applied);
+        profile::undo(&applied);
         return Err(err.into());
     }
 
@@ -182,36 +176,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         if !is_exist(err) {
             cleanup_failed(&dir, &meta, o.id);
         }
-        undo_profile(&applied);
+        profile::undo(&applied);
     }
     result.map(|c| (c, meta))
-}
-
-/// Reverses `profile::apply` after a failed create: the rootfs view always,
-/// the range only when this create granted it.
-fn undo_profile(applied: &profile::Applied) {
-    crate::volumes::detach_all(&applied.volume_views);
-    if let Some(view) = &applied.rootfs_view {
-        if let Err(err) = profile::detach(view) {
-            tracing::warn!(%err, "detach rootfs view after failed create");
-        }
-    }
-    if applied.granted_here {
-        let meta = ContainerMeta {
-            bundle: Default::default(),
-            rootfs: Default::default(),
-            cgroup_path: Default::default(),
-            systemd: false,
-            pod: Some(applied.pod.clone()),
-            mapping: None,
-            sandbox: true,
-            rootfs_view: None,
-            volume_views: Vec::new(),
-        };
-        if let Err(err) = profile::teardown(&meta) {
-            tracing::warn!(%err, pod = %applied.pod, "release range after failed create");
-        }
-    }
 }
 
 fn build(
