@@ -63,6 +63,12 @@ pub struct ContainerMeta {
     /// Id-mapped views of the container's volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_views: Vec<PathBuf>,
+    /// NUMA placement from the `cnfbox.io/numa-node` hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<crate::numa::Record>,
+    /// Hugepage limits, the cgroup2 cgroup and hugetlbfs cnfbox set up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugepages: Option<crate::hugepages::Record>,
 }
 
 impl ContainerMeta {
@@ -111,6 +117,19 @@ mod tests {
             sandbox: true,
             rootfs_view: Some("/run/cnfbox/.rootfs/x".into()),
             volume_views: vec!["/run/cnfbox-mnt/x/volumes/c/0".into()],
+            numa: Some(crate::numa::Record {
+                node: 0,
+                cpus: "1".into(),
+                mems: "0".into(),
+            }),
+            hugepages: Some(crate::hugepages::Record {
+                limits: vec![crate::hugetlb::Limit {
+                    page: crate::hugetlb::PageSize(2 << 20),
+                    bytes: 4 << 20,
+                }],
+                cgroup2: Some("/sys/fs/cgroup/unified/cnfbox/x".into()),
+                mounts: vec!["/run/cnfbox-mnt/x/hugepages/x/0".into()],
+            }),
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxCpu, Spec};
+use oci_spec::runtime::{
+    LinuxCpu, LinuxMemoryPolicy, MemoryPolicyFlagType as Flag, MemoryPolicyModeType as Mode, Spec,
+};
 use serde::Deserialize;
 
 /// Pod or container annotation naming the NUMA node.
@@ -49,6 +51,16 @@ pub enum NumaError {
     },
     #[error("{path}: [numa]: {reason}")]
     Config { path: PathBuf, reason: String },
+    #[error("linux.memoryPolicy: {reason}")]
+    Policy { reason: String },
+    #[error("linux.memoryPolicy.nodes {nodes:?}: node {node} does not exist or has no memory (nodes with memory: {known})")]
+    PolicyNode {
+        nodes: String,
+        node: u32,
+        known: String,
+    },
+    #[error("linux.memoryPolicy.nodes {nodes:?} contradicts annotation {ANNOTATION}: {node}")]
+    PolicyConflict { node: u32, nodes: String },
 }
 
 /// Parses a kernel CPU list (`0-3,7,9-10`; cpuset(7) "List format").
@@ -235,17 +247,93 @@ pub fn place(
     Ok(Placement { node, cpus })
 }
 
-/// Applies the annotation's placement to `spec` (no annotation: nothing).
-pub fn apply(spec: &mut Spec, sys: &Path, config: &Path) -> Result<Option<Placement>, NumaError> {
-    let Some(hint) = spec
+/// Checks `linux.memoryPolicy` against the topology (and the hint's node):
+/// what the kernel would refuse at the init's `set_mempolicy`, said before
+/// anything is created, with the field named.
+pub fn check_policy(
+    policy: &LinuxMemoryPolicy,
+    topo: &Topology,
+    hint: Option<u32>,
+) -> Result<(), NumaError> {
+    let err = |reason: &str| NumaError::Policy {
+        reason: reason.to_string(),
+    };
+    let flags = policy.flags().clone().unwrap_or_default();
+    if flags.contains(&Flag::MpolFStaticNodes) && flags.contains(&Flag::MpolFRelativeNodes) {
+        return Err(err(
+            "flags MPOL_F_STATIC_NODES and MPOL_F_RELATIVE_NODES exclude each other",
+        ));
+    }
+    if flags.contains(&Flag::MpolFNumaBalancing) && policy.mode() != Mode::MpolBind {
+        return Err(err("flag MPOL_F_NUMA_BALANCING needs mode MPOL_BIND"));
+    }
+    let raw = policy.nodes().clone().unwrap_or_default();
+    let nodes = parse_list("linux.memoryPolicy.nodes", &raw)?;
+    match policy.mode() {
+        Mode::MpolDefault | Mode::MpolLocal => {
+            if !nodes.is_empty() || !flags.is_empty() {
+                return Err(err(&format!(
+                    "mode {} takes neither nodes nor flags",
+                    policy.mode()
+                )));
+            }
+            return Ok(());
+        }
+        Mode::MpolPreferred => {}
+        _ if nodes.is_empty() => {
+            return Err(err(&format!("mode {} needs nodes", policy.mode())));
+        }
+        _ => {}
+    }
+    // RELATIVE_NODES numbers nodes within the cpuset: they need not exist.
+    if !flags.contains(&Flag::MpolFRelativeNodes) {
+        if let Some(&node) = nodes.iter().find(|n| !topo.with_memory.contains(n)) {
+            return Err(NumaError::PolicyNode {
+                nodes: raw,
+                node,
+                known: format_list(&topo.with_memory),
+            });
+        }
+    }
+    if let Some(node) = hint {
+        if !nodes.is_empty() && nodes != BTreeSet::from([node]) {
+            return Err(NumaError::PolicyConflict { node, nodes: raw });
+        }
+    }
+    Ok(())
+}
+
+/// What NUMA placement did to a container, for `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub node: u32,
+    pub cpus: String,
+    pub mems: String,
+}
+
+/// Applies the annotation's placement to `spec` (no annotation: nothing
+/// but a check of `linux.memoryPolicy`): cpuset, mems, and a memory
+/// policy binding to the node unless the spec brings its own.
+pub fn apply(spec: &mut Spec, sys: &Path, config: &Path) -> Result<Option<Record>, NumaError> {
+    let hint = spec
         .annotations()
         .as_ref()
         .and_then(|a| a.get(ANNOTATION))
-        .cloned()
-    else {
+        .cloned();
+    let policy = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.memory_policy().clone());
+    if hint.is_none() && policy.is_none() {
+        return Ok(None);
+    }
+    let topo = Topology::read(sys)?;
+    let Some(hint) = hint else {
+        if let Some(p) = &policy {
+            check_policy(p, &topo, None)?;
+        }
         return Ok(None);
     };
-    let topo = Topology::read(sys)?;
     let reserved = reserved_cpus(config)?;
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     let mut resources = linux.resources().clone().unwrap_or_default();
@@ -257,11 +345,25 @@ pub fn apply(spec: &mut Spec, sys: &Path, config: &Path) -> Result<Option<Placem
         cpu.mems().as_deref(),
         &reserved,
     )?;
-    cpu.set_cpus(Some(format_list(&placement.cpus)));
-    cpu.set_mems(Some(placement.node.to_string()));
+    match &policy {
+        Some(p) => check_policy(p, &topo, Some(placement.node))?,
+        None => {
+            let mut bind = LinuxMemoryPolicy::default();
+            bind.set_mode(Mode::MpolBind);
+            bind.set_nodes(Some(placement.node.to_string()));
+            linux.set_memory_policy(Some(bind));
+        }
+    }
+    let record = Record {
+        node: placement.node,
+        cpus: format_list(&placement.cpus),
+        mems: placement.node.to_string(),
+    };
+    cpu.set_cpus(Some(record.cpus.clone()));
+    cpu.set_mems(Some(record.mems.clone()));
     resources.set_cpu(Some(cpu));
     linux.set_resources(Some(resources));
-    Ok(Some(placement))
+    Ok(Some(record))
 }
 
 #[cfg(test)]
@@ -366,5 +468,103 @@ mod tests {
         assert!(e.to_string().contains("linux.resources.cpu.cpus"), "{e}");
         let e = place(&t, "0", None, None, &set("0-3")).unwrap_err();
         assert!(matches!(e, NumaError::EmptyCpus { .. }));
+    }
+
+    fn policy(mode: Mode, nodes: Option<&str>, flags: &[Flag]) -> LinuxMemoryPolicy {
+        let mut p = LinuxMemoryPolicy::default();
+        p.set_mode(mode);
+        p.set_nodes(nodes.map(str::to_string));
+        if !flags.is_empty() {
+            p.set_flags(Some(flags.to_vec()));
+        }
+        p
+    }
+
+    #[test]
+    fn memory_policies_are_checked_against_topology_and_hint() {
+        let tree = fake(&["0-3", "4-7", ""], "0-7", "0-1");
+        let t = Topology::read(tree.path()).unwrap();
+        assert!(check_policy(&policy(Mode::MpolBind, Some("0-1"), &[]), &t, None).is_ok());
+        assert!(check_policy(&policy(Mode::MpolLocal, None, &[]), &t, Some(1)).is_ok());
+        assert!(check_policy(&policy(Mode::MpolPreferred, None, &[]), &t, None).is_ok());
+        let e = check_policy(&policy(Mode::MpolBind, Some("2"), &[]), &t, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("node 2 does not exist or has no memory (nodes with memory: 0-1)"),
+            "{e}"
+        );
+        // Relative nodes count within the cpuset: not checked against sysfs.
+        assert!(check_policy(
+            &policy(
+                Mode::MpolInterleave,
+                Some("0-5"),
+                &[Flag::MpolFRelativeNodes]
+            ),
+            &t,
+            None
+        )
+        .is_ok());
+        let e = check_policy(&policy(Mode::MpolInterleave, None, &[]), &t, None).unwrap_err();
+        assert!(e.to_string().contains("needs nodes"), "{e}");
+        let e = check_policy(&policy(Mode::MpolDefault, Some("0"), &[]), &t, None).unwrap_err();
+        assert!(e.to_string().contains("takes neither"), "{e}");
+        let e = check_policy(
+            &policy(Mode::MpolInterleave, Some("0"), &[Flag::MpolFNumaBalancing]),
+            &t,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs mode MPOL_BIND"), "{e}");
+        let e = check_policy(&policy(Mode::MpolBind, Some("0-1"), &[]), &t, Some(1)).unwrap_err();
+        assert!(
+            matches!(e, NumaError::PolicyConflict { node: 1, .. }),
+            "{e}"
+        );
+        let e = check_policy(&policy(Mode::MpolBind, Some("x"), &[]), &t, None).unwrap_err();
+        assert!(e.to_string().contains("linux.memoryPolicy.nodes"), "{e}");
+    }
+
+    #[test]
+    fn the_hint_binds_memory_unless_the_spec_has_a_policy() {
+        let tree = fake(&["0-3", "4-7"], "0-7", "0-1");
+        let config = tree.path().join("none.toml");
+        let mut spec = Spec::default();
+        spec.set_annotations(Some([(ANNOTATION.to_string(), "1".to_string())].into()));
+        let rec = apply(&mut spec, tree.path(), &config).unwrap().unwrap();
+        assert_eq!(
+            rec,
+            Record {
+                node: 1,
+                cpus: "4-7".into(),
+                mems: "1".into()
+            }
+        );
+        let linux = spec.linux().as_ref().unwrap();
+        let p = linux.memory_policy().as_ref().unwrap();
+        assert_eq!(
+            (p.mode(), p.nodes().as_deref()),
+            (Mode::MpolBind, Some("1"))
+        );
+        // The spec's own policy is kept when it agrees with the hint.
+        let mut spec = Spec::default();
+        spec.set_annotations(Some([(ANNOTATION.to_string(), "0".to_string())].into()));
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_memory_policy(Some(policy(Mode::MpolPreferred, Some("0"), &[])));
+        spec.set_linux(Some(linux));
+        apply(&mut spec, tree.path(), &config).unwrap();
+        let p = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .memory_policy()
+            .clone()
+            .unwrap();
+        assert_eq!(p.mode(), Mode::MpolPreferred);
+        // No hint, no policy: nothing is read or changed.
+        let mut spec = Spec::default();
+        assert_eq!(
+            apply(&mut spec, Path::new("/nonexistent"), &config).unwrap(),
+            None
+        );
     }
 }

@@ -26,6 +26,8 @@ pub enum ProfileError {
     Config(#[source] idmap::ConfigError),
     #[error("host ID allocator")]
     Alloc(#[source] Box<idmap::AllocError>),
+    #[error("remove the container's hugepages")]
+    Hugepages(#[source] Box<crate::hugepages::HugepagesError>),
     #[error("pod {pod}: its user namespace mapping was refused")]
     Register {
         pod: String,
@@ -113,7 +115,7 @@ fn allocator() -> Result<Allocator, ProfileError> {
 /// into the image.
 pub const MOUNT_BASE: &str = "/run/cnfbox-mnt";
 
-fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
+pub(crate) fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
     use sha2::Digest;
     use std::os::unix::fs::DirBuilderExt;
     let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
@@ -502,6 +504,10 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
 /// Undoes the profile of a deleted (or never created) container: detaches
 /// its rootfs view and, for a sandbox, frees the pod's range.
 pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
+    if let Some(h) = &meta.hugepages {
+        h.teardown()
+            .map_err(|e| ProfileError::Hugepages(Box::new(e)))?;
+    }
     crate::volumes::detach_all(&meta.volume_views);
     if let Some(view) = &meta.rootfs_view {
         detach(view)?;

@@ -216,7 +216,7 @@ pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
     found
 }
 
-/// cnfbox's rootfs views and namespace pins for container `id`.
+/// cnfbox's rootfs views, namespace pins and hugetlbfs for container `id`.
 pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for root in std::fs::read_dir("/run/cnfbox-mnt")
@@ -227,6 +227,7 @@ pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
         for p in [
             root.path().join("rootfs").join(id),
             root.path().join("ns").join(format!("{id}-net")),
+            root.path().join("hugepages").join(id),
         ] {
             if p.exists() {
                 found.push(p);

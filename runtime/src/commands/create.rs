@@ -14,6 +14,7 @@ use super::{check_console, check_id, console_socket_path, container_dir, wait, C
 use crate::bundle::{self, Bundle};
 use crate::capabilities;
 use crate::cgroups;
+use crate::hugepages;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
 use crate::profile;
 
@@ -124,19 +125,53 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .mode(0o711)
         .create(&ctx.root)
         .with_context(|| format!("create state root {}", ctx.root.display()))?;
-    // NUMA placement first: a bad hint fails before any range or mount.
-    crate::numa::apply(
+    // NUMA placement and hugepage checks first: bad input fails before any
+    // range, cgroup or mount exists.
+    let numa = crate::numa::apply(
         &mut spec,
         Path::new("/sys"),
         &idmap::EtcRoot::default().config_path(),
     )
     .with_context(|| format!("create container {}", o.id))?;
+    let hugepage_plan = hugepages::check(&mut spec, &hugepages::Roots::default())
+        .with_context(|| format!("create container {}", o.id))?;
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
+    let hugepages = if hugepage_plan.is_empty() {
+        None
+    } else {
+        let made = profile::mount_dir(&ctx.root, "hugepages")
+            .map_err(anyhow::Error::from)
+            .and_then(|dir| {
+                hugepages::setup(
+                    hugepage_plan,
+                    &mut spec,
+                    &cgroup_path,
+                    &dir.join(o.id),
+                    applied.mapping.as_ref(),
+                )
+                .map_err(anyhow::Error::from)
+            });
+        match made {
+            Ok(r) => Some(r),
+            Err(err) => {
+                profile::undo(&applied);
+                return Err(err).with_context(|| format!("create container {}", o.id));
+            }
+        }
+    };
+    let undo = || {
+        if let Some(h) = &hugepages {
+            if let Err(err) = h.teardown() {
+                tracing::warn!(%err, "remove hugepages after failed create");
+            }
+        }
+        profile::undo(&applied);
+    };
     let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
         .and_then(|policy| policy.apply(&mut spec, applied.mapping.is_some()));
     if let Err(err) = caps {
-        profile::undo(&applied);
+        undo();
         return Err(err).with_context(|| format!("create container {}", o.id));
     }
     let stage = ctx
@@ -144,7 +179,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .join(STAGING)
         .join(format!("{}.{}", o.id, std::process::id()));
     if let Err(err) = bundle::write_staged(&stage, &spec) {
-        profile::undo(&applied);
+        undo();
         return Err(err.into());
     }
 
@@ -158,15 +193,19 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         sandbox: applied.sandbox,
         rootfs_view: applied.rootfs_view.clone(),
         volume_views: applied.volume_views.clone(),
+        numa,
+        hugepages: hugepages.clone(),
     };
     let built = build(ctx, o, &stage, driver);
     if let Some(pin) = &applied.pinned {
         profile::unpin(pin);
     }
     let result = built.and_then(|mut c| {
-        finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
-            let _ = c.delete(true);
-        })?;
+        join_hugetlb(&c, &meta)
+            .and_then(|()| finish(&mut c, &dir, &stage, &meta))
+            .inspect_err(|_| {
+                let _ = c.delete(true);
+            })?;
         Ok(c)
     });
     if let Err(err) = &result {
@@ -176,7 +215,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         if !is_exist(err) {
             cleanup_failed(&dir, &meta, o.id);
         }
-        profile::undo(&applied);
+        undo();
     }
     result.map(|c| (c, meta))
 }
@@ -199,6 +238,19 @@ fn build(
         .with_no_pivot(o.no_pivot)
         .build()
         .with_context(|| format!("create container {}", o.id))
+}
+
+/// Places the created (not yet started) init in the container's cgroup2
+/// hugetlb cgroup, where cnfbox enforces the limits.
+fn join_hugetlb(container: &Container, meta: &ContainerMeta) -> anyhow::Result<()> {
+    let Some(h) = &meta.hugepages else {
+        return Ok(());
+    };
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    h.join(pid.as_raw())?;
+    Ok(())
 }
 
 /// Moves the staged bundle into the state dir and records cnfbox's metadata.

@@ -116,6 +116,22 @@ pub fn list(ctx: &Ctx, a: &List) -> anyhow::Result<()> {
 /// The OCI features document (runtime-spec features.md): only what works.
 pub fn features() -> anyhow::Result<()> {
     let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    let sys = std::path::Path::new("/sys");
+    let node = crate::numa::Topology::read(sys)
+        .ok()
+        .and_then(|t| t.with_memory.first().copied())
+        .unwrap_or(0);
+    let (modes, flags) = crate::mempolicy::probe(node);
+    let page_sizes: Vec<String> = crate::hugetlb::kernel_sizes(sys)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.cgroup_name())
+        .collect();
+    let hugetlb = match crate::hugetlb::enforcer(&sys.join("fs/cgroup")) {
+        crate::hugetlb::Enforcer::Libcontainer => "libcontainer",
+        crate::hugetlb::Enforcer::Cgroup2(_) => "cnfbox-cgroup2",
+        crate::hugetlb::Enforcer::None => "none",
+    };
     let doc = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci_spec::runtime::VERSION,
@@ -143,11 +159,14 @@ pub fn features() -> anyhow::Result<()> {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": true } }
+            "mountExtensions": { "idmap": { "enabled": true } },
+            "memoryPolicy": { "modes": modes, "flags": flags }
         },
         "annotations": {
             "io.github.cnfbox.version": env!("CARGO_PKG_VERSION"),
-            "io.github.cnfbox.libcontainer.version": "0.7"
+            "io.github.cnfbox.libcontainer.version": "0.7",
+            "io.github.cnfbox.hugetlb.enforcer": hugetlb,
+            "io.github.cnfbox.hugetlb.pageSizes": page_sizes.join(",")
         }
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -39,16 +39,67 @@ struct ContainerView {
     capabilities: Vec<String>,
     namespaces: std::collections::BTreeMap<String, String>,
     idmapped_mounts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    numa: Option<NumaView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hugepages: Vec<HugepageView>,
+}
+
+#[derive(Serialize)]
+struct NumaView {
+    /// The hinted node, when the container has a `cnfbox.io/numa-node` hint.
+    node: Option<u32>,
+    cpus: Option<String>,
+    mems: Option<String>,
+    memory_policy: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HugepageView {
+    page_size: String,
+    limit: u64,
+    /// Bytes faulted in (`hugetlb.<size>.current`), where cnfbox enforces.
+    usage: Option<u64>,
+    /// Bytes reserved (`hugetlb.<size>.rsvd.current`).
+    reserved: Option<u64>,
 }
 
 fn status_name(s: ContainerStatus) -> String {
     s.to_string().to_lowercase()
 }
 
+fn staged_spec(dir: &std::path::Path) -> Option<oci_spec::runtime::Spec> {
+    oci_spec::runtime::Spec::load(dir.join(STAGED_BUNDLE).join("config.json")).ok()
+}
+
+/// NUMA placement: the hint's record, else the spec's cpuset and policy.
+fn numa(spec: Option<&oci_spec::runtime::Spec>, meta: &ContainerMeta) -> Option<NumaView> {
+    let linux = spec.and_then(|s| s.linux().as_ref());
+    let cpu = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref());
+    let policy = linux.and_then(|l| l.memory_policy().as_ref()).map(|p| {
+        match p.nodes().as_deref().filter(|n| !n.is_empty()) {
+            Some(nodes) => format!("{} {nodes}", p.mode()),
+            None => p.mode().to_string(),
+        }
+    });
+    let view = NumaView {
+        node: meta.numa.as_ref().map(|r| r.node),
+        cpus: cpu.and_then(|c| c.cpus().clone()),
+        mems: cpu.and_then(|c| c.mems().clone()),
+        memory_policy: policy,
+    };
+    (view.node.is_some()
+        || view.cpus.is_some()
+        || view.mems.is_some()
+        || view.memory_policy.is_some())
+    .then_some(view)
+}
+
 /// Effective capabilities from the container's staged spec.
-fn capabilities(dir: &std::path::Path) -> Vec<String> {
-    let path = dir.join(STAGED_BUNDLE).join("config.json");
-    let Ok(spec) = oci_spec::runtime::Spec::load(&path) else {
+fn capabilities(spec: Option<&oci_spec::runtime::Spec>) -> Vec<String> {
+    let Some(spec) = spec else {
         return Vec::new();
     };
     let mut caps: Vec<String> = spec
@@ -94,14 +145,34 @@ fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView 
             .iter()
             .map(|v| format!("volume {}", v.display())),
     );
+    mounts.extend(
+        meta.hugepages
+            .iter()
+            .flat_map(|h| &h.mounts)
+            .map(|m| format!("hugetlbfs {} (owned by pod root)", m.display())),
+    );
+    let spec = staged_spec(dir);
+    let hugepages = meta
+        .hugepages
+        .iter()
+        .flat_map(|h| h.usage())
+        .map(|(page_size, limit, usage, reserved)| HugepageView {
+            page_size,
+            limit,
+            usage,
+            reserved,
+        })
+        .collect();
     ContainerView {
         id: id.to_string(),
         sandbox: meta.sandbox,
         status: status.map(status_name).unwrap_or_else(|| "unknown".into()),
         pid,
-        capabilities: capabilities(dir),
+        capabilities: capabilities(spec.as_ref()),
         namespaces,
         idmapped_mounts: mounts,
+        numa: numa(spec.as_ref(), meta),
+        hugepages,
     }
 }
 
@@ -188,6 +259,29 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                 }
                 for m in &c.idmapped_mounts {
                     writeln!(out, "    idmapped {m}")?;
+                }
+                if let Some(n) = &c.numa {
+                    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                    writeln!(
+                        out,
+                        "    numa node {} cpus {} mems {} policy {}",
+                        n.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        opt(&n.cpus),
+                        opt(&n.mems),
+                        opt(&n.memory_policy)
+                    )?;
+                }
+                for h in &c.hugepages {
+                    let opt =
+                        |v: Option<u64>| v.map(|b| b.to_string()).unwrap_or_else(|| "-".into());
+                    writeln!(
+                        out,
+                        "    hugepages {} limit {} usage {} reserved {}",
+                        h.page_size,
+                        h.limit,
+                        opt(h.usage),
+                        opt(h.reserved)
+                    )?;
                 }
             }
         }

@@ -25,6 +25,13 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     if a.process.is_none() && a.command.is_empty() {
         anyhow::bail!("exec {}: give a command or -p process.json", a.container_id);
     }
+    // The exec'd process is forked from this one: joining the container's
+    // cgroup2 hugetlb cgroup first (where cnfbox enforces the limits) makes
+    // it start there, with no window outside the limits.
+    if let Some(h) = &meta.hugepages {
+        h.join(std::process::id() as i32)
+            .with_context(|| format!("exec in container {}", a.container_id))?;
+    }
     if meta.mapping.is_some() {
         join_userns(&container, &a.container_id)?;
     }

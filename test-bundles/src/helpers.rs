@@ -1,0 +1,53 @@
+//! Small static C programs the tests copy into a busybox rootfs, for what
+//! busybox cannot do (mapping hugepages). Compiled with the host's `cc
+//! -static` on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Errors building a helper.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run cc for {name} (is build-essential installed?)")]
+    Spawn {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cc -static {name} failed: {stderr}")]
+    Compile { name: &'static str, stderr: String },
+}
+
+/// `hugetouch anon|file BYTES [PATH]`: maps and touches 2 MiB hugepages;
+/// prints `mmap=`, `touched=` or `sigbus=`, and `numa_maps=` lines.
+pub const HUGETOUCH: (&str, &str) = ("hugetouch", include_str!("helpers/hugetouch.c"));
+
+/// Compiles helper `(name, source)` into `dir/name` and returns its path.
+pub fn build(helper: (&'static str, &str), dir: &Path) -> Result<PathBuf, HelperError> {
+    let (name, source) = helper;
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).map_err(|source| HelperError::Write {
+        path: src.clone(),
+        source,
+    })?;
+    let out = dir.join(name);
+    let output = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .map_err(|source| HelperError::Spawn { name, source })?;
+    if !output.status.success() {
+        return Err(HelperError::Compile {
+            name,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(out)
+}
