@@ -77,10 +77,7 @@ fn run(rounds: usize) -> Result<(), String> {
     }
     let variants = [
         ("plain (pod profile)", plain.dir),
-        (
-            "NUMA-pinned + 2 MiB hugepage limit + hugetlbfs",
-            pinned.dir,
-        ),
+        ("NUMA-pinned + 2 MiB hugepage limit + hugetlbfs", pinned.dir),
     ];
     let warmup = 5;
     eprintln!("{rounds} rounds (+{warmup} warm-up), CPU {cpu} on node 0");

@@ -225,6 +225,27 @@ fn pinned_container_maps_hugepages_within_its_limit_only() {
         "exec not in the hugetlb cgroup: {out}"
     );
 
+    // update: the cgroup2 limit follows; the pin cannot be widened.
+    let res = env.tmp.path().join("res.json");
+    fs::write(
+        &res,
+        json!({ "hugepageLimits": [{ "pageSize": "2MB", "limit": 8 * MIB }],
+                "cpu": { "cpus": "0-1" } })
+        .to_string(),
+    )
+    .unwrap();
+    env.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
+    assert_eq!(
+        fs::read_to_string(cg.join("hugetlb.2MB.max"))
+            .unwrap()
+            .trim(),
+        (8 * MIB).to_string()
+    );
+    let out = env.run(&["update", "--cpuset-mems", "1", &id]);
+    assert_one_line_error(&out, &["cpu.mems \"1\"", "pinned to NUMA node 0"]);
+    let out = env.run(&["update", "--cpuset-cpus", "0-5", &id]);
+    assert_one_line_error(&out, &["cpu.cpus \"0-5\"", "pinned to NUMA node 0"]);
+
     env.ok(&["delete", "--force", &id]);
     assert!(!cg.exists(), "hugetlb cgroup left: {}", cg.display());
     assert!(hugetlbfs_mounts(&id).is_empty());

@@ -290,7 +290,8 @@ impl Cgroup2 {
         Ok(cg)
     }
 
-    fn set_limits(&self) -> Result<(), HugetlbError> {
+    /// Writes the limits (and their `rsvd` twins) into the cgroup.
+    pub fn set_limits(&self) -> Result<(), HugetlbError> {
         for l in &self.limits {
             let name = l.page.cgroup_name();
             let max = self.dir.join(format!("hugetlb.{name}.max"));

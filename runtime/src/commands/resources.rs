@@ -13,6 +13,7 @@ use oci_spec::runtime::{
 use serde_json::json;
 
 use super::{cgroup_manager, load, read_json_arg, Ctx};
+use crate::meta::ContainerMeta;
 
 /// runc's stats event data (runc `types.Stats`) from libcgroups' numbers.
 fn runc_stats(s: &Stats) -> serde_json::Value {
@@ -128,8 +129,13 @@ fn requested(a: &Update) -> anyhow::Result<LinuxResources> {
 }
 
 pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
-    let resources = requested(a)?;
+    let mut resources = requested(a)?;
     let (c, meta) = load(ctx, &a.container_id)?;
+    let context = || format!("update resources of container {}", a.container_id);
+    if let Some(record) = &meta.numa {
+        check_pin(record, &resources).with_context(context)?;
+    }
+    hugepage_update(&meta, &mut resources).with_context(context)?;
     let manager = cgroup_manager(&c, &meta)?;
     manager
         .apply(&ControllerOpt {
@@ -138,5 +144,63 @@ pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
             oom_score_adj: None,
             freezer_state: None,
         })
-        .with_context(|| format!("update resources of container {}", a.container_id))
+        .with_context(context)
+}
+
+/// An update must not move a NUMA-pinned container off its node.
+fn check_pin(record: &crate::numa::Record, r: &LinuxResources) -> anyhow::Result<()> {
+    use crate::numa::{parse_list, reserved_cpus, Topology};
+    let Some(cpu) = r.cpu() else {
+        return Ok(());
+    };
+    if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+        if parse_list("linux.resources.cpu.mems", mems)? != [record.node].into() {
+            anyhow::bail!(
+                "linux.resources.cpu.mems {mems:?}: the container is pinned to NUMA node {}",
+                record.node
+            );
+        }
+    }
+    if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+        let wanted = parse_list("linux.resources.cpu.cpus", cpus)?;
+        let topo = Topology::read(std::path::Path::new("/sys"))?;
+        let reserved = reserved_cpus(&idmap::EtcRoot::default().config_path())?;
+        let allowed: std::collections::BTreeSet<u32> = topo
+            .nodes
+            .get(&record.node)
+            .cloned()
+            .unwrap_or_default()
+            .difference(&reserved)
+            .copied()
+            .collect();
+        if !wanted.is_subset(&allowed) {
+            anyhow::bail!(
+                "linux.resources.cpu.cpus {cpus:?}: the container is pinned to NUMA node {} (CPUs {})",
+                record.node,
+                crate::numa::format_list(&allowed)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Hugepage limits where cnfbox enforces them (the cgroup2 tree of a hybrid
+/// host) are set here and taken out of what libcontainer applies.
+fn hugepage_update(meta: &ContainerMeta, r: &mut LinuxResources) -> anyhow::Result<()> {
+    let Some(limits) = r.hugepage_limits().clone().filter(|l| !l.is_empty()) else {
+        return Ok(());
+    };
+    let sys = std::path::Path::new("/sys");
+    let limits = crate::hugetlb::validate(&limits, sys)?;
+    if let crate::hugetlb::Enforcer::Cgroup2(_) = crate::hugetlb::enforcer(&sys.join("fs/cgroup")) {
+        let Some(dir) = meta.hugepages.as_ref().and_then(|h| h.cgroup2.clone()) else {
+            anyhow::bail!(
+                "linux.resources.hugepageLimits: the container was created without hugepage limits; \
+                 on this host they can only be set at create"
+            );
+        };
+        crate::hugetlb::Cgroup2 { dir, limits }.set_limits()?;
+        r.set_hugepage_limits(None);
+    }
+    Ok(())
 }
