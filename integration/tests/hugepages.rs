@@ -218,6 +218,13 @@ fn pinned_container_maps_hugepages_within_its_limit_only() {
     assert_eq!(c["hugepages"][0]["limit"], 4 * MIB, "{c}");
     assert_eq!(c["hugepages"][0]["usage"], 4 * MIB, "{c}");
 
+    // events --stats reads hugetlb from the cgroup2 tree; the refused
+    // mapping above was counted as a hit of the limit.
+    let ev: Value = serde_json::from_str(&env.ok(&["events", "--stats", &id])).unwrap();
+    let h = &ev["data"]["hugetlb"]["2MB"];
+    assert_eq!(h["usage"], 4 * MIB, "{ev}");
+    assert!(h["failcnt"].as_u64().unwrap() >= 1, "{ev}");
+
     // exec'd processes start inside the hugetlb cgroup, under the limit.
     let out = env.ok(&["exec", &id, "/bin/cat", "/proc/self/cgroup"]);
     assert!(

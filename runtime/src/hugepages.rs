@@ -147,6 +147,21 @@ impl Record {
             .collect()
     }
 
+    /// `(page size, faulted bytes, times the limit was hit)` per limit, from
+    /// the cgroup2 cgroup (none when libcontainer enforces the limits).
+    pub fn stats(&self) -> Vec<(String, u64, u64)> {
+        let Some(cg) = self.cgroup() else {
+            return Vec::new();
+        };
+        self.limits
+            .iter()
+            .map(|l| {
+                let (cur, _) = cg.usage(l.page);
+                (l.page.cgroup_name(), cur.unwrap_or(0), cg.failcnt(l.page))
+            })
+            .collect()
+    }
+
     /// Removes the cgroup and detaches the hugetlbfs (after the container's
     /// processes were killed).
     pub fn teardown(&self) -> Result<(), HugepagesError> {

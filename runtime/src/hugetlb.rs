@@ -333,6 +333,18 @@ impl Cgroup2 {
         )
     }
 
+    /// How often an allocation hit the limit (`max` in `hugetlb.<size>.events`).
+    pub fn failcnt(&self, page: PageSize) -> u64 {
+        fs::read_to_string(
+            self.dir
+                .join(format!("hugetlb.{}.events", page.cgroup_name())),
+        )
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+        .unwrap_or(0)
+    }
+
     /// Removes the cgroup once its processes are gone; already gone is fine.
     pub fn remove(&self) -> Result<(), HugetlbError> {
         // The container's processes were killed through its v1 cgroups just
@@ -506,6 +518,8 @@ mod tests {
             "4194304"
         );
         fs::write(cg.dir.join("hugetlb.2MB.current"), "2097152\n").unwrap();
+        fs::write(cg.dir.join("hugetlb.2MB.events"), "max 3\n").unwrap();
+        assert_eq!(cg.failcnt(PageSize(2 << 20)), 3);
         assert_eq!(cg.usage(PageSize(2 << 20)), (Some(2 << 20), None));
     }
 }

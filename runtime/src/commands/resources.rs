@@ -66,9 +66,17 @@ pub fn events(ctx: &Ctx, a: &Events) -> anyhow::Result<()> {
         ) {
             anyhow::bail!("container {} is not running", a.container_id);
         }
-        let stats = manager
+        let mut stats = manager
             .stats()
             .with_context(|| format!("read cgroup stats of {}", a.container_id))?;
+        if let Some(h) = &meta.hugepages {
+            // Where cnfbox enforces hugetlb, its numbers live on cgroup2.
+            for (size, usage, failcnt) in h.stats() {
+                let entry = stats.hugetlb.entry(size).or_default();
+                entry.usage = usage;
+                entry.fail_count = failcnt;
+            }
+        }
         let event = json!({"type": "stats", "id": a.container_id, "data": runc_stats(&stats)});
         println!("{event}");
         if a.stats {
