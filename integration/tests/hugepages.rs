@@ -370,6 +370,22 @@ fn bad_hugepage_and_policy_input_is_refused_and_leaves_nothing() {
         assert_nothing_left(&env, &id);
         assert!(hugetlbfs_mounts(&id).is_empty(), "{name}: hugetlbfs left");
     }
+    // A failure after the hugetlb cgroup and hugetlbfs were made (the
+    // capability policy is checked later) takes both away again.
+    let bundle = env.bundle("latefail", |b| {
+        b.args(["/bin/true"])
+            .annotation("cnfbox.io/capabilities", "SYS_MODULE")
+            .modify(|s| set_limits(s, json!([{ "pageSize": "2MB", "limit": 2 * MIB }]), None))
+    });
+    let id = env.id("latefail");
+    let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert_one_line_error(&out, &["SYS_MODULE"]);
+    assert_nothing_left(&env, &id);
+    assert!(hugetlbfs_mounts(&id).is_empty(), "latefail: hugetlbfs left");
+    assert!(!PathBuf::from("/sys/fs/cgroup/unified/cnfbox")
+        .join(&id)
+        .exists());
+
     // A hint that contradicts the spec's memory policy.
     let bundle = env.bundle("conflict", |b| {
         b.args(["/bin/true"])
