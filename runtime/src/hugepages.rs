@@ -59,7 +59,9 @@ pub fn check(spec: &mut Spec, roots: &Roots) -> Result<Plan, HugepagesError> {
     if !limits.is_empty() {
         match hugetlb::enforcer(&roots.sys.join("fs/cgroup")) {
             Enforcer::None => return Err(HugetlbError::NoController.into()),
-            Enforcer::Libcontainer => {}
+            // libcontainer writes `hugetlb.<pageSize>.*` as given: use the
+            // kernel's name (`2048KB` is `2MB`).
+            Enforcer::Libcontainer => hugetlb::canonicalize(spec, &limits),
             Enforcer::Cgroup2(mount) => {
                 hugetlb::strip(spec);
                 cgroup2 = Some(mount);

@@ -380,6 +380,26 @@ pub fn spec_limits(spec: &Spec, sys: &Path) -> Result<Vec<Limit>, HugetlbError> 
     validate(&limits, sys)
 }
 
+/// Rewrites the spec's limits with the kernel's page size names.
+pub fn canonicalize(spec: &mut Spec, limits: &[Limit]) {
+    if let Some(res) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.resources_mut().as_mut())
+    {
+        let named = limits
+            .iter()
+            .map(|l| {
+                let mut out = LinuxHugepageLimit::default();
+                out.set_page_size(l.page.cgroup_name());
+                out.set_limit(l.bytes as i64);
+                out
+            })
+            .collect();
+        res.set_hugepage_limits(Some(named));
+    }
+}
+
 /// Takes the hugepage limits out of `spec` (cnfbox enforces them instead).
 pub fn strip(spec: &mut Spec) {
     if let Some(res) = spec
@@ -462,6 +482,28 @@ mod tests {
         let none = sysfs(&[]);
         let e = validate(&[limit("2MB", 0)], none.path()).unwrap_err();
         assert!(e.to_string().ends_with("(has none)"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_renamed_for_libcontainer() {
+        let sys = sysfs(&[2048]);
+        let mut spec = Spec::default();
+        let mut linux = oci_spec::runtime::Linux::default();
+        let mut res = oci_spec::runtime::LinuxResources::default();
+        res.set_hugepage_limits(Some(vec![limit("2048KB", 2 << 20)]));
+        linux.set_resources(Some(res));
+        spec.set_linux(Some(linux));
+        let limits = spec_limits(&spec, sys.path()).unwrap();
+        canonicalize(&mut spec, &limits);
+        let out = spec_limits(&spec, sys.path()).unwrap();
+        assert_eq!(out, limits);
+        let raw = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(
+            raw.hugepage_limits().as_ref().unwrap()[0].page_size(),
+            "2MB"
+        );
+        strip(&mut spec);
+        assert!(spec_limits(&spec, sys.path()).unwrap().is_empty());
     }
 
     #[test]
