@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod logging;
 mod meta;
+mod net;
 mod numa;
 mod pod;
 mod profile;

@@ -63,6 +63,9 @@ pub struct ContainerMeta {
     /// Id-mapped views of the container's volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_views: Vec<PathBuf>,
+    /// The pod's secondary interfaces (sandbox only) and where they go back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::PodNetwork>,
 }
 
 impl ContainerMeta {
@@ -111,6 +114,7 @@ mod tests {
             sandbox: true,
             rootfs_view: Some("/run/cnfbox/.rootfs/x".into()),
             volume_views: vec!["/run/cnfbox-mnt/x/volumes/c/0".into()],
+            network: None,
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

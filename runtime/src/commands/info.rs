@@ -143,11 +143,13 @@ pub fn features() -> anyhow::Result<()> {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": true } }
+            "mountExtensions": { "idmap": { "enabled": true } },
+            "netDevices": { "enabled": true }
         },
         "annotations": {
             "io.github.cnfbox.version": env!("CARGO_PKG_VERSION"),
-            "io.github.cnfbox.libcontainer.version": "0.7"
+            "io.github.cnfbox.libcontainer.version": "0.7",
+            "io.github.cnfbox.interfaces": "move, macvlan (bridge, private, vepa, passthru), vlan: annotation cnfbox.io/interfaces"
         }
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);
