@@ -278,7 +278,7 @@ fn pod_child(
 ) -> Result<(), NetError> {
     let step = match child {
         Child::Macvlan(_) => "create macvlan child of",
-        Child::Vlan(_) => "create VLAN sub-interface of",
+        Child::Vlan(_) => "create VLAN sub-interface (8021q) of",
     };
     host.add_child(&r.name, parent, child, pod_ns.as_fd())
         .map_err(netlink_err(&r.origin, step, r.kind.host_device()))

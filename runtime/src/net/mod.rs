@@ -232,3 +232,58 @@ pub fn strip(spec: &mut Spec) {
         linux.set_net_devices(None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(annotations: &[(&str, &str)], devices: Option<serde_json::Value>) -> Spec {
+        let mut d = serde_json::to_value(Spec::default()).unwrap();
+        d["annotations"] = serde_json::json!(annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>());
+        if let Some(devices) = devices {
+            d["linux"]["netDevices"] = devices;
+        }
+        serde_json::from_value(d).unwrap()
+    }
+
+    use std::collections::HashMap;
+
+    #[test]
+    fn members_leave_interfaces_to_the_sandbox() {
+        let member = [
+            (pod::CRI_SANDBOX_ID, "p1"),
+            (pod::CRI_CONTAINER_TYPE, "container"),
+            (ANNOTATION, "d0=macvlan:trunk0"),
+        ];
+        let none = Path::new("/nonexistent/config.toml");
+        assert!(plan("c1", &spec(&member, None), none).unwrap().is_empty());
+        let err = plan(
+            "c1",
+            &spec(&member, Some(serde_json::json!({"eth1": {}}))),
+            none,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("linux.netDevices") && err.contains("pod p1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sandbox_requests_meet_the_policy_and_strip_removes_net_devices() {
+        let none = Path::new("/nonexistent/config.toml");
+        let mut s = spec(&[], Some(serde_json::json!({"eth1": {"name": "net1"}})));
+        let err = plan("p", &s, none).unwrap_err().to_string();
+        assert!(
+            err.contains("linux.netDevices.eth1") && err.contains("[network] movable"),
+            "{err}"
+        );
+        strip(&mut s);
+        assert!(s.linux().as_ref().unwrap().net_devices().is_none());
+        assert!(plan("p", &s, none).unwrap().is_empty());
+    }
+}
