@@ -193,7 +193,7 @@ fn macvlan_pods_exchange_traffic_over_one_trunk() {
     ns.sh(&format!(
         "ip link add {trunk} type bridge; ip link set {trunk} up"
     ));
-    configure(&env, &format!("[network]\nparents = [\"tr*\"]\n"));
+    configure(&env, "[network]\nparents = [\"tr*\"]\n");
     let before = ns.snapshot();
 
     let mut ids = Vec::new();
