@@ -199,14 +199,14 @@ pub fn attach(
         pod_pin: pins.join(format!("{id}-podnet")),
         attachments,
     };
+    // Recorded before anything is pinned or changed: a crash from here on
+    // leaves a record `delete --force` acts on (missing pins and interfaces
+    // never attached are skipped there).
+    record(&net)?;
     pin(&host_path, &net.host_pin)?;
     if let Err(e) = pin(&pod_path, &net.pod_pin) {
         crate::profile::unpin(&net.host_pin);
         return Err(e.into());
-    }
-    if let Err(e) = record(&net) {
-        unpin_all(&net);
-        return Err(e);
     }
     for (i, a) in net.attachments.iter().enumerate() {
         if let Err(e) = apply_one(&mut host, &mut pod, &pod_ns, a) {
