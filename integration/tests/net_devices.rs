@@ -608,3 +608,32 @@ fn features_lists_net_devices() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["linux"]["netDevices"]["enabled"], true, "{v}");
 }
+
+#[test]
+fn a_taken_host_name_blocks_delete_until_it_is_free() {
+    if !can_run("give back onto a taken name") {
+        return;
+    }
+    let ns = HostNs::new("taken");
+    let env = Env::new();
+    let (vf, peer) = (format!("vf{}", ns.tag), format!("pe{}", ns.tag));
+    ns.sh(&format!("ip link add {vf} type veth peer name {peer}"));
+    configure(&env, "[network]\nmovable = [\"vf*\"]\n");
+    let before = ns.snapshot();
+    let id = env.id("taken");
+    create_ok(
+        &env,
+        &ns,
+        &pod_bundle(&env, "taken", Some(&format!("fh0=move:{vf}"))),
+        &id,
+    );
+    // Someone on the host takes the name meanwhile.
+    ns.sh(&format!("ip link add {vf} type bridge"));
+    let out = run(&env, &ns, &["delete", &id]);
+    assert_one_line_error(&out, &[&id, &vf, "cannot give fh0 back", "is taken there"]);
+    assert!(env.root.join(&id).exists(), "the pod stays for a retry");
+    ns.sh(&format!("ip link del {vf}"));
+    ok(&env, &ns, &["delete", &id]);
+    assert_nothing_left(&env, &id);
+    assert_eq!(ns.snapshot(), before, "{vf} is back once its name is free");
+}

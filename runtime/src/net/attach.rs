@@ -325,6 +325,20 @@ fn give_back(
             };
             match &r.kind {
                 Kind::Move { host: name } => {
+                    // The kernel renames only after the move, and moves under
+                    // the current name when that is free: a taken original
+                    // name would leave the device on the host misnamed.
+                    if host
+                        .link(name)
+                        .map_err(netlink_err(&r.origin, "look up host device", name))?
+                        .is_some()
+                    {
+                        return Err(NetError::HostNameTaken {
+                            origin: r.origin.clone(),
+                            inside: r.name.clone(),
+                            name: name.clone(),
+                        });
+                    }
                     pod.set_up(link.index, false).map_err(netlink_err(
                         &r.origin,
                         "bring down",

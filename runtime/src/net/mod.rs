@@ -78,6 +78,12 @@ pub enum NetError {
     },
     #[error("{origin}: the pod's network namespace already has an interface named {name}")]
     NameClash { origin: String, name: String },
+    #[error("{origin}: cannot give {inside} back to the host: the name {name} is taken there (free it and delete again)")]
+    HostNameTaken {
+        origin: String,
+        inside: String,
+        name: String,
+    },
     #[error("flock {path}")]
     Lock {
         path: PathBuf,
