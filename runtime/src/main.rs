@@ -11,6 +11,7 @@ mod hugetlbfs;
 mod logging;
 mod mempolicy;
 mod meta;
+mod net;
 mod numa;
 mod pod;
 mod profile;

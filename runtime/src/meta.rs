@@ -69,6 +69,9 @@ pub struct ContainerMeta {
     /// Hugepage limits, the cgroup2 cgroup and hugetlbfs cnfbox set up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugepages: Option<crate::hugepages::Record>,
+    /// The pod's secondary interfaces (sandbox only) and where they go back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::PodNetwork>,
 }
 
 impl ContainerMeta {
@@ -130,6 +133,7 @@ mod tests {
                 cgroup2: Some("/sys/fs/cgroup/unified/cnfbox/x".into()),
                 mounts: vec!["/run/cnfbox-mnt/x/hugepages/x/0".into()],
             }),
+            network: None,
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

@@ -115,7 +115,7 @@ fn allocator() -> Result<Allocator, ProfileError> {
 /// into the image.
 pub const MOUNT_BASE: &str = "/run/cnfbox-mnt";
 
-pub(crate) fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
+pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
     use sha2::Digest;
     use std::os::unix::fs::DirBuilderExt;
     let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());

@@ -68,6 +68,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     // container's mask is untouched; runc forwards them the same way.
     let signals = wait::block_forwarded_signals()?;
     if let Err(err) = container.start() {
+        let _ = give_back(&meta, true);
         let _ = container.delete(true);
         let _ = profile::teardown(&meta);
         return Err(err).context(format!("start container {}", a.container_id));
@@ -77,6 +78,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     }
     let code = wait::forward_until_exit(pid, &signals)?;
     if !a.keep {
+        give_back(&meta, false)?;
         container
             .delete(true)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
@@ -135,6 +137,11 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     .with_context(|| format!("create container {}", o.id))?;
     let hugepage_plan = hugepages::check(&mut spec, &hugepages::Roots::default())
         .with_context(|| format!("create container {}", o.id))?;
+    // Secondary interfaces are checked against the spec and the policy
+    // before any range or mount; libcontainer never sees netDevices.
+    let interfaces = crate::net::plan(o.id, &spec, &idmap::EtcRoot::default().config_path())
+        .with_context(|| format!("create container {}", o.id))?;
+    crate::net::strip(&mut spec);
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
     let hugepages = if hugepage_plan.is_empty() {
@@ -183,7 +190,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         return Err(err.into());
     }
 
-    let meta = ContainerMeta {
+    let mut meta = ContainerMeta {
         bundle: bundle.dir.clone(),
         rootfs: bundle.rootfs.clone(),
         cgroup_path: cgroup_path.clone(),
@@ -195,17 +202,30 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         volume_views: applied.volume_views.clone(),
         numa,
         hugepages: hugepages.clone(),
+        network: None,
     };
     let built = build(ctx, o, &stage, driver);
     if let Some(pin) = &applied.pinned {
         profile::unpin(pin);
     }
     let result = built.and_then(|mut c| {
-        join_hugetlb(&c, &meta)
-            .and_then(|()| finish(&mut c, &dir, &stage, &meta))
-            .inspect_err(|_| {
-                let _ = c.delete(true);
-            })?;
+        if let Err(err) = join_hugetlb(&c, &meta) {
+            let _ = c.delete(true);
+            return Err(err);
+        }
+        if !interfaces.is_empty() {
+            match attach_interfaces(ctx, o.id, &c, &dir, &meta, &interfaces) {
+                Ok(net) => meta.network = Some(net),
+                Err(err) => {
+                    let _ = c.delete(true);
+                    return Err(err);
+                }
+            }
+        }
+        finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
+            let _ = give_back(&meta, true);
+            let _ = c.delete(true);
+        })?;
         Ok(c)
     });
     if let Err(err) = &result {
@@ -218,6 +238,45 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         undo();
     }
     result.map(|c| (c, meta))
+}
+
+/// Attaches the pod's interfaces to the created container's network
+/// namespace, recording them in its metadata first so that a crash midway
+/// leaves something `delete --force` can undo.
+fn attach_interfaces(
+    ctx: &Ctx,
+    id: &str,
+    c: &Container,
+    dir: &Path,
+    meta: &ContainerMeta,
+    interfaces: &[crate::net::Request],
+) -> anyhow::Result<crate::net::PodNetwork> {
+    let pid = c.pid().context("created container has no init pid")?;
+    let pins = profile::mount_dir(&ctx.root, "ns")?;
+    crate::net::attach(&ctx.root, &pins, id, pid.as_raw(), interfaces, |net| {
+        let mut m = meta.clone();
+        m.network = Some(net.clone());
+        m.save(dir).map_err(Into::into)
+    })
+    .with_context(|| format!("create container {id}"))
+}
+
+/// Gives a pod's interfaces back to the host before its sandbox goes; with
+/// `force` a failure is logged and the namespace pins are dropped anyway.
+pub fn give_back(meta: &ContainerMeta, force: bool) -> anyhow::Result<()> {
+    let Some(net) = &meta.network else {
+        return Ok(());
+    };
+    let pod = meta.pod.as_deref().unwrap_or("-");
+    match crate::net::detach(pod, net) {
+        Ok(()) => Ok(()),
+        Err(err) if force => {
+            tracing::warn!(%pod, err = %err, "give back pod interfaces (forced: pins dropped)");
+            crate::net::unpin_all(net);
+            Ok(())
+        }
+        Err(err) => Err(err).with_context(|| format!("give back pod {pod}'s interfaces")),
+    }
 }
 
 fn build(

@@ -160,13 +160,15 @@ pub fn features() -> anyhow::Result<()> {
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
             "mountExtensions": { "idmap": { "enabled": true } },
-            "memoryPolicy": { "modes": modes, "flags": flags }
+            "memoryPolicy": { "modes": modes, "flags": flags },
+            "netDevices": { "enabled": true }
         },
         "annotations": {
             "io.github.cnfbox.version": env!("CARGO_PKG_VERSION"),
             "io.github.cnfbox.libcontainer.version": "0.7",
             "io.github.cnfbox.hugetlb.enforcer": hugetlb,
-            "io.github.cnfbox.hugetlb.pageSizes": page_sizes.join(",")
+            "io.github.cnfbox.hugetlb.pageSizes": page_sizes.join(","),
+            "io.github.cnfbox.interfaces": "move, macvlan (bridge, private, vepa, passthru), vlan: annotation cnfbox.io/interfaces"
         }
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);

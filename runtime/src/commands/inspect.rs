@@ -28,6 +28,45 @@ struct PodView {
     host_uids: Option<String>,
     host_gids: Option<String>,
     containers: Vec<ContainerView>,
+    /// The pod's secondary interfaces and where they came from.
+    interfaces: Vec<InterfaceView>,
+}
+
+#[derive(Serialize)]
+struct InterfaceView {
+    /// Its name inside the pod.
+    name: String,
+    /// `move`, `macvlan` or `vlan`.
+    kind: &'static str,
+    /// The host device it was, or its parent.
+    host_device: String,
+    /// What exactly: `move:vf3`, `macvlan:trunk0:bridge`, `vlan:trunk0:100`.
+    attachment: String,
+    /// The request: `linux.netDevices.vf3` or the annotation entry.
+    origin: String,
+    /// A moved device's host addresses, given back with it.
+    host_addresses: Vec<String>,
+}
+
+fn interfaces(found: &[(String, ContainerMeta, std::path::PathBuf)]) -> Vec<InterfaceView> {
+    use crate::net::Kind;
+    found
+        .iter()
+        .filter_map(|f| f.1.network.as_ref())
+        .flat_map(|n| &n.attachments)
+        .map(|a| InterfaceView {
+            name: a.request.name.clone(),
+            kind: match a.request.kind {
+                Kind::Move { .. } => "move",
+                Kind::Macvlan { .. } => "macvlan",
+                Kind::Vlan { .. } => "vlan",
+            },
+            host_device: a.request.kind.host_device().to_string(),
+            attachment: a.request.kind.to_string(),
+            origin: a.request.origin.clone(),
+            host_addresses: a.host_addrs.iter().map(|x| x.to_string()).collect(),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -228,6 +267,7 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
             .iter()
             .map(|(id, meta, dir)| view(dir, id, meta))
             .collect(),
+        interfaces: interfaces(&found),
     };
     let mut out = std::io::stdout().lock();
     match a.format.as_str() {
@@ -244,6 +284,13 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                 "  host gids {}",
                 pod.host_gids.as_deref().unwrap_or("host user namespace")
             )?;
+            for i in &pod.interfaces {
+                writeln!(
+                    out,
+                    "  interface {} <- {} ({})",
+                    i.name, i.attachment, i.origin
+                )?;
+            }
             for c in &pod.containers {
                 let role = if c.sandbox { "sandbox" } else { "container" };
                 writeln!(

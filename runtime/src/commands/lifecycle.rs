@@ -62,6 +62,8 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
             c.status().to_string().to_lowercase()
         );
     }
+    // Interfaces go back while the pod's namespaces still stand.
+    super::create::give_back(&meta, force).with_context(|| format!("delete container {id}"))?;
     c.delete(force)
         .with_context(|| format!("delete container {id}"))?;
     crate::profile::teardown(&meta).with_context(|| format!("delete container {id}"))?;

@@ -1,0 +1,639 @@
+//! Secondary interfaces: OCI 1.3 `linux.netDevices` and the
+//! `cnfbox.io/interfaces` annotation.
+//!
+//! The machine's real interfaces are never touched: every test makes a
+//! throwaway network namespace that plays the host (its own bridge as the
+//! trunk, veth pairs as the devices handed over) and runs `cnfbox` in it
+//! with `nsenter --net` (`ip netns exec` would remount /sys and hide the
+//! cgroups from the runtime).
+
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{assert_nothing_left, assert_one_line_error, can_run, cnfbox_bin, Env};
+use serde_json::json;
+use test_bundles::{Bundle, Scenario};
+
+/// A network namespace playing the host, deleted on drop.
+struct HostNs {
+    name: String,
+    /// Short tag for device names (IFNAMSIZ is 16).
+    tag: String,
+}
+
+impl HostNs {
+    fn new(test: &str) -> Self {
+        let tag = format!("{}", std::process::id() % 100_000);
+        let name = format!("cnfbox-{test}-{}", std::process::id());
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip(8) from iproute2");
+        assert!(st.success(), "ip netns add {name}");
+        let ns = Self { name, tag };
+        // No IPv6 link-local addresses: they appear and lose their
+        // `tentative` flag on their own and would make snapshots differ.
+        ns.sh("ip link set lo up; for f in all default; do \
+             echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6 2>/dev/null || true; done");
+        ns
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Runs a shell script in the namespace; asserts it succeeds.
+    fn sh(&self, script: &str) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.path().display()))
+            .args(["sh", "-ec", script])
+            .output()
+            .expect("nsenter(1)");
+        assert!(
+            out.status.success(),
+            "in {}: {script}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ip -o link` and `ip -o addr` without the counters that move on
+    /// their own: what must be exactly as before after a refused create.
+    fn snapshot(&self) -> String {
+        self.sh("ip -o link; ip -o addr")
+    }
+
+    /// Link names in the namespace.
+    fn links(&self) -> Vec<String> {
+        self.sh("ip -o link")
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for HostNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `cnfbox` inside the host namespace, with the environment's config.
+fn cnfbox(env: &Env, ns: &HostNs) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", ns.path().display()))
+        .arg(cnfbox_bin())
+        .env("CNFBOX_CONFIG", env.config.as_ref().expect("env config"))
+        .arg("--root")
+        .arg(&env.root)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(env: &Env, ns: &HostNs, args: &[&str]) -> Output {
+    cnfbox(env, ns).args(args).output().expect("spawn cnfbox")
+}
+
+fn ok(env: &Env, ns: &HostNs, args: &[&str]) -> String {
+    let out = run(env, ns, args);
+    assert!(
+        out.status.success(),
+        "cnfbox {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `create` without holding the init's stdio; returns the output's stderr.
+fn create(env: &Env, ns: &HostNs, bundle: &Bundle, id: &str) -> Output {
+    let err = env.tmp.path().join(format!("{id}.create.err"));
+    let status = cnfbox(env, ns)
+        .args(["create", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(id)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .status()
+        .expect("spawn cnfbox create");
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
+}
+
+fn create_ok(env: &Env, ns: &HostNs, bundle: &Bundle, id: &str) {
+    let out = create(env, ns, bundle, id);
+    assert!(
+        out.status.success(),
+        "create {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Appends `text` to the environment's config.toml.
+fn configure(env: &Env, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.config.as_ref().expect("env config"))
+        .expect("open test config");
+    f.write_all(text.as_bytes()).expect("write test config");
+}
+
+/// A sleeping pod with NET_ADMIN and the given annotation value.
+fn pod_bundle(env: &Env, name: &str, interfaces: Option<&str>) -> Bundle {
+    let interfaces = interfaces.map(str::to_string);
+    env.bundle(name, move |b| {
+        let b = b
+            .scenario(&Scenario::Sleep)
+            .annotation("cnfbox.io/capabilities", "NET_ADMIN");
+        match interfaces {
+            Some(v) => b.annotation("cnfbox.io/interfaces", v),
+            None => b,
+        }
+    })
+}
+
+/// `linux.netDevices` entries `host -> name` added to a pod bundle.
+fn with_net_devices(env: &Env, name: &str, devices: serde_json::Value) -> Bundle {
+    env.bundle(name, move |b| {
+        b.scenario(&Scenario::Sleep)
+            .annotation("cnfbox.io/capabilities", "NET_ADMIN")
+            .modify(move |s| {
+                let mut d = serde_json::to_value(&*s).unwrap();
+                d["linux"]["netDevices"] = devices;
+                *s = serde_json::from_value(d).unwrap();
+            })
+    })
+}
+
+fn exec(env: &Env, ns: &HostNs, id: &str, script: &str) -> String {
+    ok(env, ns, &["exec", id, "sh", "-c", script])
+}
+
+fn start(env: &Env, ns: &HostNs, id: &str) {
+    ok(env, ns, &["start", id]);
+}
+
+#[test]
+fn macvlan_pods_exchange_traffic_over_one_trunk() {
+    if !can_run("macvlan pods") {
+        return;
+    }
+    let ns = HostNs::new("mv");
+    let env = Env::new();
+    let trunk = format!("tr{}", ns.tag);
+    ns.sh(&format!(
+        "ip link add {trunk} type bridge; ip link set {trunk} up"
+    ));
+    configure(&env, "[network]\nparents = [\"tr*\"]\n");
+    let before = ns.snapshot();
+
+    let mut ids = Vec::new();
+    for (i, mode) in [(1, "bridge"), (2, "bridge")] {
+        let b = pod_bundle(
+            &env,
+            &format!("mv{i}"),
+            Some(&format!("data0=macvlan:{trunk}:{mode}")),
+        );
+        let id = env.id(&format!("mv{i}"));
+        create_ok(&env, &ns, &b, &id);
+        start(&env, &ns, &id);
+        exec(
+            &env,
+            &ns,
+            &id,
+            &format!("ip addr add 10.213.0.{i}/24 dev data0 && ip link set data0 up"),
+        );
+        ids.push(id);
+    }
+    // The children live only in the pods: the host side is as it was.
+    assert_eq!(ns.links(), vec!["lo".to_string(), trunk.clone()]);
+    // busybox's ip has no -d: look with the host's iproute2 through the pin.
+    let links = in_netns(&pin_of(&env, &ids[0]), "ip -d -o link show data0");
+    assert!(
+        links.contains("macvlan") && links.contains("mode bridge"),
+        "{links}"
+    );
+    let ping = exec(
+        &env,
+        &ns,
+        &ids[0],
+        "for i in 1 2 3 4 5; do ping -c 1 -W 1 10.213.0.2 >/dev/null && { echo reply; exit 0; }; done; echo none",
+    );
+    assert_eq!(ping.trim(), "reply", "pod 1 reaches pod 2 over the trunk");
+
+    let inspect = ok(&env, &ns, &["inspect", &ids[1], "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["interfaces"][0]["name"], "data0", "{inspect}");
+    assert_eq!(v["interfaces"][0]["kind"], "macvlan", "{inspect}");
+    assert_eq!(
+        v["interfaces"][0]["host_device"],
+        trunk.as_str(),
+        "{inspect}"
+    );
+    assert!(
+        v["interfaces"][0]["origin"]
+            .as_str()
+            .unwrap()
+            .contains("cnfbox.io/interfaces"),
+        "{inspect}"
+    );
+
+    for id in &ids {
+        ok(&env, &ns, &["delete", "--force", id]);
+        assert_nothing_left(&env, id);
+    }
+    let after = ns.snapshot();
+    assert_eq!(after, before, "the host namespace is as before");
+}
+
+#[test]
+fn a_moved_device_is_driven_inside_and_comes_back() {
+    if !can_run("moved device") {
+        return;
+    }
+    let ns = HostNs::new("mvd");
+    let env = Env::new();
+    let (vf, peer) = (format!("vf{}", ns.tag), format!("pe{}", ns.tag));
+    ns.sh(&format!(
+        "ip link add {vf} type veth peer name {peer}; \
+         ip addr add 10.214.0.1/24 dev {vf}; ip link set {vf} up; \
+         ip addr add 10.214.0.2/24 dev {peer}; ip link set {peer} up"
+    ));
+    configure(&env, "[network]\nmovable = [\"vf*\"]\n");
+    let before = ns.sh(&format!("ip -o addr show {vf}"));
+
+    let bundle = with_net_devices(&env, "move", json!({ vf.clone(): { "name": "fh0" } }));
+    let id = env.id("move");
+    create_ok(&env, &ns, &bundle, &id);
+    start(&env, &ns, &id);
+    assert!(
+        !ns.links().contains(&vf),
+        "{vf} left the host: {:?}",
+        ns.links()
+    );
+    // Renamed, addresses kept, and pod root drives it (NET_ADMIN in the
+    // pod's user namespace owns the pod's network namespace).
+    let inside = exec(
+        &env,
+        &ns,
+        &id,
+        "ip -o addr show fh0; ip link set fh0 mtu 1400 && ip addr add 10.214.0.9/24 dev fh0 && echo driven=ok; \
+         for i in 1 2 3 4 5; do ping -c 1 -W 1 10.214.0.2 >/dev/null && { echo ping=reply; exit 0; }; done; echo ping=none",
+    );
+    assert!(inside.contains("inet 10.214.0.1/24"), "{inside}");
+    assert!(inside.contains("driven=ok"), "{inside}");
+    assert!(inside.contains("ping=reply"), "{inside}");
+    let text = ok(&env, &ns, &["inspect", &id]);
+    assert!(
+        text.contains(&format!(
+            "interface fh0 <- move:{vf} (linux.netDevices.{vf})"
+        )),
+        "{text}"
+    );
+
+    // delete --force of the running pod gives it back under its own name.
+    ok(&env, &ns, &["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+    assert!(ns.links().contains(&vf), "{vf} is back: {:?}", ns.links());
+    let after = ns.sh(&format!("ip -o addr show {vf}"));
+    assert_eq!(after, before, "{vf} has its host addresses again");
+    assert!(
+        !after.contains("10.214.0.9"),
+        "the pod's address went with the pod"
+    );
+}
+
+#[test]
+fn devices_come_back_after_the_init_died() {
+    if !can_run("give back after init death") {
+        return;
+    }
+    let ns = HostNs::new("dead");
+    let env = Env::new();
+    let (vf, peer) = (format!("vf{}", ns.tag), format!("pe{}", ns.tag));
+    let trunk = format!("tr{}", ns.tag);
+    ns.sh(&format!(
+        "ip link add {vf} type veth peer name {peer}; ip link add {trunk} type bridge; ip link set {trunk} up"
+    ));
+    configure(
+        &env,
+        "[network]\nmovable = [\"vf*\"]\nparents = [\"tr*\"]\n",
+    );
+    let before = ns.snapshot();
+    let bundle = pod_bundle(
+        &env,
+        "dead",
+        Some(&format!("fh0=move:{vf},d0=macvlan:{trunk}:private")),
+    );
+    let id = env.id("dead");
+    create_ok(&env, &ns, &bundle, &id);
+    start(&env, &ns, &id);
+    ok(&env, &ns, &["kill", &id, "KILL"]);
+    for _ in 0..200 {
+        let s: serde_json::Value = serde_json::from_str(&ok(&env, &ns, &["state", &id])).unwrap();
+        if s["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    // Without cnfbox's pin the pod's namespace would be gone and a veth
+    // destroyed with it; a plain delete gives it back.
+    ok(&env, &ns, &["delete", &id]);
+    assert_nothing_left(&env, &id);
+    assert_eq!(ns.snapshot(), before, "the host namespace is as before");
+}
+
+#[test]
+fn refusals_name_device_and_rule_and_change_nothing() {
+    if !can_run("attachment refusals") {
+        return;
+    }
+    let ns = HostNs::new("bad");
+    let env = Env::new();
+    let t = &ns.tag;
+    let (vf, peer, mgmt, trunk) = (
+        format!("vf{t}"),
+        format!("pe{t}"),
+        format!("mg{t}"),
+        format!("tr{t}"),
+    );
+    ns.sh(&format!(
+        "ip link add {vf} type veth peer name {peer}; ip addr add 10.215.0.1/24 dev {vf}; ip link set {vf} up; \
+         ip link add {mgmt} type bridge; ip link add {trunk} type bridge; ip link set {trunk} up"
+    ));
+    // `lo` is an allowed parent only so that the kernel refuses a macvlan
+    // on it midway (macvlan needs an Ethernet lower device): the undo path.
+    configure(
+        &env,
+        "[network]\nmovable = [\"vf*\"]\nparents = [\"tr*\", \"lo\"]\nmax_attachments = 3\n",
+    );
+
+    // A pod holding vf: the "already attached" case, and its namespace must
+    // not change either.
+    let holder = env.id("holder");
+    create_ok(
+        &env,
+        &ns,
+        &pod_bundle(&env, "holder", Some(&format!("f0=move:{vf}"))),
+        &holder,
+    );
+    let holder_pin = pin_of(&env, &holder);
+    let holder_links = in_netns(&holder_pin, "ip -o link; ip -o addr");
+    let before = ns.snapshot();
+
+    let cases: Vec<(&str, Bundle, Vec<String>)> = vec![
+        (
+            "parent",
+            pod_bundle(&env, "parent", Some(&format!("d0=macvlan:{mgmt}"))),
+            vec![mgmt.clone(), "[network] parents".into(), "tr*".into()],
+        ),
+        (
+            "notmovable",
+            pod_bundle(&env, "notmovable", Some(&format!("f0=move:{mgmt}"))),
+            vec![mgmt.clone(), "[network] movable".into()],
+        ),
+        (
+            "missing",
+            pod_bundle(&env, "missing", Some(&format!("f0=move:vfnone{t}"))),
+            vec![format!("no host device vfnone{t}")],
+        ),
+        (
+            "inuse",
+            pod_bundle(
+                &env,
+                "inuse",
+                Some(&format!("d0=macvlan:{trunk},f1=move:{vf}")),
+            ),
+            vec![vf.clone(), format!("already attached to pod {holder}")],
+        ),
+        (
+            "clash",
+            pod_bundle(
+                &env,
+                "clash",
+                Some(&format!("d0=macvlan:{trunk},lo=macvlan:{trunk}")),
+            ),
+            vec!["already has an interface named lo".into()],
+        ),
+        (
+            "duplicate",
+            pod_bundle(
+                &env,
+                "duplicate",
+                Some(&format!("d0=macvlan:{trunk},d0=macvlan:{trunk}:vepa")),
+            ),
+            vec!["interface name d0 is also asked for".into()],
+        ),
+        (
+            "toomany",
+            pod_bundle(
+                &env,
+                "toomany",
+                Some(&format!(
+                    "a=macvlan:{trunk},b=macvlan:{trunk},c=macvlan:{trunk},d=macvlan:{trunk}"
+                )),
+            ),
+            vec!["4 interfaces".into(), "max_attachments = 3".into()],
+        ),
+        (
+            "syntax",
+            pod_bundle(&env, "syntax", Some("d0=tap:x")),
+            vec![
+                "unknown attachment kind \"tap\"".into(),
+                "cnfbox.io/interfaces".into(),
+            ],
+        ),
+        (
+            "midway",
+            pod_bundle(
+                &env,
+                "midway",
+                Some(&format!("d0=macvlan:{trunk},x0=macvlan:lo")),
+            ),
+            vec!["create macvlan child of lo".into(), "x0=macvlan:lo".into()],
+        ),
+        (
+            "hostnet",
+            env.bundle("hostnet", {
+                let trunk = trunk.clone();
+                move |b| {
+                    b.scenario(&Scenario::Sleep)
+                        .annotation("cnfbox.io/interfaces", format!("d0=macvlan:{trunk}"))
+                        .modify(|s| {
+                            let mut d = serde_json::to_value(&*s).unwrap();
+                            d["linux"]["namespaces"]
+                                .as_array_mut()
+                                .unwrap()
+                                .retain(|n| n["type"] != "network");
+                            *s = serde_json::from_value(d).unwrap();
+                        })
+                }
+            }),
+            vec!["no network namespace of its own".into()],
+        ),
+    ];
+    for (name, bundle, needles) in cases {
+        let id = env.id(name);
+        let out = create(&env, &ns, &bundle, &id);
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let err = assert_one_line_error(&out, &needles);
+        eprintln!("{name}: {err}");
+        assert_nothing_left(&env, &id);
+        assert_eq!(ns.snapshot(), before, "{name}: the host namespace changed");
+        assert_eq!(
+            in_netns(&holder_pin, "ip -o link; ip -o addr"),
+            holder_links,
+            "{name}: the other pod's namespace changed"
+        );
+    }
+
+    // A move that succeeded is undone when a later step fails: vf goes
+    // back with its address. (The holder gives it up first.)
+    ok(&env, &ns, &["delete", "--force", &holder]);
+    assert_nothing_left(&env, &holder);
+    let before = ns.snapshot();
+    let id = env.id("undo");
+    let out = create(
+        &env,
+        &ns,
+        &pod_bundle(&env, "undo", Some(&format!("f0=move:{vf},x0=macvlan:lo"))),
+        &id,
+    );
+    assert_one_line_error(&out, &["create macvlan child of lo"]);
+    assert_nothing_left(&env, &id);
+    assert_eq!(
+        ns.snapshot(),
+        before,
+        "the moved device came back as it was"
+    );
+}
+
+/// The pin cnfbox keeps of container `id`'s pod network namespace.
+fn pin_of(env: &Env, id: &str) -> PathBuf {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root.join(id).join("cnfbox.json")).unwrap())
+            .unwrap();
+    PathBuf::from(
+        meta["network"]["pod_pin"]
+            .as_str()
+            .expect("pod_pin in cnfbox.json"),
+    )
+}
+
+fn in_netns(path: &std::path::Path, script: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", path.display()))
+        .args(["sh", "-ec", script])
+        .output()
+        .expect("nsenter(1)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn vlan_sub_interface_where_the_kernel_has_8021q() {
+    if !can_run("vlan attachment") {
+        return;
+    }
+    let ns = HostNs::new("vlan");
+    let env = Env::new();
+    let trunk = format!("tr{}", ns.tag);
+    ns.sh(&format!(
+        "ip link add {trunk} type bridge; ip link set {trunk} up"
+    ));
+    let probe = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .args([
+            "ip", "link", "add", "link", &trunk, "name", "probe.7", "type", "vlan", "id", "7",
+        ])
+        .output()
+        .expect("nsenter(1)");
+    configure(&env, "[network]\nparents = [\"tr*\"]\n");
+    if !probe.status.success() {
+        eprintln!(
+            "SKIP vlan attachment: this kernel cannot make VLAN sub-interfaces (no 8021q): {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        // What can be checked here: the kernel's refusal is a clear error
+        // and leaves both sides as they were.
+        let before = ns.snapshot();
+        let id = env.id("novlan");
+        let bundle = pod_bundle(&env, "novlan", Some(&format!("v100=vlan:{trunk}:100")));
+        let out = create(&env, &ns, &bundle, &id);
+        assert_one_line_error(
+            &out,
+            &["v100=vlan", "create VLAN sub-interface (8021q) of", &trunk],
+        );
+        assert_nothing_left(&env, &id);
+        assert_eq!(ns.snapshot(), before);
+        return;
+    }
+    ns.sh("ip link del probe.7");
+    let before = ns.snapshot();
+    let id = env.id("vlan");
+    create_ok(
+        &env,
+        &ns,
+        &pod_bundle(&env, "vlan", Some(&format!("v100=vlan:{trunk}:100"))),
+        &id,
+    );
+    start(&env, &ns, &id);
+    let d = in_netns(&pin_of(&env, &id), "ip -d -o link show v100");
+    assert!(d.contains("vlan") && d.contains("id 100"), "{d}");
+    ok(&env, &ns, &["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+    assert_eq!(ns.snapshot(), before);
+}
+
+#[test]
+fn features_lists_net_devices() {
+    let out = Command::new(cnfbox_bin())
+        .arg("features")
+        .output()
+        .expect("spawn cnfbox");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["linux"]["netDevices"]["enabled"], true, "{v}");
+}
+
+#[test]
+fn a_taken_host_name_blocks_delete_until_it_is_free() {
+    if !can_run("give back onto a taken name") {
+        return;
+    }
+    let ns = HostNs::new("taken");
+    let env = Env::new();
+    let (vf, peer) = (format!("vf{}", ns.tag), format!("pe{}", ns.tag));
+    ns.sh(&format!("ip link add {vf} type veth peer name {peer}"));
+    configure(&env, "[network]\nmovable = [\"vf*\"]\n");
+    let before = ns.snapshot();
+    let id = env.id("taken");
+    create_ok(
+        &env,
+        &ns,
+        &pod_bundle(&env, "taken", Some(&format!("fh0=move:{vf}"))),
+        &id,
+    );
+    // Someone on the host takes the name meanwhile.
+    ns.sh(&format!("ip link add {vf} type bridge"));
+    let out = run(&env, &ns, &["delete", &id]);
+    assert_one_line_error(&out, &[&id, &vf, "cannot give fh0 back", "is taken there"]);
+    assert!(env.root.join(&id).exists(), "the pod stays for a retry");
+    ns.sh(&format!("ip link del {vf}"));
+    ok(&env, &ns, &["delete", &id]);
+    assert_nothing_left(&env, &id);
+    assert_eq!(ns.snapshot(), before, "{vf} is back once its name is free");
+}

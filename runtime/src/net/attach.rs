@@ -1,0 +1,415 @@
+//! Doing and undoing a pod's attachments.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use netlink_packet_route::link::MacVlanMode;
+
+use super::netlink::{Child, Netlink};
+use super::request::{Kind, MacvlanMode, Request};
+use super::{Attachment, NetError, NsId, PodNetwork};
+use crate::meta::ContainerMeta;
+
+/// Serialises attachment checks and changes of all pods under one state
+/// root, so two creates cannot both take one device.
+const LOCK: &str = ".network.lock";
+
+fn lock(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, NetError> {
+    let path = root.join(LOCK);
+    let err = |source| NetError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| err(e.into()))
+}
+
+fn open_ns(path: &Path) -> Result<fs::File, NetError> {
+    fs::File::open(path).map_err(|source| NetError::OpenNetns {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn socket_in(file: &fs::File, label: &Path) -> Result<Netlink, NetError> {
+    Netlink::in_netns(file.as_fd()).map_err(|source| NetError::Socket {
+        netns: label.display().to_string(),
+        source,
+    })
+}
+
+/// Host devices other pods under `root` hold: device -> (pod, moved?).
+fn in_use(root: &Path, own: &str) -> HashMap<String, (String, bool)> {
+    let mut used = HashMap::new();
+    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == own {
+            continue;
+        }
+        let Ok(meta) = ContainerMeta::load(&entry.path()) else {
+            continue;
+        };
+        let pod = meta.pod.clone().unwrap_or(name);
+        for a in meta.network.iter().flat_map(|n| &n.attachments) {
+            let moved = matches!(a.request.kind, Kind::Move { .. });
+            let slot = used
+                .entry(a.request.kind.host_device().to_string())
+                .or_insert((pod.clone(), moved));
+            slot.1 |= moved;
+        }
+    }
+    used
+}
+
+/// Bind-mounts the namespace file `from` on `to`, as `ip netns add` does.
+fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
+    let err = |source| NetError::Pin {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    };
+    fs::File::create(to).map_err(err)?;
+    nix::mount::mount(
+        Some(from),
+        to,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        let _ = fs::remove_file(to);
+        err(e.into())
+    })
+}
+
+/// Drops both pins of a pod's network record.
+pub fn unpin_all(net: &PodNetwork) {
+    crate::profile::unpin(&net.pod_pin);
+    crate::profile::unpin(&net.host_pin);
+}
+
+fn netlink_err(
+    origin: &str,
+    step: &'static str,
+    device: &str,
+) -> impl FnOnce(std::io::Error) -> NetError {
+    let origin = origin.to_string();
+    let device = device.to_string();
+    move |source| NetError::Netlink {
+        origin,
+        step,
+        device,
+        source,
+    }
+}
+
+fn macvlan_mode(m: MacvlanMode) -> MacVlanMode {
+    match m {
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Vepa => MacVlanMode::Vepa,
+        MacvlanMode::Passthru => MacVlanMode::Passthrough,
+    }
+}
+
+/// Checks `requests` against the host and the pod's network namespace
+/// (the container's init is `pid`), pins both namespaces, calls `record`
+/// with what is about to be done (so a crash midway can be cleaned up by
+/// `delete --force`), then does it. On any failure what was done is undone
+/// and the pins dropped.
+pub fn attach(
+    root: &Path,
+    pins: &Path,
+    id: &str,
+    pid: i32,
+    requests: &[Request],
+    record: impl FnOnce(&PodNetwork) -> anyhow::Result<()>,
+) -> anyhow::Result<PodNetwork> {
+    let _guard = lock(root)?;
+    let host_path = PathBuf::from("/proc/self/ns/net");
+    let pod_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let host_ns = open_ns(&host_path)?;
+    let pod_ns = open_ns(&pod_path)?;
+    let mut host = socket_in(&host_ns, &host_path)?;
+    let mut pod = socket_in(&pod_ns, &pod_path)?;
+    let used = in_use(root, id);
+    let mut attachments = Vec::new();
+    for r in requests {
+        let dev = r.kind.host_device();
+        if let Some((other, moved)) = used.get(dev) {
+            if *moved || matches!(r.kind, Kind::Move { .. }) {
+                return Err(NetError::InUse {
+                    origin: r.origin.clone(),
+                    device: dev.to_string(),
+                    pod: other.clone(),
+                }
+                .into());
+            }
+        }
+        let link = host
+            .link(dev)
+            .map_err(netlink_err(&r.origin, "look up host device", dev))?
+            .ok_or_else(|| NetError::NoDevice {
+                origin: r.origin.clone(),
+                device: dev.to_string(),
+            })?;
+        if pod
+            .link(&r.name)
+            .map_err(netlink_err(&r.origin, "look up pod interface", &r.name))?
+            .is_some()
+        {
+            return Err(NetError::NameClash {
+                origin: r.origin.clone(),
+                name: r.name.clone(),
+            }
+            .into());
+        }
+        let (host_addrs, host_up) = match r.kind {
+            Kind::Move { .. } => (
+                host.addresses(link.index).map_err(netlink_err(
+                    &r.origin,
+                    "read addresses of",
+                    dev,
+                ))?,
+                link.up,
+            ),
+            _ => (Vec::new(), false),
+        };
+        attachments.push(Attachment {
+            request: r.clone(),
+            host_addrs,
+            host_up,
+        });
+    }
+    let host_id = NsId::of(&host_ns).map_err(|source| NetError::OpenNetns {
+        path: host_path.clone(),
+        source,
+    })?;
+    let net = PodNetwork {
+        host_netns: host_id,
+        host_pin: pins.join(format!("{id}-hostnet")),
+        pod_pin: pins.join(format!("{id}-podnet")),
+        attachments,
+    };
+    // Recorded before anything is pinned or changed: a crash from here on
+    // leaves a record `delete --force` acts on (missing pins and interfaces
+    // never attached are skipped there).
+    record(&net)?;
+    pin(&host_path, &net.host_pin)?;
+    if let Err(e) = pin(&pod_path, &net.pod_pin) {
+        crate::profile::unpin(&net.host_pin);
+        return Err(e.into());
+    }
+    for (i, a) in net.attachments.iter().enumerate() {
+        if let Err(e) = apply_one(&mut host, &mut pod, &pod_ns, a) {
+            tracing::warn!(%id, interface = %a.request.name, err = %e, "attachment failed; undoing");
+            let done = PodNetwork {
+                attachments: net.attachments[..i].to_vec(),
+                ..net.clone()
+            };
+            if let Err(undo) = give_back(&done, &mut host, &mut pod, &host_ns) {
+                tracing::warn!(%id, err = %undo, "undo attachments after a failed one");
+            }
+            unpin_all(&net);
+            return Err(e.into());
+        }
+    }
+    tracing::info!(%id, count = net.attachments.len(), "pod interfaces attached");
+    Ok(net)
+}
+
+fn apply_one(
+    host: &mut Netlink,
+    pod: &mut Netlink,
+    pod_ns: &fs::File,
+    a: &Attachment,
+) -> Result<(), NetError> {
+    let r = &a.request;
+    let dev = r.kind.host_device();
+    let link = host
+        .link(dev)
+        .map_err(netlink_err(&r.origin, "look up host device", dev))?
+        .ok_or_else(|| NetError::NoDevice {
+            origin: r.origin.clone(),
+            device: dev.to_string(),
+        })?;
+    match &r.kind {
+        Kind::Move { .. } => {
+            host.move_to(link.index, pod_ns.as_fd(), &r.name)
+                .map_err(netlink_err(
+                    &r.origin,
+                    "move into the pod's network namespace: host device",
+                    dev,
+                ))?;
+            let inside = pod
+                .link(&r.name)
+                .map_err(netlink_err(&r.origin, "look up pod interface", &r.name))?
+                .ok_or_else(|| NetError::NoDevice {
+                    origin: r.origin.clone(),
+                    device: r.name.clone(),
+                })?;
+            restore(pod, inside.index, a, &r.name)
+        }
+        Kind::Macvlan { mode, .. } => pod_child(
+            host,
+            link.index,
+            pod_ns,
+            r,
+            Child::Macvlan(macvlan_mode(*mode)),
+        ),
+        Kind::Vlan { id, .. } => pod_child(host, link.index, pod_ns, r, Child::Vlan(*id)),
+    }
+}
+
+fn pod_child(
+    host: &mut Netlink,
+    parent: u32,
+    pod_ns: &fs::File,
+    r: &Request,
+    child: Child,
+) -> Result<(), NetError> {
+    let step = match child {
+        Child::Macvlan(_) => "create macvlan child of",
+        Child::Vlan(_) => "create VLAN sub-interface (8021q) of",
+    };
+    host.add_child(&r.name, parent, child, pod_ns.as_fd())
+        .map_err(netlink_err(&r.origin, step, r.kind.host_device()))
+}
+
+/// Puts a moved device's addresses and up state back where it now is.
+fn restore(nl: &mut Netlink, index: u32, a: &Attachment, name: &str) -> Result<(), NetError> {
+    let origin = &a.request.origin;
+    for addr in &a.host_addrs {
+        match nl.add_address(index, *addr) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(netlink_err(origin, "add address to", name)(e)),
+        }
+    }
+    if a.host_up {
+        nl.set_up(index, true)
+            .map_err(netlink_err(origin, "bring up", name))?;
+    }
+    Ok(())
+}
+
+/// Undoes `net`'s attachments, last first: moved devices go back to the
+/// host namespace under their original names with their addresses,
+/// created ones are deleted. An interface no longer in the pod (never
+/// attached, or already given back) is skipped, so this can be repeated.
+fn give_back(
+    net: &PodNetwork,
+    host: &mut Netlink,
+    pod: &mut Netlink,
+    host_ns: &fs::File,
+) -> Result<(), NetError> {
+    let mut first = None;
+    for a in net.attachments.iter().rev() {
+        let r = &a.request;
+        let result = (|| {
+            let Some(link) = pod.link(&r.name).map_err(netlink_err(
+                &r.origin,
+                "look up pod interface",
+                &r.name,
+            ))?
+            else {
+                return Ok(());
+            };
+            match &r.kind {
+                Kind::Move { host: name } => {
+                    // The kernel renames only after the move, and moves under
+                    // the current name when that is free: a taken original
+                    // name would leave the device on the host misnamed.
+                    if host
+                        .link(name)
+                        .map_err(netlink_err(&r.origin, "look up host device", name))?
+                        .is_some()
+                    {
+                        return Err(NetError::HostNameTaken {
+                            origin: r.origin.clone(),
+                            inside: r.name.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    pod.set_up(link.index, false).map_err(netlink_err(
+                        &r.origin,
+                        "bring down",
+                        &r.name,
+                    ))?;
+                    pod.move_to(link.index, host_ns.as_fd(), name)
+                        .map_err(netlink_err(
+                            &r.origin,
+                            "return to the host under its name",
+                            name,
+                        ))?;
+                    let back = host
+                        .link(name)
+                        .map_err(netlink_err(&r.origin, "look up host device", name))?
+                        .ok_or_else(|| NetError::NoDevice {
+                            origin: r.origin.clone(),
+                            device: name.clone(),
+                        })?;
+                    restore(host, back.index, a, name)
+                }
+                Kind::Macvlan { .. } | Kind::Vlan { .. } => pod
+                    .delete(link.index)
+                    .map_err(netlink_err(&r.origin, "delete pod interface", &r.name)),
+            }
+        })();
+        if let Err(e) = result {
+            tracing::warn!(interface = %r.name, err = %e, "give back pod interface");
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Gives a deleted sandbox's interfaces back (see `give_back`) and drops
+/// the namespace pins. On failure the pins stay, so a later delete can
+/// retry; `delete --force` drops them anyway.
+pub fn detach(pod: &str, net: &PodNetwork) -> Result<(), NetError> {
+    let pod_ns = match fs::File::open(&net.pod_pin) {
+        Ok(f) => f,
+        Err(e) => {
+            // Nothing pins the pod's namespace any more (a reboot, or a
+            // forced delete already ran): the kernel has put its devices
+            // back itself.
+            tracing::warn!(%pod, pin = %net.pod_pin.display(), err = %e, "pod network namespace pin gone");
+            unpin_all(net);
+            return Ok(());
+        }
+    };
+    let host_ns = match fs::File::open(&net.host_pin) {
+        Ok(f) if NsId::of(&f).ok() == Some(net.host_netns) => f,
+        _ => {
+            let here = open_ns(Path::new("/proc/self/ns/net"))?;
+            let current = NsId::of(&here).map_err(|source| NetError::OpenNetns {
+                path: "/proc/self/ns/net".into(),
+                source,
+            })?;
+            if current != net.host_netns {
+                return Err(NetError::HostNetnsGone {
+                    pod: pod.to_string(),
+                    recorded: net.host_netns,
+                    current,
+                    pin: net.host_pin.clone(),
+                });
+            }
+            here
+        }
+    };
+    let mut host = socket_in(&host_ns, &net.host_pin)?;
+    let mut inside = socket_in(&pod_ns, &net.pod_pin)?;
+    give_back(net, &mut host, &mut inside, &host_ns)?;
+    unpin_all(net);
+    tracing::info!(%pod, count = net.attachments.len(), "pod interfaces given back");
+    Ok(())
+}
