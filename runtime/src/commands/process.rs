@@ -15,7 +15,8 @@ use liboci_cli::{Exec, Ps};
 use oci_spec::runtime::{Capability, Process, Spec};
 
 use super::{
-    cgroup_manager, check_console, check_id, console_socket_path, container_dir, load, wait, Ctx,
+    cgroup_manager, check_console, check_id, console_socket_path, container_dir, exec_groups, load,
+    wait, Ctx,
 };
 
 pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
@@ -40,7 +41,27 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         }
         Some(_) => None,
     };
-    let process = tty.as_ref().map(|t| t.path.clone()).or(a.process.clone());
+    let mut process = tty.as_ref().map(|t| t.path.clone()).or(a.process.clone());
+    let mut additional_gids = a.additional_gids.clone();
+    let mut _stripped = None;
+    if meta.mapping.is_some() {
+        let init_gids = exec_groups::strip_kept_spec(container.bundle(), &meta.bundle)
+            .with_context(|| format!("exec in container {}", a.container_id))?;
+        if process.is_none() {
+            // Built from flags on the init's process, as runc does.
+            additional_gids.extend(init_gids);
+        }
+        if let Some(path) = process.clone() {
+            let (gids, stripped) = exec_groups::strip(&path, &container_dir(ctx, &a.container_id))?;
+            additional_gids.extend(gids);
+            if let Some(s) = stripped {
+                process = Some(s.path.clone());
+                _stripped = Some(s);
+            }
+        }
+        exec_groups::set(&additional_gids, &a.container_id)?;
+        additional_gids.clear();
+    }
     let env: HashMap<String, String> = a.env.iter().cloned().collect();
     let pid = ContainerBuilder::new(a.container_id.clone(), SyscallType::default())
         .with_root_path(ctx.root.clone())?
@@ -57,7 +78,7 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         .with_capabilities(a.cap.clone())
         .with_user(a.user.map(|(u, _)| u))
         .with_group(a.user.and_then(|(_, g)| g))
-        .with_additional_gids(a.additional_gids.clone())
+        .with_additional_gids(additional_gids)
         .with_ignore_paused(a.ignore_paused)
         .with_sub_cgroup(a.cgroup.clone())
         .with_container_args(a.command.clone())
