@@ -281,6 +281,25 @@ fn ctr_exec_kill_pause_metrics_and_cleanup() {
         ["in-exec", "0"],
         "exec output"
     );
+    // The exec gets the init's supplementary groups, none of the shim's
+    // host groups (an unmapped host group would read as 65534).
+    let groups = n.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "g",
+        &id,
+        "/bin/sh",
+        "-c",
+        "grep ^Groups: /proc/1/status; grep ^Groups: /proc/self/status",
+    ]);
+    let lines: Vec<&str> = groups.lines().collect();
+    assert_eq!(lines.len(), 2, "{groups}");
+    assert_eq!(lines[0], lines[1], "exec groups differ from the init's");
+    assert!(
+        !groups.contains("65534"),
+        "an unmapped group leaked in: {groups}"
+    );
     let failed = n.ctr(&[
         "tasks",
         "exec",
