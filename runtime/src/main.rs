@@ -1,5 +1,6 @@
 //! `cnfbox`: a runc-compatible OCI runtime for telecom CNF pods.
 
+mod adopt;
 mod bundle;
 mod capabilities;
 mod cgroups;

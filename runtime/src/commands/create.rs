@@ -164,9 +164,11 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         profile::unpin(pin);
     }
     let result = built.and_then(|mut c| {
-        finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
-            let _ = c.delete(true);
-        })?;
+        adopt_netns(&c, applied.adopted_netns.as_deref(), o.id)
+            .and_then(|()| finish(&mut c, &dir, &stage, &meta))
+            .inspect_err(|_| {
+                let _ = c.delete(true);
+            })?;
         Ok(c)
     });
     if let Err(err) = &result {
@@ -214,6 +216,25 @@ fn finish(
     container.state.bundle = kept;
     container.save().context("save container state")?;
     meta.save(dir)?;
+    Ok(())
+}
+
+/// Moves the CNI interfaces of an adopted network namespace into the new
+/// init's (see `adopt`).
+fn adopt_netns(c: &Container, from: Option<&Path>, id: &str) -> anyhow::Result<()> {
+    let Some(from) = from else {
+        return Ok(());
+    };
+    let pid = c
+        .pid()
+        .with_context(|| format!("create container {id}: no init pid to adopt {}", from.display()))?;
+    let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    crate::adopt::move_links(from, &to).with_context(|| {
+        format!(
+            "create container {id}: adopt the CNI network namespace {}",
+            from.display()
+        )
+    })?;
     Ok(())
 }
 
