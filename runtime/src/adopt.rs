@@ -25,10 +25,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
@@ -112,7 +114,8 @@ impl Rtnl {
                 path: p.clone(),
                 source,
             })?;
-            sock.bind_auto().map_err(|source| AdoptError::Socket { path: p, source })?;
+            sock.bind_auto()
+                .map_err(|source| AdoptError::Socket { path: p, source })?;
             Ok(sock)
         })
         .join()
@@ -216,7 +219,11 @@ impl Rtnl {
         l.header.index = index;
         l.header.flags = LinkFlags::Up;
         l.header.change_mask = LinkFlags::Up;
-        self.change(&format!("set {name} up"), RouteNetlinkMessage::SetLink(l), 0)
+        self.change(
+            &format!("set {name} up"),
+            RouteNetlinkMessage::SetLink(l),
+            0,
+        )
     }
 }
 
@@ -266,7 +273,9 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
         })
         .filter(|a| links.contains_key(&a.header.index))
         // IPv6 link-local addresses come back by themselves.
-        .filter(|a| !(a.header.family == AddressFamily::Inet6 && a.header.scope == AddressScope::Link))
+        .filter(|a| {
+            !(a.header.family == AddressFamily::Inet6 && a.header.scope == AddressScope::Link)
+        })
         .collect();
     let mut routes: Vec<RouteMessage> = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -297,7 +306,8 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
     for (index, name) in &order {
         let mut l = LinkMessage::default();
         l.header.index = **index;
-        l.attributes.push(LinkAttribute::NetNsFd(target.as_raw_fd()));
+        l.attributes
+            .push(LinkAttribute::NetNsFd(target.as_raw_fd()));
         src.change(&format!("move {name}"), RouteNetlinkMessage::SetLink(l), 0)?;
         moved.links.push((*name).clone());
     }
@@ -349,7 +359,11 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
         moved.addresses += 1;
     }
     // Routes without a gateway first: gateways must be reachable.
-    let has_gateway = |r: &RouteMessage| r.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_)));
+    let has_gateway = |r: &RouteMessage| {
+        r.attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_)))
+    };
     routes.sort_by_key(has_gateway);
     for r in routes {
         let mut add = RouteMessage::default();
@@ -443,13 +457,34 @@ mod tests {
         }
         // What the bridge plugin leaves: eth0 in the CNI netns, its peer
         // on the "host" side, an address, a default route via the gateway.
-        ip(&["-n", &host, "link", "add", "veth-h", "type", "veth", "peer", "name", "eth0", "netns", &cni]);
+        ip(&[
+            "-n", &host, "link", "add", "veth-h", "type", "veth", "peer", "name", "eth0", "netns",
+            &cni,
+        ]);
         ip(&["-n", &cni, "link", "set", "lo", "up"]);
         ip(&["-n", &cni, "link", "set", "eth0", "up"]);
         ip(&["-n", &cni, "addr", "add", "10.213.7.2/24", "dev", "eth0"]);
-        ip(&["-n", &cni, "-6", "addr", "add", "fd00:213:7::2/64", "dev", "eth0", "nodad"]);
+        ip(&[
+            "-n",
+            &cni,
+            "-6",
+            "addr",
+            "add",
+            "fd00:213:7::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
         ip(&["-n", &cni, "route", "add", "default", "via", "10.213.7.1"]);
-        ip(&["-n", &cni, "route", "add", "10.214.0.0/16", "via", "10.213.7.254"]);
+        ip(&[
+            "-n",
+            &cni,
+            "route",
+            "add",
+            "10.214.0.0/16",
+            "via",
+            "10.213.7.254",
+        ]);
 
         let moved = move_links(
             &Path::new("/run/netns").join(&cni),
@@ -461,13 +496,22 @@ mod tests {
         assert_eq!(moved.routes, 2, "{moved:?}");
 
         let links = ip(&["-n", &cni, "-o", "link"]);
-        assert!(!links.contains("eth0"), "eth0 still in the CNI netns: {links}");
+        assert!(
+            !links.contains("eth0"),
+            "eth0 still in the CNI netns: {links}"
+        );
         let addrs = ip(&["-n", &pod, "-o", "addr", "show", "dev", "eth0"]);
         assert!(addrs.contains("10.213.7.2/24"), "{addrs}");
         assert!(addrs.contains("fd00:213:7::2/64"), "{addrs}");
         let routes = ip(&["-n", &pod, "route"]);
-        assert!(routes.contains("default via 10.213.7.1 dev eth0"), "{routes}");
-        assert!(routes.contains("10.214.0.0/16 via 10.213.7.254 dev eth0"), "{routes}");
+        assert!(
+            routes.contains("default via 10.213.7.1 dev eth0"),
+            "{routes}"
+        );
+        assert!(
+            routes.contains("10.214.0.0/16 via 10.213.7.254 dev eth0"),
+            "{routes}"
+        );
         let state = ip(&["-n", &pod, "-o", "link", "show", "dev", "eth0"]);
         assert!(state.contains(",UP"), "eth0 not up: {state}");
         let lo = ip(&["-n", &pod, "-o", "link", "show", "dev", "lo"]);
@@ -481,6 +525,9 @@ mod tests {
             Path::new("/proc/self/ns/net"),
         )
         .expect_err("missing");
-        assert!(err.to_string().contains("/run/netns/cnfbox-no-such-ns"), "{err}");
+        assert!(
+            err.to_string().contains("/run/netns/cnfbox-no-such-ns"),
+            "{err}"
+        );
     }
 }

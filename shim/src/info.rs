@@ -132,8 +132,8 @@ mod tests {
             .iter()
             .any(|n| n == "user"));
         // Round trip through the wire format containerd reads.
-        let back = RuntimeInfo::parse_from_bytes(&info.write_to_bytes().expect("encode"))
-            .expect("decode");
+        let back =
+            RuntimeInfo::parse_from_bytes(&info.write_to_bytes().expect("encode")).expect("decode");
         assert_eq!(back.features.value, info.features.value);
 
         let missing = Options {

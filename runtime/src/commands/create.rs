@@ -225,9 +225,12 @@ fn adopt_netns(c: &Container, from: Option<&Path>, id: &str) -> anyhow::Result<(
     let Some(from) = from else {
         return Ok(());
     };
-    let pid = c
-        .pid()
-        .with_context(|| format!("create container {id}: no init pid to adopt {}", from.display()))?;
+    let pid = c.pid().with_context(|| {
+        format!(
+            "create container {id}: no init pid to adopt {}",
+            from.display()
+        )
+    })?;
     let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
     crate::adopt::move_links(from, &to).with_context(|| {
         format!(

@@ -30,23 +30,50 @@ impl Drop for Stripped {
     }
 }
 
-/// The `additionalGids` of the process.json at `path`, and a copy of it
-/// without them in `dir` (`None` when it had none).
-pub fn strip(path: &Path, dir: &Path) -> anyhow::Result<(Vec<u32>, Option<Stripped>)> {
+/// Prepares the exec process at `path` for libcontainer: takes out its
+/// `additionalGids` (returned: cnfbox sets them itself) and grants it the
+/// capabilities the container's `cnfbox.io/capabilities` annotation grants
+/// its init (the policy of `capabilities.rs`, applied to the kept spec
+/// `kept_bundle/config.json` with this process), so an exec gets what the
+/// container got. The rewritten copy lives in `dir`.
+pub fn prepare(
+    path: &Path,
+    dir: &Path,
+    kept_bundle: &Path,
+) -> anyhow::Result<(Vec<u32>, Stripped)> {
     let body = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let mut process: Process = serde_json::from_slice(&body)
         .with_context(|| format!("parse the exec process {}", path.display()))?;
     let gids = process.user().additional_gids().clone().unwrap_or_default();
-    if gids.is_empty() {
-        return Ok((gids, None));
-    }
     let mut user = process.user().clone();
     user.set_additional_gids(None);
     process.set_user(user);
-    let out = dir.join(format!("exec-groups-{}.json", std::process::id()));
+    let kept = kept_bundle.join("config.json");
+    let mut spec = oci_spec::runtime::Spec::load(&kept)
+        .with_context(|| format!("load the container's spec {}", kept.display()))?;
+    spec.set_process(Some(process));
+    // The create checked that the container's network namespace is the
+    // pod's own; a member's was joined through a pin that is gone by now.
+    // The exec joins the init's namespaces, so judge it as the create did.
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(mut namespaces) = linux.namespaces().clone() {
+            for n in namespaces
+                .iter_mut()
+                .filter(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            {
+                n.set_path(None);
+            }
+            linux.set_namespaces(Some(namespaces));
+        }
+    }
+    crate::capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
+        .and_then(|policy| policy.apply(&mut spec, true))
+        .context("capabilities of the exec process")?;
+    let process = spec.process().clone().unwrap_or_default();
+    let out = dir.join(format!("exec-process-{}.json", std::process::id()));
     let body = serde_json::to_vec(&process).context("serialize the exec process")?;
     std::fs::write(&out, body).with_context(|| format!("write {}", out.display()))?;
-    Ok((gids, Some(Stripped { path: out })))
+    Ok((gids, Stripped { path: out }))
 }
 
 /// Sets this process's supplementary groups to exactly `gids` (ids of the
@@ -107,17 +134,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_additional_gids_and_keeps_the_rest() {
+    fn takes_out_additional_gids_and_keeps_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let kept = dir.path().join("kept");
+        std::fs::create_dir_all(&kept).expect("mkdir");
+        std::fs::write(
+            kept.join("config.json"),
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}}"#,
+        )
+        .expect("write spec");
         let p = dir.path().join("process.json");
         std::fs::write(
             &p,
             r#"{"user":{"uid":5,"gid":6,"additionalGids":[10,11]},"args":["id"],"cwd":"/"}"#,
         )
         .expect("write");
-        let (gids, stripped) = strip(&p, dir.path()).expect("strip");
+        let (gids, stripped) = prepare(&p, dir.path(), &kept).expect("prepare");
         assert_eq!(gids, vec![10, 11]);
-        let stripped = stripped.expect("rewritten");
         let back: Process =
             serde_json::from_slice(&std::fs::read(&stripped.path).expect("read")).expect("parse");
         assert_eq!(back.user().additional_gids(), &None);
@@ -126,9 +159,5 @@ mod tests {
         let path = stripped.path.clone();
         drop(stripped);
         assert!(!path.exists(), "the copy is removed on drop");
-
-        std::fs::write(&p, r#"{"user":{"uid":0,"gid":0},"args":["id"],"cwd":"/"}"#).expect("write");
-        let (gids, stripped) = strip(&p, dir.path()).expect("strip");
-        assert!(gids.is_empty() && stripped.is_none());
     }
 }

@@ -52,12 +52,15 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
             additional_gids.extend(init_gids);
         }
         if let Some(path) = process.clone() {
-            let (gids, stripped) = exec_groups::strip(&path, &container_dir(ctx, &a.container_id))?;
+            let (gids, prepared) = exec_groups::prepare(
+                &path,
+                &container_dir(ctx, &a.container_id),
+                container.bundle(),
+            )
+            .with_context(|| format!("exec in container {}", a.container_id))?;
             additional_gids.extend(gids);
-            if let Some(s) = stripped {
-                process = Some(s.path.clone());
-                _stripped = Some(s);
-            }
+            process = Some(prepared.path.clone());
+            _stripped = Some(prepared);
         }
         exec_groups::set(&additional_gids, &a.container_id)?;
         additional_gids.clear();
