@@ -507,3 +507,60 @@ fn which(tool: &str) -> Option<PathBuf> {
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }
+
+#[test]
+fn oom_kill_publishes_task_oom() {
+    let Some(n) = node("oom_kill_publishes_task_oom") else {
+        return;
+    };
+    let id = n.env.id("oom");
+    let mut events =
+        n.cd.ctr()
+            .arg("events")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ctr events");
+    let out = n.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--memory-limit",
+        "33554432",
+        DEFAULT_IMAGE_REF,
+        &id,
+        "/bin/sh",
+        "-c",
+        // tail buffers a "line" of zeros without end: the cgroup's OOM
+        // killer ends it.
+        "tail /dev/zero",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "OOM-killed: {}",
+        text(&out.stderr)
+    );
+    // The events stream is read after the fact: stop it and collect.
+    let _ = events.kill();
+    let got = events.wait_with_output().expect("ctr events output");
+    let stream = text(&got.stdout);
+    let oom = stream
+        .lines()
+        .any(|l| l.contains("/tasks/oom") && l.contains(&id));
+    assert!(oom, "no /tasks/oom event for {id}:\n{stream}");
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(
+            stream.lines().any(|l| l.contains(topic) && l.contains(&id)),
+            "no {topic} event for {id}:\n{stream}"
+        );
+    }
+    n.assert_nothing_left(&id);
+    n.cd.stop().expect("stop containerd");
+}
