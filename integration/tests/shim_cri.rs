@@ -101,11 +101,19 @@ fn cri_node(test: &str) -> Option<CriNode> {
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox]
       runtime_type = "io.containerd.cnfbox.v2"
       pod_annotations = ["cnfbox.io/*"]
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "{shim_path}"
+      pod_annotations = ["cnfbox.io/*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc.options]
+        BinaryName = "{cnfbox_path}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{conf}"
 "#,
-        conf = cni_dir.display()
+        conf = cni_dir.display(),
+        shim_path = shim.display(),
+        cnfbox_path = cnfbox_bin().display(),
     );
     let opts = StartOptions {
         path_prepend: vec![bin.path().to_owned()],
@@ -491,5 +499,66 @@ fn cri_bad_input_names_the_problem_and_leaves_nothing() {
         let m = n.mounts("cnfbox");
         assert!(m.is_empty(), "cnfbox mounts left: {m:#?}");
     }
+    n.stop();
+}
+
+/// Pids of Go runc shims serving this containerd.
+fn runc_shims(n: &CriNode) -> usize {
+    let dir = n.cd().dir().expect("dir").to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let c = String::from_utf8_lossy(&c);
+            c.contains("containerd-shim-runc-v2") && c.contains(&dir)
+        })
+        .count()
+}
+
+#[test]
+fn cri_runc_v2_runtime_type_runs_cnfbox() {
+    let Some(mut n) = cri_node("cri_runc_v2_runtime_type_runs_cnfbox") else {
+        return;
+    };
+    // Configuration B: runtime_type io.containerd.runc.v2, runtime_path to
+    // the cnfbox shim, runc options naming cnfbox as the binary. Debian's
+    // containerd 1.6.20 ignores runtime_path for CRI (containerd issue
+    // #8207) and starts containerd-shim-runc-v2, which then drives cnfbox
+    // through BinaryName: the pod is a cnfbox pod either way.
+    let p = n
+        .run_pod("viarunc", "cnfbox-runc", &[])
+        .unwrap_or_else(|e| panic!("RunPodSandbox cnfbox-runc: {e}\n{}", n.log_tail()));
+    let c = n.start_container(&p, "c");
+    let (ours, go) = (n.shims(), runc_shims(&n));
+    eprintln!("configuration B: {ours} cnfbox shim(s), {go} runc shim(s) serve the pod");
+    assert_eq!(ours + go, 1, "one shim serves the pod");
+    // Read the init's uid_map from the host: ExecSync through the Go runc
+    // shim does not work yet (see README, "containerd shim").
+    let status =
+        n.rt.block_on(n.client.container_status(ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: true,
+        }))
+        .expect("ContainerStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("info JSON");
+    let pid = info["pid"].as_u64().expect("init pid");
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    let (inside, outside, _) = uid_map(&map);
+    assert_eq!(inside, 0);
+    assert!(
+        outside >= 1 << 31,
+        "cnfbox ran it (a pool range, not host root): {map}"
+    );
+    assert_eq!(n.held_ranges().len(), 1);
+    n.remove_pod(&p);
+    assert!(
+        n.held_ranges().is_empty(),
+        "range left: {:?}",
+        n.held_ranges()
+    );
+    assert_eq!(n.shims() + runc_shims(&n), 0, "shim left");
     n.stop();
 }

@@ -41,11 +41,22 @@ pub enum OptionsError {
     },
 }
 
-/// The runc options in `any`, or the defaults.
+/// Type URL suffix of runc's options (containerd sends them for handlers of
+/// type io.containerd.runc.v2, and for others with an `options` table of
+/// that type).
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+
+/// The runc options in `any`, or the defaults. Options of another type
+/// (CRI's generic `runtimeoptions.v1.Options` for a non-runc runtime type)
+/// carry nothing cnfbox uses and are ignored.
 pub fn from_any(any: Option<&Any>) -> Result<Options, OptionsError> {
     let Some(any) = any.filter(|a| !a.value.is_empty() || !a.type_url.is_empty()) else {
         return Ok(Options::default());
     };
+    if !any.type_url.ends_with(RUNC_OPTIONS) {
+        log::info!("ignoring runtime options of type {}", any.type_url);
+        return Ok(Options::default());
+    }
     Options::parse_from_bytes(&any.value).map_err(|source| OptionsError::Decode {
         type_url: any.type_url.clone(),
         source,
@@ -129,12 +140,22 @@ mod tests {
         assert!(st.systemd_cgroup);
 
         let bad = Any {
-            type_url: "x".into(),
+            type_url: "containerd.runc.v1.Options".into(),
             value: vec![0xff, 0xff, 0xff],
             ..Default::default()
         };
         let err = from_any(Some(&bad)).expect_err("garbage");
-        assert!(err.to_string().contains("type x"), "{err}");
+        assert!(
+            err.to_string().contains("containerd.runc.v1.Options"),
+            "{err}"
+        );
+        // CRI's generic options for a non-runc runtime type: ignored.
+        let other = Any {
+            type_url: "runtimeoptions.v1.Options".into(),
+            value: vec![0x0a, 0x01, b'x'],
+            ..Default::default()
+        };
+        assert_eq!(from_any(Some(&other)).expect("ignored"), Options::default());
     }
 
     #[test]

@@ -26,9 +26,6 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     if a.process.is_none() && a.command.is_empty() {
         anyhow::bail!("exec {}: give a command or -p process.json", a.container_id);
     }
-    if meta.mapping.is_some() {
-        join_userns(&container, &a.container_id)?;
-    }
     // libcontainer 0.7's tenant builder has no `--tty`: the process it builds
     // from flags never has a terminal, so `exec -d -t --console-socket` was
     // refused. With `--tty`, cnfbox builds the process itself, as runc does,
@@ -62,6 +59,9 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
             process = Some(prepared.path.clone());
             _stripped = Some(prepared);
         }
+        // Files above were read and written as host root; from here on
+        // this process is in the pod's user namespace.
+        join_userns(&container, &a.container_id)?;
         exec_groups::set(&additional_gids, &a.container_id)?;
         additional_gids.clear();
     }
