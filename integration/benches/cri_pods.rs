@@ -170,12 +170,13 @@ async fn run(rounds: usize) -> Result<(), String> {
     std::os::unix::fs::symlink(cnfbox_bin(), bin.join("cnfbox")).map_err(|e| e.to_string())?;
     // A private pool and ledger big enough for every pod.
     let config = tmp.path().join("cnfbox.toml");
-    let start = (1u64 << 31) + u64::from(std::process::id() % 400) * 256 * 65536;
+    // 128 pods of 65536 ids, in a pid-chosen slot below 2^32.
+    let size = 128 * 65536u64;
+    let start = (1u64 << 31) + u64::from(std::process::id() % 200) * size;
     std::fs::write(
         &config,
         format!(
-            "[idmap]\npool = \"{start}:{}\"\nledger_dir = \"{}\"\n",
-            256 * 65536,
+            "[idmap]\npool = \"{start}:{size}\"\nledger_dir = \"{}\"\n",
             tmp.path().join("ledger").display()
         ),
     )
