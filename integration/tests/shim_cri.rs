@@ -74,9 +74,16 @@ fn cri_node(test: &str) -> Option<CriNode> {
     std::os::unix::fs::symlink(cnfbox_bin(), bin.path().join("cnfbox")).expect("link cnfbox");
 
     let env = Env::new();
+    // Unique per node: tests of one process run at once.
+    static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
     let pid = std::process::id();
-    let bridge = format!("cnfbr{}", pid % 100_000);
-    let subnet = format!("10.{}.{}.0/24", 100 + pid % 100, (pid / 100) % 256);
+    let bridge = format!("cnfbr{}{seq}", pid % 100_000);
+    let subnet = format!(
+        "10.{}.{}.0/24",
+        100 + pid % 100,
+        ((pid / 100) * 10 + seq) % 256
+    );
     let cni_dir = env.tmp.path().join("cni");
     std::fs::create_dir_all(&cni_dir).expect("cni dir");
     std::fs::write(
@@ -94,7 +101,7 @@ fn cri_node(test: &str) -> Option<CriNode> {
   restrict_oom_score_adj = true
   disable_apparmor = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
+    snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -131,7 +138,7 @@ fn cri_node(test: &str) -> Option<CriNode> {
         let archive = img.write(&env.tmp.path().join(name)).expect("write image");
         let out = cd
             .ctr()
-            .env("CONTAINERD_SNAPSHOTTER", "native")
+            .env("CONTAINERD_SNAPSHOTTER", "overlayfs")
             .args(["--namespace", "k8s.io", "images", "import"])
             .arg(&archive.path)
             .output()

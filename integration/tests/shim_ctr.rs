@@ -19,10 +19,9 @@ use test_bundles::{ImageBuilder, PrivateContainerd, StartOptions, DEFAULT_IMAGE_
 
 const RUNTIME: &str = "io.containerd.cnfbox.v2";
 const SHIM: &str = "containerd-shim-cnfbox-v2";
-/// containerd's overlayfs mount cannot be id-mapped (overlayfs lacks
-/// FS_ALLOW_IDMAP; only its layers can be): the native snapshotter's bind
-/// mounts of plain directories can. See README "containerd shim".
-const SNAPSHOTTER: &str = "native";
+/// containerd's default snapshotter: cnfbox views an overlay rootfs through
+/// id-mapped layers (runtime/src/overlay.rs).
+const SNAPSHOTTER: &str = "overlayfs";
 
 /// A private containerd that knows the cnfbox shim, with busybox imported.
 struct Node {
@@ -228,7 +227,8 @@ fn ctr_run_output_exit_code_and_user_namespace() {
         &id,
         "/bin/sh",
         "-c",
-        "echo hello from cnfbox; cat /proc/self/uid_map; echo oops >&2; exit 3",
+        "echo hello from cnfbox; cat /proc/self/uid_map; echo owner=$(stat -c %u /bin/busybox); \
+         echo data > /written && echo wrote=$(stat -c %u /written); echo oops >&2; exit 3",
     ]);
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -241,6 +241,17 @@ fn ctr_run_output_exit_code_and_user_namespace() {
     assert!(
         text(&out.stderr).contains("oops"),
         "stderr: {}",
+        text(&out.stderr)
+    );
+    // The image's root-owned files are root's inside (an id-mapped view of
+    // the overlay's layers), and what container root writes is root's too.
+    assert!(
+        stdout.contains("owner=0"),
+        "image file owner inside: {stdout}"
+    );
+    assert!(
+        stdout.contains("wrote=0"),
+        "written file owner inside: {stdout} {}",
         text(&out.stderr)
     );
     let map = uid_map_of(&stdout);

@@ -9,6 +9,7 @@ mod commands;
 mod logging;
 mod meta;
 mod numa;
+mod overlay;
 mod pod;
 mod profile;
 mod volumes;

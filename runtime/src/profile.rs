@@ -62,6 +62,12 @@ pub enum ProfileError {
         #[source]
         source: idmap::MountError,
     },
+    #[error("id-mapped view of the overlay rootfs {rootfs}")]
+    OverlayRootfs {
+        rootfs: PathBuf,
+        #[source]
+        source: Box<crate::overlay::OverlayError>,
+    },
     #[error("pin the sandbox's network namespace {from} at {to}")]
     PinNetns {
         from: PathBuf,
@@ -534,6 +540,17 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
         path: view.to_path_buf(),
         source,
     })?;
+    if crate::overlay::is_overlay(rootfs) {
+        // An overlay cannot be id-mapped, its layers can (see `overlay`).
+        let staging = view.with_extension("layers");
+        return crate::overlay::idmapped_view(rootfs, view, mapping, &staging).map_err(|source| {
+            let _ = fs::remove_dir(view);
+            ProfileError::OverlayRootfs {
+                rootfs: rootfs.to_path_buf(),
+                source: Box::new(source),
+            }
+        });
+    }
     idmap::idmapped_bind(rootfs, view, mapping).map_err(|source| {
         let _ = fs::remove_dir(view);
         ProfileError::IdmapRootfs {
