@@ -1,6 +1,6 @@
 //! CRI pod start latency and shim memory: cnfbox's shim against Debian's
 //! containerd-shim-runc-v2 with runc, side by side on one private
-//! containerd 1.6 (CRI on, native snapshotter, a CNI bridge of its own).
+//! containerd 1.6 (CRI on, overlayfs snapshotter, a CNI bridge of its own).
 //!
 //! Each round starts one pod per handler, alternating which goes first:
 //! RunPodSandbox + CreateContainer + StartContainer of a `sleep` container,
@@ -202,7 +202,7 @@ async fn run(rounds: usize) -> Result<(), String> {
   restrict_oom_score_adj = true
   disable_apparmor = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
+    snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
@@ -234,7 +234,7 @@ async fn measure(cd: &PrivateContainerd, tmp: &Path, rounds: usize) -> Result<()
         let archive = img.write(&tmp.join(name)).map_err(|e| e.to_string())?;
         let out = cd
             .ctr()
-            .env("CONTAINERD_SNAPSHOTTER", "native")
+            .env("CONTAINERD_SNAPSHOTTER", "overlayfs")
             .args(["--namespace", "k8s.io", "images", "import"])
             .arg(&archive.path)
             .output()

@@ -540,8 +540,13 @@ fn cri_runc_v2_runtime_type_runs_cnfbox() {
     let (ours, go) = (n.shims(), runc_shims(&n));
     eprintln!("configuration B: {ours} cnfbox shim(s), {go} runc shim(s) serve the pod");
     assert_eq!(ours + go, 1, "one shim serves the pod");
-    // Read the init's uid_map from the host: ExecSync through the Go runc
-    // shim does not work yet (see README, "containerd shim").
+    let (code, out, err) = n.exec(&c, &["cat", "/proc/self/uid_map"]);
+    assert_eq!(code, 0, "ExecSync through the Go runc shim: {err}");
+    assert!(
+        uid_map(&out).1 >= 1 << 31,
+        "exec'd process in the pod userns: {out}"
+    );
+    // And the init's, read from the host.
     let status =
         n.rt.block_on(n.client.container_status(ContainerStatusRequest {
             container_id: c.clone(),

@@ -223,7 +223,10 @@ state = "{state}"
         let own_ns = MntNs::id_of("self");
         // unshare(1) and sh exec into containerd: the pid stays the same.
         let script = format!(
-            "mount -t tmpfs -o mode=0755 cnfbox-private-run /run && exec containerd --config '{}'",
+            // /run/containerd as containerd makes it on a host (0711): its
+            // state is elsewhere here, and a shim creating it first would
+            // leave it 0600, untraversable from a pod's user namespace.
+            "mount -t tmpfs -o mode=0755 cnfbox-private-run /run && mkdir -m 0711 /run/containerd && exec containerd --config '{}'",
             config.display()
         );
         let mut path: Vec<PathBuf> = opts.path_prepend.clone();
