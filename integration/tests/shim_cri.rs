@@ -17,10 +17,11 @@ use common::{can_run, cnfbox_bin, Env};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, ListContainersRequest, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    LinuxContainerResources, ListContainersRequest, PodSandboxConfig, PodSandboxMetadata,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
 };
 use test_bundles::containerd::missing_tool;
 use test_bundles::{
@@ -454,6 +455,55 @@ fn cri_pods_on_cnfbox_and_runc() {
         .containers;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, ca);
+
+    // UpdateContainerResources reaches the shim's Update (cnfbox update):
+    // the container's memory cgroup gets the new limit.
+    let limit: i64 = 96 << 20;
+    n.rt.block_on(
+        n.client
+            .update_container_resources(UpdateContainerResourcesRequest {
+                container_id: ca.clone(),
+                linux: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: limit,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+    )
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", n.log_tail()));
+    let verbose =
+        n.rt.block_on(n.client.container_status(ContainerStatusRequest {
+            container_id: ca.clone(),
+            verbose: true,
+        }))
+        .expect("ContainerStatus verbose")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(verbose.info.get("info").expect("info")).expect("info JSON");
+    let pid = info["pid"].as_u64().expect("pid");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let mem = cg
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+        .expect("memory cgroup");
+    let got = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
+        .expect("memory.limit_in_bytes");
+    assert_eq!(got.trim(), limit.to_string(), "limit after Update");
+    // ContainerStats reads the shim's Stats (cgroup v1 metrics).
+    let stats =
+        n.rt.block_on(n.client.container_stats(ContainerStatsRequest {
+            container_id: ca.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}"))
+        .into_inner()
+        .stats
+        .expect("stats");
+    let ws = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(ws > 0, "memory working set from the shim's metrics: {ws}");
 
     assert_eq!(n.held_ranges().len(), 2, "ranges: {:?}", n.held_ranges());
     for p in [&a, &b, &r] {
