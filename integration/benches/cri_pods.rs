@@ -188,7 +188,7 @@ async fn run(rounds: usize) -> Result<(), String> {
     std::fs::write(
         cni.join("10-bench.conflist"),
         format!(
-            r#"{{"cniVersion":"0.4.0","name":"cnfbox-bench-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.{a}.{b}.0/24"}}]],"dataDir":"{ipam}"}}}}]}}"#,
+            r#"{{"cniVersion":"0.4.0","name":"cnfbox-bench-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.{a}.{b}.0/24"}}]],"dataDir":"{ipam}"}}}}]}}"#,
             a = 150 + pid % 50,
             b = (pid / 50) % 256,
             ipam = tmp.path().join("ipam").display()

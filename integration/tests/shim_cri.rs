@@ -90,7 +90,7 @@ fn cri_node(test: &str) -> Option<CriNode> {
     std::fs::write(
         cni_dir.join("10-cnfbox-test.conflist"),
         format!(
-            r#"{{"cniVersion":"0.4.0","name":"cnfbox-test-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}]}}"#,
+            r#"{{"cniVersion":"0.4.0","name":"cnfbox-test-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}]}}"#,
             ipam = env.tmp.path().join("ipam").display()
         ),
     )
