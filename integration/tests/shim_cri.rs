@@ -42,6 +42,9 @@ struct CriNode {
     /// containerd's mount points when it came up (it inherits the host's,
     /// other tests' included).
     baseline: Vec<String>,
+    /// The host's IPv4 forwarding when the node came up: CNI must not
+    /// change it (new network namespaces inherit it).
+    forwarding: String,
     rt: tokio::runtime::Runtime,
     client: Client,
     _bin: tempfile::TempDir,
@@ -162,6 +165,7 @@ fn cri_node(test: &str) -> Option<CriNode> {
         cd: Some(cd),
         bridge,
         baseline,
+        forwarding: host_forwarding(),
         rt,
         client,
         _bin: bin,
@@ -352,7 +356,16 @@ impl CriNode {
             "bridge {} left",
             self.bridge
         );
+        assert_eq!(
+            host_forwarding(),
+            self.forwarding,
+            "the host's net.ipv4.ip_forward changed"
+        );
     }
+}
+
+fn host_forwarding() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default()
 }
 
 /// Mount points of `pid`'s mount namespace.
