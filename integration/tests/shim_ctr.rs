@@ -383,15 +383,17 @@ fn ctr_run_with_a_terminal() {
             &id,
             "/bin/sh",
             "-c",
-            "tty; test -t 0 && echo stdin-is-a-tty",
+            "tty; test -t 0 && echo stdin-is-a-tty; echo size=$(stty size)",
         ]
         .map(str::to_owned),
     );
     let quoted: Vec<String> = line.iter().map(|a| format!("'{a}'")).collect();
-    // script(1) gives ctr the terminal it insists on for -t.
+    // script(1) gives ctr the terminal it insists on for -t; ctr passes
+    // that terminal's size on with ResizePty.
+    let cmd = format!("stty rows 33 cols 101; {}", quoted.join(" "));
     let out = Command::new("script")
         .env("CONTAINERD_SNAPSHOTTER", SNAPSHOTTER)
-        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .args(["-qec", &cmd, "/dev/null"])
         .stdin(Stdio::null())
         .output()
         .expect("spawn script");
@@ -403,6 +405,7 @@ fn ctr_run_with_a_terminal() {
     );
     assert!(stdout.contains("/dev/pts/"), "tty: {stdout}");
     assert!(stdout.contains("stdin-is-a-tty"), "stdin: {stdout}");
+    assert!(stdout.contains("size=33 101"), "ResizePty: {stdout}");
     n.assert_nothing_left(&id);
     n.cd.stop().expect("stop containerd");
 }
