@@ -15,8 +15,8 @@ use liboci_cli::{Exec, Ps};
 use oci_spec::runtime::{Capability, Process, Spec};
 
 use super::{
-    cgroup_manager, check_console, check_id, console_socket_path, container_dir, exec_groups, load,
-    wait, Ctx,
+    cgroup_manager, check_console, check_id, console_socket_path, container_dir, exec_process,
+    load, wait, Ctx,
 };
 
 pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
@@ -42,14 +42,14 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     let mut additional_gids = a.additional_gids.clone();
     let mut _stripped = None;
     if meta.mapping.is_some() {
-        let init_gids = exec_groups::strip_kept_spec(container.bundle(), &meta.bundle)
+        let init_gids = exec_process::strip_kept_spec(container.bundle(), &meta.bundle)
             .with_context(|| format!("exec in container {}", a.container_id))?;
         if process.is_none() {
             // Built from flags on the init's process, as runc does.
             additional_gids.extend(init_gids);
         }
         if let Some(path) = process.clone() {
-            let (gids, prepared) = exec_groups::prepare(
+            let (gids, prepared) = exec_process::prepare(
                 &path,
                 &container_dir(ctx, &a.container_id),
                 container.bundle(),
@@ -62,7 +62,7 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         // Files above were read and written as host root; from here on
         // this process is in the pod's user namespace.
         join_userns(&container, &a.container_id)?;
-        exec_groups::set(&additional_gids, &a.container_id)?;
+        exec_process::set(&additional_gids, &a.container_id)?;
         additional_gids.clear();
     }
     let env: HashMap<String, String> = a.env.iter().cloned().collect();

@@ -1,4 +1,5 @@
-//! Supplementary groups of a process exec'd into a pod.
+//! The process `cnfbox exec` starts in a pod: its supplementary groups and
+//! capabilities.
 //!
 //! `cnfbox exec` joins the pod's user namespace before libcontainer builds
 //! the process (see `process::join_userns`). libcontainer 0.7 then takes
@@ -10,6 +11,13 @@
 //! was set up by host root, so setgroups(2) is allowed in it: cnfbox sets
 //! exactly the requested groups itself (none, if none were asked for) and
 //! hands libcontainer the process without them.
+//!
+//! containerd builds an exec's process from its own copy of the spec,
+//! which never saw the capabilities cnfbox granted the init from
+//! `cnfbox.io/capabilities`; `prepare` grants the exec the same.
+//!
+//! The files are read and written before the caller joins the pod's user
+//! namespace, as host root.
 
 use std::path::{Path, PathBuf};
 
