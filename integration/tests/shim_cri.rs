@@ -364,6 +364,29 @@ impl CriNode {
     }
 }
 
+/// Cgroup directories (two levels deep in every hierarchy) named `id`.
+fn cgroups_named(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for h in dirs(Path::new("/sys/fs/cgroup")) {
+        for l1 in dirs(&h) {
+            if l1.ends_with(id) {
+                found.push(l1.clone());
+            }
+            found.extend(dirs(&l1).into_iter().filter(|l2| l2.ends_with(id)));
+        }
+    }
+    found
+}
+
 fn host_forwarding() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default()
 }
@@ -519,6 +542,10 @@ fn cri_pods_on_cnfbox_and_runc() {
     assert!(ws > 0, "memory working set from the shim's metrics: {ws}");
 
     assert_eq!(n.held_ranges().len(), 2, "ranges: {:?}", n.held_ranges());
+    assert!(
+        !cgroups_named(&ca).is_empty(),
+        "the running container's cgroup is where the leak check looks"
+    );
     for p in [&a, &b, &r] {
         n.remove_pod(p);
     }
@@ -531,6 +558,8 @@ fn cri_pods_on_cnfbox_and_runc() {
     for id in [&a.id, &b.id, &ca, &cb] {
         let m = n.mounts(id);
         assert!(m.is_empty(), "mounts of {id} left: {m:#?}");
+        let cg = cgroups_named(id);
+        assert!(cg.is_empty(), "cgroups of {id} left: {cg:?}");
     }
     n.stop();
 }
