@@ -383,7 +383,10 @@ fn ctr_run_with_a_terminal() {
             &id,
             "/bin/sh",
             "-c",
-            "tty; test -t 0 && echo stdin-is-a-tty; echo size=$(stty size)",
+            // ctr resizes right after Start: wait for that event.
+            "tty; test -t 0 && echo stdin-is-a-tty; i=0; \
+             while [ \"$(stty size)\" = \"0 0\" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+             echo size=$(stty size)",
         ]
         .map(str::to_owned),
     );
