@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -361,49 +361,57 @@ fn ctr_exec_kill_pause_metrics_and_cleanup() {
 
 #[test]
 fn ctr_run_with_a_terminal() {
+    use std::io::Read;
     let Some(n) = node("ctr_run_with_a_terminal") else {
         return;
     };
-    if which("script").is_none() {
-        eprintln!("SKIP ctr_run_with_a_terminal: script(1) missing (bsdutils)");
-        return;
-    }
     let id = n.env.id("tty");
-    let ctr = n.cd.ctr();
-    let mut line: Vec<String> = vec![ctr.get_program().to_string_lossy().into_owned()];
-    line.extend(ctr.get_args().map(|a| a.to_string_lossy().into_owned()));
-    line.extend(
-        [
-            "run",
-            "--rm",
-            "-t",
-            "--runtime",
-            RUNTIME,
-            DEFAULT_IMAGE_REF,
-            &id,
-            "/bin/sh",
-            "-c",
-            "tty; test -t 0 && echo stdin-is-a-tty",
-        ]
-        .map(str::to_owned),
-    );
-    let quoted: Vec<String> = line.iter().map(|a| format!("'{a}'")).collect();
-    // script(1) gives ctr the terminal it insists on for -t.
-    let cmd = quoted.join(" ");
-    let out = Command::new("script")
-        .env("CONTAINERD_SNAPSHOTTER", SNAPSHOTTER)
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn script");
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ctr run -t: {stdout} {}",
-        text(&out.stderr)
-    );
+    // ctr insists on a terminal for -t: give it a pty of the test's own,
+    // 33x101, whose size ctr passes on to the container with ResizePty.
+    let size = nix::pty::Winsize {
+        ws_row: 33,
+        ws_col: 101,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let slave = |fd: &std::os::fd::OwnedFd| Stdio::from(fd.try_clone().expect("dup pty slave"));
+    let mut cmd = n.cd.ctr();
+    cmd.env("CONTAINERD_SNAPSHOTTER", SNAPSHOTTER)
+        .args(["run", "--rm", "-t", "--runtime", RUNTIME, DEFAULT_IMAGE_REF, &id])
+        .args(["/bin/sh", "-c"])
+        // The pty starts at 0x0 (busybox stty then fails) and ctr resizes
+        // it right after Start: wait for that event.
+        .arg(
+            "tty; test -t 0 && echo stdin-is-a-tty; i=0; \
+             until stty size 2>/dev/null | grep -q '^[1-9]' || [ $i -ge 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+             echo size=$(stty size)",
+        )
+        .stdin(slave(&pty.slave))
+        .stdout(slave(&pty.slave))
+        .stderr(slave(&pty.slave));
+    let mut child = cmd.spawn().expect("spawn ctr run -t");
+    drop(cmd);
+    drop(pty.slave);
+    // Reads until every slave fd (ctr's) is closed: EIO on the master.
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(k) = master.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..k]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let status = child.wait().expect("wait ctr");
+    let stdout = reader.join().expect("pty reader");
+    assert!(status.success(), "ctr run -t: {status}: {stdout}");
     assert!(stdout.contains("/dev/pts/"), "tty: {stdout}");
     assert!(stdout.contains("stdin-is-a-tty"), "stdin: {stdout}");
+    assert!(stdout.contains("size=33 101"), "ResizePty: {stdout}");
     n.assert_nothing_left(&id);
     n.cd.stop().expect("stop containerd");
 }
@@ -512,12 +520,6 @@ fn pods_survive_a_containerd_restart() {
     n.remove(&id);
     n.assert_nothing_left(&id);
     n.cd.stop().expect("stop containerd");
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 #[test]
