@@ -1,5 +1,6 @@
 //! `cnfbox`: a runc-compatible OCI runtime for telecom CNF pods.
 
+mod adopt;
 mod bundle;
 mod capabilities;
 mod cgroups;
@@ -13,6 +14,7 @@ mod mempolicy;
 mod meta;
 mod net;
 mod numa;
+mod overlay;
 mod pod;
 mod profile;
 mod volumes;

@@ -64,6 +64,12 @@ pub enum ProfileError {
         #[source]
         source: idmap::MountError,
     },
+    #[error("id-mapped view of the overlay rootfs {rootfs}")]
+    OverlayRootfs {
+        rootfs: PathBuf,
+        #[source]
+        source: Box<crate::overlay::OverlayError>,
+    },
     #[error("pin the sandbox's network namespace {from} at {to}")]
     PinNetns {
         from: PathBuf,
@@ -95,6 +101,9 @@ pub struct Applied {
     pub pinned: Option<PathBuf>,
     /// Id-mapped views of the spec's bind mounts.
     pub volume_views: Vec<PathBuf>,
+    /// A CRI sandbox's CNI network namespace whose interfaces move into
+    /// the pod's own once the init exists (see `adopt`).
+    pub adopted_netns: Option<PathBuf>,
 }
 
 fn allocator() -> Result<Allocator, ProfileError> {
@@ -180,16 +189,17 @@ pub fn apply(
             granted_here: false,
             pinned: None,
             volume_views: Vec::new(),
+            adopted_netns: None,
         });
     }
-    let (mapping, granted_here, pinned) = match &role {
+    let (mapping, granted_here, pinned, adopted_netns) = match &role {
         Role::Sandbox { pod } => {
-            let (m, granted) = own_userns(spec, pod)?;
-            (m, granted, None)
+            let (m, granted, adopted) = own_userns(spec, pod)?;
+            (m, granted, None, adopted)
         }
         Role::Member { pod } => {
             let (m, pin) = join_sandbox(root, id, spec, pod)?;
-            (m, false, Some(pin))
+            (m, false, Some(pin), None)
         }
     };
     let attached = mount_dir(root, "rootfs").and_then(|dir| {
@@ -229,6 +239,7 @@ pub fn apply(
         granted_here,
         pinned,
         volume_views,
+        adopted_netns,
     })
 }
 
@@ -311,11 +322,26 @@ fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
 
 /// The sandbox's own user namespace: kubelet's mapping registered, or a
 /// fresh range allocated.
-fn own_userns(spec: &mut Spec, pod: &str) -> Result<(PodMapping, bool), ProfileError> {
+fn own_userns(
+    spec: &mut Spec,
+    pod: &str,
+) -> Result<(PodMapping, bool, Option<PathBuf>), ProfileError> {
     if let Some(path) = user_ns(spec).and_then(|n| n.path().clone()) {
         return Err(ProfileError::UsernsPath { path });
     }
-    check_netns_path(spec)?;
+    let adopted = match check_netns_path(spec) {
+        Err(ProfileError::HostOwnedNetns { path })
+            if is_cri_sandbox(spec) && crate::adopt::adoptable(&path) =>
+        {
+            drop_netns_path(spec);
+            tracing::info!(pod, netns = %path.display(), "adopting the CRI sandbox's CNI network namespace");
+            Some(path)
+        }
+        other => {
+            other?;
+            None
+        }
+    };
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     let given_uid = linux.uid_mappings().clone().unwrap_or_default();
     let given_gid = linux.gid_mappings().clone().unwrap_or_default();
@@ -353,7 +379,31 @@ fn own_userns(spec: &mut Spec, pod: &str) -> Result<(PodMapping, bool), ProfileE
         namespaces.push(ns);
     }
     linux.set_namespaces(Some(namespaces));
-    Ok((mapping, !existed))
+    Ok((mapping, !existed, adopted))
+}
+
+/// A CRI (or CRI-O) sandbox container: the only kind whose network
+/// namespace cnfbox adopts.
+fn is_cri_sandbox(spec: &Spec) -> bool {
+    let a = spec.annotations().as_ref();
+    [pod::CRI_CONTAINER_TYPE, pod::CRIO_CONTAINER_TYPE]
+        .iter()
+        .any(|k| a.and_then(|a| a.get(*k)).map(String::as_str) == Some("sandbox"))
+}
+
+/// Makes the spec's network namespace a new one (no path).
+fn drop_netns_path(spec: &mut Spec) {
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for n in namespaces
+        .iter_mut()
+        .filter(|n| n.typ() == LinuxNamespaceType::Network)
+    {
+        n.set_path(None);
+    }
+    linux.set_namespaces(Some(namespaces));
 }
 
 /// A member joins its sandbox's user and network namespaces by path. The
@@ -492,6 +542,17 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
         path: view.to_path_buf(),
         source,
     })?;
+    if crate::overlay::is_overlay(rootfs) {
+        // An overlay cannot be id-mapped, its layers can (see `overlay`).
+        let staging = view.with_extension("layers");
+        return crate::overlay::idmapped_view(rootfs, view, mapping, &staging).map_err(|source| {
+            let _ = fs::remove_dir(view);
+            ProfileError::OverlayRootfs {
+                rootfs: rootfs.to_path_buf(),
+                source: Box::new(source),
+            }
+        });
+    }
     idmap::idmapped_bind(rootfs, view, mapping).map_err(|source| {
         let _ = fs::remove_dir(view);
         ProfileError::IdmapRootfs {

@@ -172,7 +172,9 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
             let made = if meta.is_dir() {
                 fs::create_dir_all(&view)
             } else {
-                fs::File::create(&view).map(|_| ())
+                // A file source (CRI's /etc/hostname, ...) may come before
+                // any directory one: the view's directory may not exist yet.
+                fs::create_dir_all(dir).and_then(|()| fs::File::create(&view).map(|_| ()))
             };
             made.map_err(|source| VolumeError::ViewPoint {
                 index,

@@ -116,6 +116,18 @@ pub fn missing_tool() -> Option<&'static str> {
     REQUIRED_TOOLS.into_iter().find(|t| find_tool(t).is_none())
 }
 
+/// Environment of a private containerd (inherited by its shims and the
+/// runtimes they run).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Directories put in front of `PATH` (e.g. one holding a shim binary).
+    pub path_prepend: Vec<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, std::ffi::OsString)>,
+    /// Keep the CRI plugin enabled (disabled by default).
+    pub cri: bool,
+}
+
 /// A running private containerd; stopped and cleaned up on drop.
 #[derive(Debug)]
 pub struct PrivateContainerd {
@@ -129,6 +141,10 @@ pub struct PrivateContainerd {
     namespace: String,
     socket: PathBuf,
     log: PathBuf,
+    config: PathBuf,
+    /// The environment containerd was started with (for `restart`).
+    env_path: std::ffi::OsString,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl PrivateContainerd {
@@ -140,6 +156,12 @@ impl PrivateContainerd {
     /// Starts containerd with `extra` TOML appended to the private config
     /// (e.g. runtime or plugin sections).
     pub fn start_with_config(extra: &str) -> Result<Self, ContainerdError> {
+        Self::start_with(extra, &StartOptions::default())
+    }
+
+    /// Starts containerd with `extra` TOML appended to the private config
+    /// and the environment changes of `opts`.
+    pub fn start_with(extra: &str, opts: &StartOptions) -> Result<Self, ContainerdError> {
         if let Some(tool) = missing_tool() {
             return Err(ContainerdError::ToolMissing { tool });
         }
@@ -158,7 +180,7 @@ impl PrivateContainerd {
             r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{disabled}
 
 [grpc]
   address = "{sock}"
@@ -174,6 +196,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = "{d}/opt"
 {extra}
 "#,
+            disabled = if opts.cri {
+                ""
+            } else {
+                r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#
+            },
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = socket.display(),
@@ -196,11 +223,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let own_ns = MntNs::id_of("self");
         // unshare(1) and sh exec into containerd: the pid stays the same.
         let script = format!(
-            "mount -t tmpfs -o mode=0755 cnfbox-private-run /run && exec containerd --config '{}'",
+            // /run/containerd as containerd makes it on a host (0711): its
+            // state is elsewhere here, and a shim creating it first would
+            // leave it 0600, untraversable from a pod's user namespace.
+            "mount -t tmpfs -o mode=0755 cnfbox-private-run /run && mkdir -m 0711 /run/containerd && exec containerd --config '{}'",
             config.display()
         );
+        let mut path: Vec<PathBuf> = opts.path_prepend.clone();
+        path.extend(std::env::split_paths(&search_path()));
+        let path = std::env::join_paths(path).unwrap_or_else(|_| search_path());
+        let env_path = path.clone();
         let child = Command::new("unshare")
-            .env("PATH", search_path())
+            .env("PATH", path)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(&script)
             .stdin(Stdio::null())
@@ -220,10 +255,64 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             namespace: format!("cnfbox-tb-{pid}"),
             socket,
             log,
+            config: config.clone(),
+            env_path,
+            env: opts.env.clone(),
         };
         me.wait_ready(&config, own_ns)?;
         info!(pid, socket = %me.socket.display(), "private containerd up");
         Ok(me)
+    }
+
+    /// Stops containerd (SIGTERM, shims keep running) and starts it again
+    /// with the same config, in the same private mount namespace.
+    pub fn restart(&mut self) -> Result<(), ContainerdError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        signal(Pid::from_raw(self.pid as i32), Signal::SIGTERM)?;
+        let _ = child.wait(); // reaps; the status of a stopped daemon is moot
+        let ns_fd = self
+            .mnt_ns
+            .as_ref()
+            .map(|ns| std::os::fd::AsRawFd::as_raw_fd(&ns._file))
+            .ok_or_else(|| ContainerdError::Spawn {
+                what: "containerd restart: the mount namespace is gone".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        let log_file = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|source| ContainerdError::Setup {
+                path: self.log.clone(),
+                source,
+            })?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|source| ContainerdError::Setup {
+                path: self.log.clone(),
+                source,
+            })?;
+        let child = Command::new("nsenter")
+            .env("PATH", &self.env_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg(format!("--mount=/proc/{}/fd/{ns_fd}", std::process::id()))
+            .args(["--", "containerd", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|source| ContainerdError::Spawn {
+                what: "nsenter containerd (restart)".into(),
+                source,
+            })?;
+        self.pid = child.id();
+        self.child = Some(child);
+        let config = self.config.clone();
+        self.wait_ready(&config, None)?;
+        info!(pid = self.pid, "private containerd restarted");
+        Ok(())
     }
 
     fn wait_ready(

@@ -33,7 +33,7 @@ pub mod spec;
 pub use bundle::{Bundle, BundleBuilder, BundleError};
 pub use busybox::{Busybox, BusyboxError};
 pub use check::CheckReport;
-pub use containerd::{ContainerdError, PrivateContainerd};
+pub use containerd::{ContainerdError, PrivateContainerd, StartOptions};
 pub use image::{
     verify_archive, ImageArchive, ImageBuilder, ImageError, ImageKind, VerifiedImage,
     DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF,

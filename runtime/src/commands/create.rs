@@ -209,7 +209,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         profile::unpin(pin);
     }
     let result = built.and_then(|mut c| {
-        if let Err(err) = join_hugetlb(&c, &meta) {
+        if let Err(err) = join_hugetlb(&c, &meta)
+            .and_then(|()| adopt_netns(&c, applied.adopted_netns.as_deref(), o.id))
+        {
             let _ = c.delete(true);
             return Err(err);
         }
@@ -325,6 +327,28 @@ fn finish(
     container.state.bundle = kept;
     container.save().context("save container state")?;
     meta.save(dir)?;
+    Ok(())
+}
+
+/// Moves the CNI interfaces of an adopted network namespace into the new
+/// init's (see `adopt`).
+fn adopt_netns(c: &Container, from: Option<&Path>, id: &str) -> anyhow::Result<()> {
+    let Some(from) = from else {
+        return Ok(());
+    };
+    let pid = c.pid().with_context(|| {
+        format!(
+            "create container {id}: no init pid to adopt {}",
+            from.display()
+        )
+    })?;
+    let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    crate::adopt::move_links(from, &to).with_context(|| {
+        format!(
+            "create container {id}: adopt the CNI network namespace {}",
+            from.display()
+        )
+    })?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The runc-compatible commands.
 
 mod create;
+mod exec_process;
 mod info;
 pub mod inspect;
 mod lifecycle;

@@ -15,7 +15,8 @@ use liboci_cli::{Exec, Ps};
 use oci_spec::runtime::{Capability, Process, Spec};
 
 use super::{
-    cgroup_manager, check_console, check_id, console_socket_path, container_dir, load, wait, Ctx,
+    cgroup_manager, check_console, check_id, console_socket_path, container_dir, exec_process,
+    load, wait, Ctx,
 };
 
 pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
@@ -32,9 +33,6 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         h.join(std::process::id() as i32)
             .with_context(|| format!("exec in container {}", a.container_id))?;
     }
-    if meta.mapping.is_some() {
-        join_userns(&container, &a.container_id)?;
-    }
     // libcontainer 0.7's tenant builder has no `--tty`: the process it builds
     // from flags never has a terminal, so `exec -d -t --console-socket` was
     // refused. With `--tty`, cnfbox builds the process itself, as runc does,
@@ -47,7 +45,33 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         }
         Some(_) => None,
     };
-    let process = tty.as_ref().map(|t| t.path.clone()).or(a.process.clone());
+    let mut process = tty.as_ref().map(|t| t.path.clone()).or(a.process.clone());
+    let mut additional_gids = a.additional_gids.clone();
+    let mut _stripped = None;
+    if meta.mapping.is_some() {
+        let init_gids = exec_process::strip_kept_spec(container.bundle(), &meta.bundle)
+            .with_context(|| format!("exec in container {}", a.container_id))?;
+        if process.is_none() {
+            // Built from flags on the init's process, as runc does.
+            additional_gids.extend(init_gids);
+        }
+        if let Some(path) = process.clone() {
+            let (gids, prepared) = exec_process::prepare(
+                &path,
+                &container_dir(ctx, &a.container_id),
+                container.bundle(),
+            )
+            .with_context(|| format!("exec in container {}", a.container_id))?;
+            additional_gids.extend(gids);
+            process = Some(prepared.path.clone());
+            _stripped = Some(prepared);
+        }
+        // Files above were read and written as host root; from here on
+        // this process is in the pod's user namespace.
+        join_userns(&container, &a.container_id)?;
+        exec_process::set(&additional_gids, &a.container_id)?;
+        additional_gids.clear();
+    }
     let env: HashMap<String, String> = a.env.iter().cloned().collect();
     let pid = ContainerBuilder::new(a.container_id.clone(), SyscallType::default())
         .with_root_path(ctx.root.clone())?
@@ -64,7 +88,7 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         .with_capabilities(a.cap.clone())
         .with_user(a.user.map(|(u, _)| u))
         .with_group(a.user.and_then(|(_, g)| g))
-        .with_additional_gids(a.additional_gids.clone())
+        .with_additional_gids(additional_gids)
         .with_ignore_paused(a.ignore_paused)
         .with_sub_cgroup(a.cgroup.clone())
         .with_container_args(a.command.clone())

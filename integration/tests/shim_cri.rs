@@ -1,0 +1,668 @@
+//! cnfbox pods through containerd's CRI: a Rust CRI client (`k8s-cri` over
+//! tonic) on a private containerd 1.6 with two runtime handlers, `cnfbox`
+//! (`io.containerd.cnfbox.v2`) and `runc`, and a CNI bridge network of the
+//! test's own (unique bridge name and subnet, removed after).
+//!
+//! CRI creates each pod's network namespace in the host user namespace and
+//! runs CNI in it; cnfbox adopts it (runtime/src/adopt.rs): the pod gets a
+//! network namespace of its own user namespace with CNI's eth0 moved in.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{can_run, cnfbox_bin, Env};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    LinuxContainerResources, ListContainersRequest, PodSandboxConfig, PodSandboxMetadata,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
+};
+use test_bundles::containerd::missing_tool;
+use test_bundles::{
+    ImageBuilder, PrivateContainerd, StartOptions, DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const SHIM: &str = "containerd-shim-cnfbox-v2";
+const CNI_BIN: &str = "/usr/lib/cni";
+
+type Client = RuntimeServiceClient<Channel>;
+
+/// A private containerd with CRI, both handlers and a CNI bridge.
+struct CriNode {
+    env: Env,
+    cd: Option<PrivateContainerd>,
+    bridge: String,
+    /// containerd's mount points when it came up (it inherits the host's,
+    /// other tests' included).
+    baseline: Vec<String>,
+    /// The host's IPv4 forwarding when the node came up: CNI must not
+    /// change it (new network namespaces inherit it).
+    forwarding: String,
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    _bin: tempfile::TempDir,
+}
+
+fn cri_node(test: &str) -> Option<CriNode> {
+    if !can_run(test) {
+        return None;
+    }
+    if let Some(tool) = missing_tool() {
+        eprintln!("SKIP {test}: {tool} not installed (apt-get install containerd runc util-linux)");
+        return None;
+    }
+    if !Path::new(CNI_BIN).join("bridge").exists() {
+        eprintln!(
+            "SKIP {test}: {CNI_BIN}/bridge missing (apt-get install containernetworking-plugins)"
+        );
+        return None;
+    }
+    let shim = cnfbox_bin().with_file_name(SHIM);
+    assert!(
+        shim.exists(),
+        "{} missing: cargo build -p cnfbox-shim",
+        shim.display()
+    );
+    let bin = tempfile::Builder::new()
+        .prefix("cnfbox-cri-bin-")
+        .tempdir()
+        .expect("bin dir");
+    std::os::unix::fs::symlink(&shim, bin.path().join(SHIM)).expect("link shim");
+    std::os::unix::fs::symlink(cnfbox_bin(), bin.path().join("cnfbox")).expect("link cnfbox");
+
+    let env = Env::new();
+    // Unique per node: tests of one process run at once.
+    static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seq = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+    let pid = std::process::id();
+    let bridge = format!("cnfbr{}{seq}", pid % 100_000);
+    let subnet = format!(
+        "10.{}.{}.0/24",
+        100 + pid % 100,
+        ((pid / 100) * 10 + seq) % 256
+    );
+    let cni_dir = env.tmp.path().join("cni");
+    std::fs::create_dir_all(&cni_dir).expect("cni dir");
+    std::fs::write(
+        cni_dir.join("10-cnfbox-test.conflist"),
+        format!(
+            r#"{{"cniVersion":"0.4.0","name":"cnfbox-test-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}]}}"#,
+            ipam = env.tmp.path().join("ipam").display()
+        ),
+    )
+    .expect("write CNI config");
+    let config = format!(
+        r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE_REF}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox]
+      runtime_type = "io.containerd.cnfbox.v2"
+      pod_annotations = ["cnfbox.io/*"]
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "{shim_path}"
+      pod_annotations = ["cnfbox.io/*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc.options]
+        BinaryName = "{cnfbox_path}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{conf}"
+"#,
+        conf = cni_dir.display(),
+        shim_path = shim.display(),
+        cnfbox_path = cnfbox_bin().display(),
+    );
+    let opts = StartOptions {
+        path_prepend: vec![bin.path().to_owned()],
+        env: vec![(
+            "CNFBOX_CONFIG".into(),
+            env.config.clone().expect("config").into(),
+        )],
+        cri: true,
+    };
+    let cd = PrivateContainerd::start_with(&config, &opts).expect("start containerd with CRI");
+    for (name, img) in [
+        ("busybox.tar", ImageBuilder::busybox()),
+        ("pause.tar", ImageBuilder::pause()),
+    ] {
+        let archive = img.write(&env.tmp.path().join(name)).expect("write image");
+        let out = cd
+            .ctr()
+            .env("CONTAINERD_SNAPSHOTTER", "overlayfs")
+            .args(["--namespace", "k8s.io", "images", "import"])
+            .arg(&archive.path)
+            .output()
+            .expect("ctr import");
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let socket = cd.socket().to_owned();
+    let client = rt.block_on(connect(socket));
+    let baseline = mount_points(cd.pid());
+    Some(CriNode {
+        env,
+        cd: Some(cd),
+        bridge,
+        baseline,
+        forwarding: host_forwarding(),
+        rt,
+        client,
+        _bin: bin,
+    })
+}
+
+async fn connect(socket: PathBuf) -> Client {
+    // The URI is unused: every connection goes to the unix socket.
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to CRI");
+    RuntimeServiceClient::new(channel)
+}
+
+/// A pod created through CRI.
+struct Pod {
+    id: String,
+    config: PodSandboxConfig,
+}
+
+impl CriNode {
+    fn cd(&self) -> &PrivateContainerd {
+        self.cd.as_ref().expect("containerd running")
+    }
+
+    fn pod_config(&self, name: &str, annotations: &[(&str, &str)]) -> PodSandboxConfig {
+        let uid = self.env.id(name);
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: uid.clone(),
+                uid: uid.clone(),
+                namespace: "cnfbox-test".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        }
+    }
+
+    fn run_pod(
+        &mut self,
+        name: &str,
+        handler: &str,
+        annotations: &[(&str, &str)],
+    ) -> Result<Pod, tonic::Status> {
+        let config = self.pod_config(name, annotations);
+        let req = RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        };
+        let resp = self.rt.block_on(self.client.run_pod_sandbox(req))?;
+        Ok(Pod {
+            id: resp.into_inner().pod_sandbox_id,
+            config,
+        })
+    }
+
+    /// Creates and starts a `sleep` container in `pod`; its id.
+    fn start_container(&mut self, pod: &Pod, name: &str) -> String {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: DEFAULT_IMAGE_REF.into(),
+                    ..Default::default()
+                }),
+                command: vec!["/bin/sleep".into(), "100000".into()],
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        let id = self
+            .rt
+            .block_on(self.client.create_container(req))
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.log_tail()))
+            .into_inner()
+            .container_id;
+        self.rt
+            .block_on(self.client.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }))
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.log_tail()));
+        id
+    }
+
+    /// ExecSync: (exit code, stdout, stderr).
+    fn exec(&mut self, container: &str, cmd: &[&str]) -> (i32, String, String) {
+        let req = ExecSyncRequest {
+            container_id: container.into(),
+            cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+            timeout: 0,
+        };
+        let r = self
+            .rt
+            .block_on(self.client.exec_sync(req))
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+            .into_inner();
+        (
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    }
+
+    fn remove_pod(&mut self, pod: &Pod) {
+        self.rt
+            .block_on(self.client.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            }))
+            .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", self.log_tail()));
+        self.rt
+            .block_on(self.client.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.id.clone(),
+            }))
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", self.log_tail()));
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.cd().log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(25)..].join("\n")
+    }
+
+    /// cnfbox shims serving this containerd.
+    fn shims(&self) -> usize {
+        let dir = self.cd().dir().expect("dir").to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|e| {
+                let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let c = String::from_utf8_lossy(&c);
+                c.contains(SHIM) && c.contains("-socket") && c.contains(&dir)
+            })
+            .count()
+    }
+
+    /// Mount points made in containerd's namespace since it came up
+    /// that mention `needle`.
+    fn mounts(&self, needle: &str) -> Vec<String> {
+        mount_points(self.cd().pid())
+            .into_iter()
+            .filter(|m| m.contains(needle) && !self.baseline.contains(m))
+            .collect()
+    }
+
+    fn held_ranges(&self) -> Vec<String> {
+        self.env
+            .allocator()
+            .list()
+            .expect("ledger")
+            .into_iter()
+            .map(|g| format!("{g:?}"))
+            .collect()
+    }
+
+    fn stop(mut self) {
+        if let Some(cd) = self.cd.take() {
+            cd.stop().expect("stop containerd");
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        let links = Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .expect("ip link");
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        assert!(
+            !links.contains(&format!(" {}:", self.bridge)),
+            "bridge {} left",
+            self.bridge
+        );
+        assert_eq!(
+            host_forwarding(),
+            self.forwarding,
+            "the host's net.ipv4.ip_forward changed"
+        );
+    }
+}
+
+/// Cgroup directories (two levels deep in every hierarchy) named `id`.
+fn cgroups_named(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for h in dirs(Path::new("/sys/fs/cgroup")) {
+        for l1 in dirs(&h) {
+            if l1.ends_with(id) {
+                found.push(l1.clone());
+            }
+            found.extend(dirs(&l1).into_iter().filter(|l2| l2.ends_with(id)));
+        }
+    }
+    found
+}
+
+fn host_forwarding() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default()
+}
+
+/// Mount points of `pid`'s mount namespace.
+fn mount_points(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect()
+}
+
+fn uid_map(out: &str) -> (u64, u64, u64) {
+    let v: Vec<u64> = out
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert!(v.len() >= 3, "uid_map: {out:?}");
+    (v[0], v[1], v[2])
+}
+
+const MACVLAN: &str = "ip link add cnfmv0 link eth0 type macvlan mode bridge && echo macvlan=ok";
+
+#[test]
+fn cri_pods_on_cnfbox_and_runc() {
+    let Some(mut n) = cri_node("cri_pods_on_cnfbox_and_runc") else {
+        return;
+    };
+    // A cnfbox pod with NET_ADMIN, one without, a runc pod.
+    let a = n
+        .run_pod("net", "cnfbox", &[("cnfbox.io/capabilities", "NET_ADMIN")])
+        .unwrap_or_else(|e| panic!("RunPodSandbox cnfbox: {e}\n{}", n.log_tail()));
+    let b = n
+        .run_pod("plain", "cnfbox", &[])
+        .unwrap_or_else(|e| panic!("RunPodSandbox cnfbox: {e}\n{}", n.log_tail()));
+    let r = n
+        .run_pod("runc", "runc", &[])
+        .unwrap_or_else(|e| panic!("RunPodSandbox runc: {e}\n{}", n.log_tail()));
+    let ca = n.start_container(&a, "c");
+    let cb = n.start_container(&b, "c");
+    let cr = n.start_container(&r, "c");
+    assert_eq!(n.shims(), 2, "one cnfbox shim per cnfbox pod");
+
+    // id: root inside, everywhere.
+    for c in [&ca, &cb, &cr] {
+        let (code, out, _) = n.exec(c, &["id", "-u"]);
+        assert_eq!((code, out.trim()), (0, "0"), "id -u in {c}");
+    }
+    // uid_map: cnfbox pods on disjoint pool ranges, runc on the identity.
+    let (_, ma, _) = n.exec(&ca, &["cat", "/proc/self/uid_map"]);
+    let (_, mb, _) = n.exec(&cb, &["cat", "/proc/self/uid_map"]);
+    let (_, mr, _) = n.exec(&cr, &["cat", "/proc/self/uid_map"]);
+    let (ia, oa, la) = uid_map(&ma);
+    let (ib, ob, lb) = uid_map(&mb);
+    assert_eq!((ia, ib), (0, 0));
+    assert!(oa >= 1 << 31 && ob >= 1 << 31, "pool ranges: {ma} {mb}");
+    assert!(
+        oa + la <= ob || ob + lb <= oa,
+        "ranges overlap: {ma} / {mb}"
+    );
+    assert_eq!(uid_map(&mr), (0, 0, 4_294_967_295), "runc: host ids: {mr}");
+
+    // CNI's eth0 is in every pod (adopted into the cnfbox pods' own netns).
+    for c in [&ca, &cb, &cr] {
+        let (code, out, err) = n.exec(c, &["ip", "-o", "-4", "addr", "show", "dev", "eth0"]);
+        assert_eq!(code, 0, "eth0 in {c}: {out} {err}");
+        assert!(out.contains("inet 10."), "eth0 address in {c}: {out}");
+    }
+    // NET_ADMIN acts on the pod's own netns only where granted.
+    let (code, out, err) = n.exec(&ca, &["/bin/sh", "-c", MACVLAN]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "macvlan=ok"),
+        "with NET_ADMIN: {err}"
+    );
+    let (code, _, _) = n.exec(&cb, &["/bin/sh", "-c", MACVLAN]);
+    assert_ne!(code, 0, "macvlan without cnfbox.io/capabilities");
+    let (code, _, _) = n.exec(&cr, &["/bin/sh", "-c", MACVLAN]);
+    assert_ne!(code, 0, "macvlan in a runc pod without NET_ADMIN");
+
+    // ContainerStatus and ListContainers.
+    let status =
+        n.rt.block_on(n.client.container_status(ContainerStatusRequest {
+            container_id: ca.clone(),
+            verbose: false,
+        }))
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+    let listed =
+        n.rt.block_on(n.client.list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: a.id.clone(),
+                ..Default::default()
+            }),
+        }))
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, ca);
+
+    // UpdateContainerResources reaches the shim's Update (cnfbox update):
+    // the container's memory cgroup gets the new limit.
+    let limit: i64 = 96 << 20;
+    n.rt.block_on(
+        n.client
+            .update_container_resources(UpdateContainerResourcesRequest {
+                container_id: ca.clone(),
+                linux: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: limit,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+    )
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", n.log_tail()));
+    let verbose =
+        n.rt.block_on(n.client.container_status(ContainerStatusRequest {
+            container_id: ca.clone(),
+            verbose: true,
+        }))
+        .expect("ContainerStatus verbose")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(verbose.info.get("info").expect("info")).expect("info JSON");
+    let pid = info["pid"].as_u64().expect("pid");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let mem = cg
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+        .expect("memory cgroup");
+    let got = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
+        .expect("memory.limit_in_bytes");
+    assert_eq!(got.trim(), limit.to_string(), "limit after Update");
+    // ContainerStats reads the shim's Stats (cgroup v1 metrics).
+    let stats =
+        n.rt.block_on(n.client.container_stats(ContainerStatsRequest {
+            container_id: ca.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}"))
+        .into_inner()
+        .stats
+        .expect("stats");
+    let ws = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(ws > 0, "memory working set from the shim's metrics: {ws}");
+
+    assert_eq!(n.held_ranges().len(), 2, "ranges: {:?}", n.held_ranges());
+    assert!(
+        !cgroups_named(&ca).is_empty(),
+        "the running container's cgroup is where the leak check looks"
+    );
+    for p in [&a, &b, &r] {
+        n.remove_pod(p);
+    }
+    assert!(
+        n.held_ranges().is_empty(),
+        "ranges left: {:?}",
+        n.held_ranges()
+    );
+    assert_eq!(n.shims(), 0, "shims left");
+    for id in [&a.id, &b.id, &ca, &cb] {
+        let m = n.mounts(id);
+        assert!(m.is_empty(), "mounts of {id} left: {m:#?}");
+        let cg = cgroups_named(id);
+        assert!(cg.is_empty(), "cgroups of {id} left: {cg:?}");
+    }
+    n.stop();
+}
+
+#[test]
+fn cri_bad_input_names_the_problem_and_leaves_nothing() {
+    let Some(mut n) = cri_node("cri_bad_input_names_the_problem_and_leaves_nothing") else {
+        return;
+    };
+    for (ann, value, needle) in [
+        (
+            "cnfbox.io/capabilities",
+            "NET_ADMIN,CAP_NOT_A_THING",
+            "NOT_A_THING",
+        ),
+        ("cnfbox.io/numa-node", "97", "97"),
+    ] {
+        let err = match n.run_pod("bad", "cnfbox", &[(ann, value)]) {
+            Ok(p) => panic!("{ann}={value} was accepted (pod {})", p.id),
+            Err(e) => e.message().to_owned(),
+        };
+        assert!(
+            err.contains(needle),
+            "{ann}={value}: error does not name it: {err}"
+        );
+        assert!(
+            err.contains(ann),
+            "{ann}={value}: error does not name the annotation: {err}"
+        );
+        assert!(
+            n.held_ranges().is_empty(),
+            "range left: {:?}",
+            n.held_ranges()
+        );
+        assert_eq!(n.shims(), 0, "shim left after {ann}={value}");
+        let m = n.mounts("cnfbox");
+        assert!(m.is_empty(), "cnfbox mounts left: {m:#?}");
+    }
+    n.stop();
+}
+
+/// Pids of Go runc shims serving this containerd.
+fn runc_shims(n: &CriNode) -> usize {
+    let dir = n.cd().dir().expect("dir").to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let c = String::from_utf8_lossy(&c);
+            c.contains("containerd-shim-runc-v2") && c.contains(&dir)
+        })
+        .count()
+}
+
+#[test]
+fn cri_runc_v2_runtime_type_runs_cnfbox() {
+    let Some(mut n) = cri_node("cri_runc_v2_runtime_type_runs_cnfbox") else {
+        return;
+    };
+    // Configuration B: runtime_type io.containerd.runc.v2, runtime_path to
+    // the cnfbox shim, runc options naming cnfbox as the binary. Debian's
+    // containerd 1.6.20 ignores runtime_path for CRI (containerd issue
+    // #8207) and starts containerd-shim-runc-v2, which then drives cnfbox
+    // through BinaryName: the pod is a cnfbox pod either way.
+    let p = n
+        .run_pod("viarunc", "cnfbox-runc", &[])
+        .unwrap_or_else(|e| panic!("RunPodSandbox cnfbox-runc: {e}\n{}", n.log_tail()));
+    let c = n.start_container(&p, "c");
+    let (ours, go) = (n.shims(), runc_shims(&n));
+    eprintln!("configuration B: {ours} cnfbox shim(s), {go} runc shim(s) serve the pod");
+    assert_eq!(ours + go, 1, "one shim serves the pod");
+    let (code, out, err) = n.exec(&c, &["cat", "/proc/self/uid_map"]);
+    assert_eq!(code, 0, "ExecSync through the Go runc shim: {err}");
+    assert!(
+        uid_map(&out).1 >= 1 << 31,
+        "exec'd process in the pod userns: {out}"
+    );
+    // And the init's, read from the host.
+    let status =
+        n.rt.block_on(n.client.container_status(ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: true,
+        }))
+        .expect("ContainerStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("info JSON");
+    let pid = info["pid"].as_u64().expect("init pid");
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    let (inside, outside, _) = uid_map(&map);
+    assert_eq!(inside, 0);
+    assert!(
+        outside >= 1 << 31,
+        "cnfbox ran it (a pool range, not host root): {map}"
+    );
+    assert_eq!(n.held_ranges().len(), 1);
+    n.remove_pod(&p);
+    assert!(
+        n.held_ranges().is_empty(),
+        "range left: {:?}",
+        n.held_ranges()
+    );
+    assert_eq!(n.shims() + runc_shims(&n), 0, "shim left");
+    n.stop();
+}

@@ -1,0 +1,533 @@
+//! Adopting a CRI sandbox's CNI network namespace.
+//!
+//! containerd's CRI creates a pod's network namespace itself, in the host
+//! user namespace, runs the CNI plugins in it (veth `eth0`, addresses,
+//! routes) and passes its path (`/var/run/netns/cni-...`) in the sandbox's
+//! spec. cnfbox cannot let the pod join it: the pod's init is already in
+//! the pod's user namespace when it would setns(2) (EPERM), and NET_ADMIN
+//! in the pod's user namespace would not reach a host-owned namespace
+//! anyway (see `profile::check_netns_path`).
+//!
+//! So cnfbox adopts it: the sandbox gets a fresh network namespace owned by
+//! the pod's user namespace (the path is dropped from the spec), and once
+//! the init exists the CNI interfaces (all but `lo`) are moved into it.
+//! Moving a link drops its addresses and routes and takes it down, so they
+//! are read first and re-applied on the other side, and the links and `lo`
+//! are brought up. CNI's DEL later finds no `eth0` in the CNI namespace,
+//! which the reference plugins accept; the veth pair dies with the pod's
+//! namespace. Only paths directly under `/run/netns` or `/var/run/netns`
+//! are adopted: never `/proc/*` (another process's namespace) nor cnfbox's
+//! own pins.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// Directories whose namespace files CRI runtimes create for pods.
+pub const NETNS_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
+
+/// Errors adopting a CNI network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("open network namespace {path}")]
+    OpenNs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setns(CLONE_NEWNET) into {path} for a netlink socket")]
+    Setns {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("netlink socket in {path}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink {op} in {path}")]
+    Netlink {
+        op: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink {op} in {path}: undecodable reply: {message}")]
+    Decode {
+        op: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("link {name} vanished from {path} after the move")]
+    Vanished { name: String, path: PathBuf },
+}
+
+/// Whether a sandbox's network namespace `path` is a CRI runtime's
+/// namespace file that cnfbox may adopt.
+pub fn adoptable(path: &Path) -> bool {
+    NETNS_DIRS
+        .iter()
+        .any(|d| path.parent() == Some(Path::new(d)) && path.file_name().is_some())
+}
+
+/// A rtnetlink socket living in one network namespace.
+struct Rtnl {
+    sock: Socket,
+    seq: u32,
+    path: PathBuf,
+}
+
+impl Rtnl {
+    /// A socket in the namespace of the file at `path` (a socket stays in
+    /// the namespace it was created in; the thread that entered it ends).
+    fn open(path: &Path) -> Result<Self, AdoptError> {
+        let ns = File::open(path).map_err(|source| AdoptError::OpenNs {
+            path: path.to_owned(),
+            source,
+        })?;
+        let p = path.to_owned();
+        let made = std::thread::spawn(move || -> Result<Socket, AdoptError> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+                AdoptError::Setns {
+                    path: p.clone(),
+                    source,
+                }
+            })?;
+            let mut sock = Socket::new(NETLINK_ROUTE).map_err(|source| AdoptError::Socket {
+                path: p.clone(),
+                source,
+            })?;
+            sock.bind_auto()
+                .map_err(|source| AdoptError::Socket { path: p, source })?;
+            Ok(sock)
+        })
+        .join()
+        .map_err(|_| AdoptError::Socket {
+            path: path.to_owned(),
+            source: std::io::Error::other("the namespace thread panicked"),
+        })??;
+        Ok(Self {
+            sock: made,
+            seq: 0,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Sends `msg` and collects the replies until DONE (dumps) or the ACK.
+    fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, AdoptError> {
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut nlm = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        nlm.finalize();
+        let mut buf = vec![0u8; nlm.buffer_len()];
+        nlm.serialize(&mut buf);
+        let net_err = |source| AdoptError::Netlink {
+            op: op.to_owned(),
+            path: self.path.clone(),
+            source,
+        };
+        self.sock
+            .send_to(&buf, &SocketAddr::new(0, 0), 0)
+            .map_err(net_err)?;
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.sock.recv_from_full().map_err(net_err)?;
+            let mut off = 0;
+            while off < data.len() {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                    .map_err(|e| AdoptError::Decode {
+                        op: op.to_owned(),
+                        path: self.path.clone(),
+                        message: e.to_string(),
+                    })?;
+                let len = reply.header.length as usize;
+                if reply.header.sequence_number != self.seq {
+                    off += len.max(1);
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) if e.code.is_none() => return Ok(out),
+                    NetlinkPayload::Error(e) => return Err(net_err(e.to_io())),
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+            if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Like `request` with NLM_F_ACK, but an EEXIST answer is success.
+    fn change(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<(), AdoptError> {
+        match self.request(op, msg, flags | NLM_F_ACK) {
+            Err(AdoptError::Netlink { source, .. })
+                if source.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    fn links(&mut self) -> Result<Vec<LinkMessage>, AdoptError> {
+        let msgs = self.request(
+            "dump links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn set_up(&mut self, index: u32, name: &str) -> Result<(), AdoptError> {
+        let mut l = LinkMessage::default();
+        l.header.index = index;
+        l.header.flags = LinkFlags::Up;
+        l.header.change_mask = LinkFlags::Up;
+        self.change(
+            &format!("set {name} up"),
+            RouteNetlinkMessage::SetLink(l),
+            0,
+        )
+    }
+}
+
+fn name_of(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+/// What was configured on the moved links.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// Interface names moved, in order.
+    pub links: Vec<String>,
+    pub addresses: usize,
+    pub routes: usize,
+}
+
+/// Moves every link but loopback from the namespace at `from` into the
+/// one at `to`, with their addresses and main-table routes, and brings
+/// them (and `to`'s loopback) up.
+pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
+    let mut src = Rtnl::open(from)?;
+    let mut dst = Rtnl::open(to)?;
+    let target = File::open(to).map_err(|source| AdoptError::OpenNs {
+        path: to.to_owned(),
+        source,
+    })?;
+
+    let links: HashMap<u32, String> = src
+        .links()?
+        .iter()
+        .filter(|l| !l.header.flags.contains(LinkFlags::Loopback))
+        .filter_map(|l| Some((l.header.index, name_of(l)?)))
+        .collect();
+    let addrs: Vec<AddressMessage> = src
+        .request(
+            "dump addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => Some(a),
+            _ => None,
+        })
+        .filter(|a| links.contains_key(&a.header.index))
+        // IPv6 link-local addresses come back by themselves.
+        .filter(|a| {
+            !(a.header.family == AddressFamily::Inet6 && a.header.scope == AddressScope::Link)
+        })
+        .collect();
+    let mut routes: Vec<RouteMessage> = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut q = RouteMessage::default();
+        q.header.address_family = family;
+        let got = src.request("dump routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
+        routes.extend(got.into_iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(r),
+            _ => None,
+        }));
+    }
+    let oif = |r: &RouteMessage| {
+        r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        })
+    };
+    // Main table, on a moved link, not the kernel's own prefix routes.
+    routes.retain(|r| {
+        r.header.table == RouteHeader::RT_TABLE_MAIN
+            && r.header.protocol != RouteProtocol::Kernel
+            && oif(r).is_some_and(|i| links.contains_key(&i))
+    });
+
+    let mut moved = Moved::default();
+    let mut order: Vec<(&u32, &String)> = links.iter().collect();
+    order.sort();
+    for (index, name) in &order {
+        let mut l = LinkMessage::default();
+        l.header.index = **index;
+        l.attributes
+            .push(LinkAttribute::NetNsFd(target.as_raw_fd()));
+        src.change(&format!("move {name}"), RouteNetlinkMessage::SetLink(l), 0)?;
+        moved.links.push((*name).clone());
+    }
+
+    let now: HashMap<String, u32> = dst
+        .links()?
+        .iter()
+        .filter_map(|l| Some((name_of(l)?, l.header.index)))
+        .collect();
+    let new_index = |old: u32| -> Result<u32, AdoptError> {
+        let name = &links[&old];
+        now.get(name).copied().ok_or_else(|| AdoptError::Vanished {
+            name: name.clone(),
+            path: to.to_owned(),
+        })
+    };
+    if let Some(lo) = now.get("lo") {
+        dst.set_up(*lo, "lo")?;
+    }
+    for (index, name) in &order {
+        dst.set_up(new_index(**index)?, name)?;
+    }
+    for a in addrs {
+        let mut add = AddressMessage::default();
+        add.header = a.header.clone();
+        add.header.index = new_index(a.header.index)?;
+        if add.header.family == AddressFamily::Inet6 {
+            add.header.flags |= AddressHeaderFlags::Nodad;
+        }
+        add.attributes = a
+            .attributes
+            .iter()
+            .filter(|at| {
+                matches!(
+                    at,
+                    AddressAttribute::Address(_)
+                        | AddressAttribute::Local(_)
+                        | AddressAttribute::Broadcast(_)
+                        | AddressAttribute::Label(_)
+                )
+            })
+            .cloned()
+            .collect();
+        dst.change(
+            "add address",
+            RouteNetlinkMessage::NewAddress(add),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        moved.addresses += 1;
+    }
+    // Routes without a gateway first: gateways must be reachable.
+    let has_gateway = |r: &RouteMessage| {
+        r.attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_)))
+    };
+    routes.sort_by_key(has_gateway);
+    for r in routes {
+        let mut add = RouteMessage::default();
+        add.header = r.header.clone();
+        // Dump-only flags (linkdown, offload, ...) are EINVAL on input.
+        add.header.flags = RouteFlags::empty();
+        add.attributes = Vec::new();
+        for at in &r.attributes {
+            match at {
+                RouteAttribute::Oif(i) => add.attributes.push(RouteAttribute::Oif(new_index(*i)?)),
+                RouteAttribute::Destination(_)
+                | RouteAttribute::Gateway(_)
+                | RouteAttribute::PrefSource(_)
+                | RouteAttribute::Priority(_)
+                | RouteAttribute::Table(_) => add.attributes.push(at.clone()),
+                _ => {}
+            }
+        }
+        dst.change(
+            "add route",
+            RouteNetlinkMessage::NewRoute(add),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        moved.routes += 1;
+    }
+    tracing::info!(
+        from = %from.display(),
+        to = %to.display(),
+        links = ?moved.links,
+        addresses = moved.addresses,
+        routes = moved.routes,
+        "adopted the CNI network namespace's interfaces"
+    );
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn only_runtime_netns_files_are_adoptable() {
+        assert!(adoptable(Path::new("/var/run/netns/cni-1234")));
+        assert!(adoptable(Path::new("/run/netns/cni-1234")));
+        assert!(!adoptable(Path::new("/proc/42/ns/net")));
+        assert!(!adoptable(Path::new("/run/netns")));
+        assert!(!adoptable(Path::new("/run/netns/sub/x")));
+        assert!(!adoptable(Path::new("/run/cnfbox-mnt/abc/ns/pod-net")));
+    }
+
+    fn ip(args: &[&str]) -> String {
+        let out = Command::new("ip").args(args).output().expect("spawn ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Named network namespaces, deleted on drop.
+    struct Netns(Vec<String>);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+
+    #[test]
+    fn moves_a_cni_style_veth_with_addresses_and_routes() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIP moves_a_cni_style_veth_with_addresses_and_routes: needs root");
+            return;
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("SKIP moves_a_cni_style_veth_with_addresses_and_routes: no ip(8)");
+            return;
+        }
+        let pid = std::process::id();
+        let (host, cni, pod) = (
+            format!("cnfbox-adopt-h-{pid}"),
+            format!("cnfbox-adopt-c-{pid}"),
+            format!("cnfbox-adopt-p-{pid}"),
+        );
+        let _ns = Netns(vec![host.clone(), cni.clone(), pod.clone()]);
+        for n in [&host, &cni, &pod] {
+            ip(&["netns", "add", n]);
+        }
+        // What the bridge plugin leaves: eth0 in the CNI netns, its peer
+        // on the "host" side, an address, a default route via the gateway.
+        ip(&[
+            "-n", &host, "link", "add", "veth-h", "type", "veth", "peer", "name", "eth0", "netns",
+            &cni,
+        ]);
+        ip(&["-n", &cni, "link", "set", "lo", "up"]);
+        ip(&["-n", &cni, "link", "set", "eth0", "up"]);
+        ip(&["-n", &cni, "addr", "add", "10.213.7.2/24", "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &cni,
+            "-6",
+            "addr",
+            "add",
+            "fd00:213:7::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&["-n", &cni, "route", "add", "default", "via", "10.213.7.1"]);
+        ip(&[
+            "-n",
+            &cni,
+            "route",
+            "add",
+            "10.214.0.0/16",
+            "via",
+            "10.213.7.254",
+        ]);
+
+        let moved = move_links(
+            &Path::new("/run/netns").join(&cni),
+            &Path::new("/run/netns").join(&pod),
+        )
+        .expect("move links");
+        assert_eq!(moved.links, vec!["eth0".to_string()]);
+        assert_eq!(moved.addresses, 2, "{moved:?}");
+        assert_eq!(moved.routes, 2, "{moved:?}");
+
+        let links = ip(&["-n", &cni, "-o", "link"]);
+        assert!(
+            !links.contains("eth0"),
+            "eth0 still in the CNI netns: {links}"
+        );
+        let addrs = ip(&["-n", &pod, "-o", "addr", "show", "dev", "eth0"]);
+        assert!(addrs.contains("10.213.7.2/24"), "{addrs}");
+        assert!(addrs.contains("fd00:213:7::2/64"), "{addrs}");
+        let routes = ip(&["-n", &pod, "route"]);
+        assert!(
+            routes.contains("default via 10.213.7.1 dev eth0"),
+            "{routes}"
+        );
+        assert!(
+            routes.contains("10.214.0.0/16 via 10.213.7.254 dev eth0"),
+            "{routes}"
+        );
+        let state = ip(&["-n", &pod, "-o", "link", "show", "dev", "eth0"]);
+        assert!(state.contains(",UP"), "eth0 not up: {state}");
+        let lo = ip(&["-n", &pod, "-o", "link", "show", "dev", "lo"]);
+        assert!(lo.contains(",UP"), "lo not up: {lo}");
+    }
+
+    #[test]
+    fn a_missing_namespace_names_the_path() {
+        let err = move_links(
+            Path::new("/run/netns/cnfbox-no-such-ns"),
+            Path::new("/proc/self/ns/net"),
+        )
+        .expect_err("missing");
+        assert!(
+            err.to_string().contains("/run/netns/cnfbox-no-such-ns"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,786 @@
+//! The Task service: one per shim, serving every container of the pod.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
+    PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::event::Event;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{self, Code};
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::util::{convert_to_any, timestamp};
+use containerd_shim::{Context, ExitSignal, Task, TtrpcContext, TtrpcResult};
+use tokio::sync::{mpsc, watch, Mutex};
+
+use crate::exits::Exits;
+use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
+use crate::options::{self, ShimState};
+use crate::rootfs;
+use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
+use crate::{oom, stats};
+
+/// How long an exited process's output may take to drain (a daemon it
+/// left behind can hold its stdout open forever).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+struct ExitInfo {
+    code: u32,
+    at: Timestamp,
+}
+
+struct ProcState {
+    pid: i32,
+    status: Status,
+}
+
+/// A container's init or exec process.
+struct Proc {
+    container_id: String,
+    exec_id: String,
+    paths: StdioPaths,
+    /// An exec's process JSON (runtime-spec Process), until started.
+    spec: Option<Vec<u8>>,
+    state: StdMutex<ProcState>,
+    io: StdMutex<Option<ProcessIo>>,
+    exited: watch::Sender<Option<ExitInfo>>,
+}
+
+impl Proc {
+    fn new(container_id: &str, exec_id: &str, paths: StdioPaths, spec: Option<Vec<u8>>) -> Self {
+        Self {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            paths,
+            spec,
+            state: StdMutex::new(ProcState {
+                pid: 0,
+                status: Status::CREATED,
+            }),
+            io: StdMutex::new(None),
+            exited: watch::channel(None).0,
+        }
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, ProcState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exit(&self) -> Option<ExitInfo> {
+        self.exited.borrow().clone()
+    }
+
+    fn response(&self, bundle: &Path) -> StateResponse {
+        let (pid, status) = {
+            let s = self.st();
+            (s.pid, s.status)
+        };
+        let exit = self.exit();
+        StateResponse {
+            id: self.container_id.clone(),
+            bundle: bundle.display().to_string(),
+            pid: pid as u32,
+            status: status.into(),
+            stdin: self.paths.stdin.clone(),
+            stdout: self.paths.stdout.clone(),
+            stderr: self.paths.stderr.clone(),
+            terminal: self.paths.terminal,
+            exit_status: exit.as_ref().map_or(0, |e| e.code),
+            exited_at: MessageField::from_option(exit.map(|e| e.at)),
+            exec_id: self.exec_id.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn set_io(&self, io: ProcessIo) {
+        *self.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
+    }
+
+    fn with_io<T>(&self, f: impl FnOnce(&ProcessIo) -> T) -> Option<T> {
+        self.io
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(f)
+    }
+}
+
+struct Container {
+    bundle: PathBuf,
+    cnfbox: Cnfbox,
+    init: Arc<Proc>,
+    execs: HashMap<String, Arc<Proc>>,
+    rootfs_mounted: bool,
+}
+
+/// The shim's Task service.
+pub struct Service {
+    namespace: String,
+    exits: Arc<Exits>,
+    publisher: Arc<RemotePublisher>,
+    containers: Mutex<HashMap<String, Container>>,
+    exit: Arc<ExitSignal>,
+}
+
+fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn not_found(what: impl std::fmt::Display) -> ttrpc::Error {
+    status(Code::NOT_FOUND, format!("{what} not found"))
+}
+
+fn runtime_err(e: RuntimeError) -> ttrpc::Error {
+    let code = if e.is_not_found() {
+        Code::NOT_FOUND
+    } else {
+        Code::UNKNOWN
+    };
+    status(code, e.to_string())
+}
+
+fn internal(e: impl std::error::Error) -> ttrpc::Error {
+    // The whole chain: the caller (containerd, kubelet) sees one line.
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    status(Code::INTERNAL, msg)
+}
+
+fn now() -> Timestamp {
+    timestamp().unwrap_or_default()
+}
+
+impl Service {
+    pub fn new(
+        namespace: &str,
+        exits: Arc<Exits>,
+        publisher: RemotePublisher,
+        exit: Arc<ExitSignal>,
+    ) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            exits,
+            publisher: Arc::new(publisher),
+            containers: Mutex::new(HashMap::new()),
+            exit,
+        }
+    }
+
+    async fn publish(&self, topic: &str, event: impl Event + 'static) {
+        if let Err(err) = self
+            .publisher
+            .publish(Context::default(), topic, &self.namespace, Box::new(event))
+            .await
+        {
+            log::error!("publishing {topic}: {err}");
+        }
+    }
+
+    /// Reports `proc`'s exit once the reaper sees `pid` go.
+    fn watch_exit(&self, proc: Arc<Proc>, pid: i32) {
+        let rx = self.exits.expect(pid);
+        let publisher = self.publisher.clone();
+        let namespace = self.namespace.clone();
+        tokio::spawn(async move {
+            // A lost reaper reports the process as killed.
+            let code = rx.await.unwrap_or(128 + 9);
+            let io = proc.io.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut io) = io {
+                io.wait_output(OUTPUT_DRAIN).await;
+            }
+            let at = now();
+            proc.st().status = Status::STOPPED;
+            proc.exited.send_replace(Some(ExitInfo {
+                code: code as u32,
+                at: at.clone(),
+            }));
+            let id = if proc.exec_id.is_empty() {
+                proc.container_id.clone()
+            } else {
+                proc.exec_id.clone()
+            };
+            let ev = TaskExit {
+                container_id: proc.container_id.clone(),
+                id,
+                pid: pid as u32,
+                exit_status: code as u32,
+                exited_at: MessageField::some(at),
+                ..Default::default()
+            };
+            if let Err(err) = publisher
+                .publish(
+                    Context::default(),
+                    topics::TASK_EXIT_EVENT_TOPIC,
+                    &namespace,
+                    Box::new(ev),
+                )
+                .await
+            {
+                log::error!("publishing TaskExit: {err}");
+            }
+        });
+    }
+
+    /// Publishes TaskOOM for every OOM kill in the container's memory cgroup.
+    fn watch_oom(&self, container_id: &str, pid: i32) {
+        let dir = match oom::memory_cgroup(Path::new("/proc"), Path::new("/sys/fs/cgroup"), pid) {
+            Ok(d) => d,
+            Err(err) => {
+                log::warn!("no OOM events for {container_id}: {err}");
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if let Err(err) = oom::watch(&dir, tx) {
+            log::warn!("no OOM events for {container_id}: {err}");
+            return;
+        }
+        let publisher = self.publisher.clone();
+        let namespace = self.namespace.clone();
+        let id = container_id.to_owned();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let ev = TaskOOM {
+                    container_id: id.clone(),
+                    ..Default::default()
+                };
+                if let Err(err) = publisher
+                    .publish(
+                        Context::default(),
+                        topics::TASK_OOM_EVENT_TOPIC,
+                        &namespace,
+                        Box::new(ev),
+                    )
+                    .await
+                {
+                    log::error!("publishing TaskOOM: {err}");
+                }
+            }
+        });
+    }
+
+    async fn lookup(&self, id: &str, exec_id: &str) -> TtrpcResult<(Arc<Proc>, Cnfbox, PathBuf)> {
+        let containers = self.containers.lock().await;
+        let c = containers
+            .get(id)
+            .ok_or_else(|| not_found(format!("container {id}")))?;
+        let p = if exec_id.is_empty() {
+            c.init.clone()
+        } else {
+            c.execs
+                .get(exec_id)
+                .cloned()
+                .ok_or_else(|| not_found(format!("exec {exec_id} in container {id}")))?
+        };
+        Ok((p, c.cnfbox.clone(), c.bundle.clone()))
+    }
+
+    /// Sets up stdio, runs `run` with the container side, and wires the
+    /// terminal (if any) afterwards.
+    async fn with_stdio<F, Fut>(&self, paths: &StdioPaths, run: F) -> TtrpcResult<(i32, ProcessIo)>
+    where
+        F: FnOnce(Option<PathBuf>, ContainerStdio) -> Fut,
+        Fut: std::future::Future<Output = Result<i32, RuntimeError>>,
+    {
+        if paths.terminal {
+            let socket = ConsoleSocket::new().map_err(internal)?;
+            let pid = run(Some(socket.path().to_owned()), ContainerStdio::default())
+                .await
+                .map_err(runtime_err)?;
+            let io = ProcessIo::console(&socket, paths).map_err(internal)?;
+            Ok((pid, io))
+        } else {
+            let (io, stdio) = ProcessIo::pipes(paths).map_err(internal)?;
+            let pid = run(None, stdio).await.map_err(runtime_err)?;
+            Ok((pid, io))
+        }
+    }
+
+    async fn create_container(&self, req: &CreateTaskRequest) -> TtrpcResult<i32> {
+        let bundle = PathBuf::from(&req.bundle);
+        let opts = options::from_any(req.options.as_ref()).map_err(internal)?;
+        let state = ShimState::resolve(&opts, &self.namespace).map_err(internal)?;
+        state.save(&bundle).map_err(internal)?;
+        let cnfbox = state.cnfbox(self.exits.clone());
+        let rootfs_mounted = !req.rootfs.is_empty();
+        if rootfs_mounted {
+            rootfs::mount_all(&req.rootfs, &bundle.join("rootfs"))
+                .await
+                .map_err(internal)?;
+        }
+        let paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let created = self
+            .with_stdio(&paths, |console, stdio| {
+                let cnfbox = cnfbox.clone();
+                let bundle = bundle.clone();
+                let id = req.id.clone();
+                async move { cnfbox.create(&id, &bundle, console.as_deref(), stdio).await }
+            })
+            .await;
+        let (pid, io) = match created {
+            Ok(v) => v,
+            Err(err) => {
+                if rootfs_mounted {
+                    rootfs::unmount(&bundle.join("rootfs"));
+                }
+                return Err(err);
+            }
+        };
+        let init = Arc::new(Proc::new(&req.id, "", paths, None));
+        init.st().pid = pid;
+        init.set_io(io);
+        self.containers.lock().await.insert(
+            req.id.clone(),
+            Container {
+                bundle: bundle.clone(),
+                cnfbox,
+                init: init.clone(),
+                execs: HashMap::new(),
+                rootfs_mounted,
+            },
+        );
+        self.watch_exit(init, pid);
+        self.watch_oom(&req.id, pid);
+        Ok(pid)
+    }
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        let (p, _, bundle) = self.lookup(&req.id, &req.exec_id).await?;
+        Ok(p.response(&bundle))
+    }
+
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        if self.containers.lock().await.contains_key(&req.id) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists in this shim", req.id),
+            ));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                "cnfbox does not restore checkpoints",
+            ));
+        }
+        let pid = self.create_container(&req).await?;
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                checkpoint: req.checkpoint.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let (p, cnfbox, bundle) = self.lookup(&req.id, &req.exec_id).await?;
+        if p.st().status != Status::CREATED {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("{} {} is not in the created state", req.id, req.exec_id),
+            ));
+        }
+        if req.exec_id.is_empty() {
+            cnfbox.start(&req.id).await.map_err(runtime_err)?;
+            let pid = {
+                let mut s = p.st();
+                if s.status == Status::CREATED {
+                    s.status = Status::RUNNING;
+                }
+                s.pid
+            };
+            self.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                TaskStart {
+                    container_id: req.id.clone(),
+                    pid: pid as u32,
+                    ..Default::default()
+                },
+            )
+            .await;
+            return Ok(StartResponse {
+                pid: pid as u32,
+                ..Default::default()
+            });
+        }
+        let spec = p.spec.clone().unwrap_or_default();
+        let tag = format!("{}-{}", std::process::id(), req.exec_id);
+        let process_json = bundle.join(format!(".exec-{tag}.json"));
+        let pid_file = bundle.join(format!(".exec-{tag}.pid"));
+        std::fs::write(&process_json, &spec).map_err(internal)?;
+        let started = self
+            .with_stdio(&p.paths, |console, stdio| {
+                let cnfbox = cnfbox.clone();
+                let id = req.id.clone();
+                let process_json = process_json.clone();
+                let pid_file = pid_file.clone();
+                async move {
+                    cnfbox
+                        .exec(&id, &process_json, &pid_file, console.as_deref(), stdio)
+                        .await
+                }
+            })
+            .await;
+        // Best effort: our own temporary file.
+        let _ = std::fs::remove_file(&process_json);
+        let (pid, io) = started?;
+        {
+            let mut s = p.st();
+            s.pid = pid;
+            s.status = Status::RUNNING;
+        }
+        p.set_io(io);
+        self.publish(
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            TaskExecStarted {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid: pid as u32,
+                ..Default::default()
+            },
+        )
+        .await;
+        self.watch_exit(p, pid);
+        Ok(StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        let (p, cnfbox, bundle) = self.lookup(&req.id, &req.exec_id).await?;
+        let st = p.st().status;
+        if !req.exec_id.is_empty() {
+            if matches!(st, Status::RUNNING | Status::PAUSED) {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} in {} is still running", req.exec_id, req.id),
+                ));
+            }
+            if let Some(c) = self.containers.lock().await.get_mut(&req.id) {
+                c.execs.remove(&req.exec_id);
+            }
+            let exit = p.exit();
+            return Ok(DeleteResponse {
+                pid: p.st().pid as u32,
+                exit_status: exit.as_ref().map_or(0, |e| e.code),
+                exited_at: MessageField::from_option(exit.map(|e| e.at)),
+                ..Default::default()
+            });
+        }
+        if matches!(st, Status::RUNNING | Status::PAUSED) && p.exit().is_none() {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is still running: kill it first", req.id),
+            ));
+        }
+        // A created (never started) init is killed by `delete --force`.
+        let force = p.exit().is_none();
+        if let Err(err) = cnfbox.delete(&req.id, force).await {
+            if !err.is_not_found() {
+                log::warn!("cnfbox delete {}: {err}; retrying with --force", req.id);
+                if let Err(err) = cnfbox.delete(&req.id, true).await {
+                    if !err.is_not_found() {
+                        return Err(runtime_err(err));
+                    }
+                }
+            }
+        }
+        if force {
+            let mut rx = p.exited.subscribe();
+            // The init was killed; its exit arrives through the reaper.
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+        let removed = self.containers.lock().await.remove(&req.id);
+        if removed.is_some_and(|c| c.rootfs_mounted) {
+            rootfs::unmount(&bundle.join("rootfs"));
+        }
+        let exit = p.exit();
+        let pid = p.st().pid as u32;
+        let (code, at) = exit.map_or((0, now()), |e| (e.code, e.at));
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            TaskDelete {
+                container_id: req.id.clone(),
+                pid,
+                exit_status: code,
+                exited_at: MessageField::some(at.clone()),
+                id: req.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(DeleteResponse {
+            pid,
+            exit_status: code,
+            exited_at: MessageField::some(at),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        let (_, cnfbox, _) = self.lookup(&req.id, "").await?;
+        let pids = cnfbox.ps(&req.id).await.map_err(runtime_err)?;
+        Ok(PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
+                    pid: pid as u32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
+        cnfbox.pause(&req.id).await.map_err(runtime_err)?;
+        p.st().status = Status::PAUSED;
+        self.publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
+        cnfbox.resume(&req.id).await.map_err(runtime_err)?;
+        p.st().status = Status::RUNNING;
+        self.publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(Empty::new())
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let (p, cnfbox, _) = self.lookup(&req.id, &req.exec_id).await?;
+        if p.exit().is_some() {
+            return Err(not_found(format!(
+                "process {} {} (already finished)",
+                req.id, req.exec_id
+            )));
+        }
+        if req.exec_id.is_empty() {
+            cnfbox
+                .kill(&req.id, req.signal, req.all)
+                .await
+                .map_err(runtime_err)?;
+            return Ok(Empty::new());
+        }
+        let pid = p.st().pid;
+        if pid <= 0 {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("exec {} in {} was not started", req.exec_id, req.id),
+            ));
+        }
+        let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("signal {} is not a valid signal", req.signal),
+            )
+        })?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+            Ok(()) => Ok(Empty::new()),
+            Err(nix::Error::ESRCH) => Err(not_found(format!("exec {} process", req.exec_id))),
+            Err(e) => Err(status(Code::UNKNOWN, format!("kill({pid}, {sig}): {e}"))),
+        }
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        {
+            let mut containers = self.containers.lock().await;
+            let c = containers
+                .get_mut(&req.id)
+                .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists in {}", req.exec_id, req.id),
+                ));
+            }
+            let spec = req
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    status(
+                        Code::INVALID_ARGUMENT,
+                        format!("exec {}: no process spec", req.exec_id),
+                    )
+                })?;
+            let paths = StdioPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            };
+            let p = Arc::new(Proc::new(&req.id, &req.exec_id, paths, Some(spec)));
+            c.execs.insert(req.exec_id.clone(), p);
+        }
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        let (p, _, _) = self.lookup(&req.id, &req.exec_id).await?;
+        match p.with_io(|io| io.resize(req.width, req.height)) {
+            Some(Ok(())) => Ok(Empty::new()),
+            Some(Err(e)) => Err(status(Code::FAILED_PRECONDITION, e.to_string())),
+            None => Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("{} {} has no live terminal", req.id, req.exec_id),
+            )),
+        }
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        let (p, _, _) = self.lookup(&req.id, &req.exec_id).await?;
+        if req.stdin {
+            p.with_io(ProcessIo::close_stdin);
+        }
+        Ok(Empty::new())
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        let (_, cnfbox, _) = self.lookup(&req.id, "").await?;
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update: no resources given"))?;
+        cnfbox
+            .update(&req.id, resources)
+            .await
+            .map_err(runtime_err)?;
+        Ok(Empty::new())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        let (p, _, _) = self.lookup(&req.id, &req.exec_id).await?;
+        let mut rx = p.exited.subscribe();
+        let exit = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| status(Code::UNKNOWN, "the process's exit was lost"))?
+            .clone()
+            .unwrap_or(ExitInfo {
+                code: 255,
+                at: now(),
+            });
+        Ok(WaitResponse {
+            exit_status: exit.code,
+            exited_at: MessageField::some(exit.at),
+            ..Default::default()
+        })
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let (p, _, _) = self.lookup(&req.id, "").await?;
+        let pid = p.st().pid;
+        if p.exit().is_some() {
+            return Err(not_found(format!("running container {}", req.id)));
+        }
+        let metrics = stats::collect(&stats::Roots::default(), pid).map_err(internal)?;
+        let any = convert_to_any(Box::new(metrics)).map_err(internal)?;
+        Ok(StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
+        let task_pid = match self.lookup(&req.id, "").await {
+            Ok((p, _, _)) => p.st().pid as u32,
+            Err(_) => 0,
+        };
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        // A pod's shim serves all its containers: it stays while any is left.
+        if req.now || self.containers.lock().await.is_empty() {
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}
