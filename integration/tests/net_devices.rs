@@ -649,10 +649,6 @@ fn devices_go_back_to_the_namespace_they_came_from() {
     ns.sh(&format!("ip link add {vf} type veth peer name {peer}"));
     configure(&env, "[network]\nmovable = [\"vf*\"]\n");
     let before = ns.snapshot();
-    let machine = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .count();
     let id = env.id("side");
     create_ok(
         &env,
@@ -673,14 +669,6 @@ fn devices_go_back_to_the_namespace_they_came_from() {
     assert!(
         !std::path::Path::new("/sys/class/net").join(&vf).exists(),
         "{vf} must not land in the machine's namespace"
-    );
-    assert!(
-        std::fs::read_dir("/sys/class/net")
-            .unwrap()
-            .flatten()
-            .count()
-            <= machine,
-        "no device added to the machine's namespace"
     );
 }
 
