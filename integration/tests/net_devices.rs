@@ -292,6 +292,13 @@ fn a_moved_device_is_driven_inside_and_comes_back() {
     assert!(inside.contains("inet 10.214.0.1/24"), "{inside}");
     assert!(inside.contains("driven=ok"), "{inside}");
     assert!(inside.contains("ping=reply"), "{inside}");
+    // Pod root may rename it; it still goes back under its host name.
+    exec(
+        &env,
+        &ns,
+        &id,
+        "ip link set fh0 down && ip link set fh0 name fh9",
+    );
     let text = ok(&env, &ns, &["inspect", &id]);
     assert!(
         text.contains(&format!(
