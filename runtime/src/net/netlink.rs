@@ -31,10 +31,6 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub up: bool,
-    /// `IFLA_INFO_KIND` (`macvlan`, `veth`...), absent for physical devices.
-    pub kind: Option<String>,
-    /// `IFLA_LINK`: the lower device's index, for stacked devices.
-    pub lower: Option<u32>,
 }
 
 /// An interface address (`ip addr`): what a moved device keeps.
@@ -285,21 +281,10 @@ fn link_of(l: &LinkMessage) -> Link {
         index: l.header.index,
         name: String::new(),
         up: l.header.flags.contains(LinkFlags::Up),
-        kind: None,
-        lower: None,
     };
     for at in &l.attributes {
-        match at {
-            LinkAttribute::IfName(n) => link.name = n.clone(),
-            LinkAttribute::Link(i) if *i != 0 && *i != l.header.index => link.lower = Some(*i),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        link.kind = Some(k.to_string());
-                    }
-                }
-            }
-            _ => {}
+        if let LinkAttribute::IfName(n) = at {
+            link.name = n.clone();
         }
     }
     link
