@@ -292,6 +292,13 @@ fn a_moved_device_is_driven_inside_and_comes_back() {
     assert!(inside.contains("inet 10.214.0.1/24"), "{inside}");
     assert!(inside.contains("driven=ok"), "{inside}");
     assert!(inside.contains("ping=reply"), "{inside}");
+    // Pod root may rename it; it still goes back under its host name.
+    exec(
+        &env,
+        &ns,
+        &id,
+        "ip link set fh0 down && ip link set fh0 name fh9",
+    );
     let text = ok(&env, &ns, &["inspect", &id]);
     assert!(
         text.contains(&format!(
@@ -636,4 +643,76 @@ fn a_taken_host_name_blocks_delete_until_it_is_free() {
     ok(&env, &ns, &["delete", &id]);
     assert_nothing_left(&env, &id);
     assert_eq!(ns.snapshot(), before, "{vf} is back once its name is free");
+}
+
+#[test]
+fn devices_go_back_to_the_namespace_they_came_from() {
+    if !can_run("give back to the recorded host side") {
+        return;
+    }
+    let ns = HostNs::new("side");
+    let env = Env::new();
+    let (vf, peer) = (format!("vf{}", ns.tag), format!("pe{}", ns.tag));
+    ns.sh(&format!("ip link add {vf} type veth peer name {peer}"));
+    configure(&env, "[network]\nmovable = [\"vf*\"]\n");
+    let before = ns.snapshot();
+    let id = env.id("side");
+    create_ok(
+        &env,
+        &ns,
+        &pod_bundle(&env, "side", Some(&format!("fh0=move:{vf}"))),
+        &id,
+    );
+    // Deleted from the machine's own namespace: the device still returns
+    // to the test's namespace it was taken from, not to where cnfbox runs.
+    let out = env.run(&["delete", "--force", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left(&env, &id);
+    assert_eq!(ns.snapshot(), before);
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&vf).exists(),
+        "{vf} must not land in the machine's namespace"
+    );
+}
+
+#[test]
+fn two_pods_racing_for_one_device_one_wins() {
+    if !can_run("attachment race") {
+        return;
+    }
+    let ns = HostNs::new("race");
+    let env = Env::new();
+    let (vf, peer) = (format!("vf{}", ns.tag), format!("pe{}", ns.tag));
+    ns.sh(&format!("ip link add {vf} type veth peer name {peer}"));
+    configure(&env, "[network]\nmovable = [\"vf*\"]\n");
+    let before = ns.snapshot();
+    let bundles: Vec<Bundle> = (0..2)
+        .map(|i| pod_bundle(&env, &format!("race{i}"), Some(&format!("fh0=move:{vf}"))))
+        .collect();
+    let ids: Vec<String> = (0..2).map(|i| env.id(&format!("race{i}"))).collect();
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let (env, ns, b, id) = (&env, &ns, &bundles[i], &ids[i]);
+                s.spawn(move || create(env, ns, b, id))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+    assert_eq!(won.len(), 1, "exactly one pod gets {vf}: {outs:?}");
+    let lost = 1 - won[0];
+    let err = assert_one_line_error(&outs[lost], &[&vf]);
+    assert!(
+        err.contains(&format!("already attached to pod {}", ids[won[0]])),
+        "{err}"
+    );
+    assert_nothing_left(&env, &ids[lost]);
+    ok(&env, &ns, &["delete", "--force", &ids[won[0]]]);
+    assert_nothing_left(&env, &ids[won[0]]);
+    assert_eq!(ns.snapshot(), before);
 }

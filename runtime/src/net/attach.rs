@@ -187,13 +187,14 @@ pub fn attach(
             request: r.clone(),
             host_addrs,
             host_up,
+            pod_index: None,
         });
     }
     let host_id = NsId::of(&host_ns).map_err(|source| NetError::OpenNetns {
         path: host_path.clone(),
         source,
     })?;
-    let net = PodNetwork {
+    let mut net = PodNetwork {
         host_netns: host_id,
         host_pin: pins.join(format!("{id}-hostnet")),
         pod_pin: pins.join(format!("{id}-podnet")),
@@ -208,19 +209,39 @@ pub fn attach(
         crate::profile::unpin(&net.host_pin);
         return Err(e.into());
     }
-    for (i, a) in net.attachments.iter().enumerate() {
-        if let Err(e) = apply_one(&mut host, &mut pod, &pod_ns, a) {
-            tracing::warn!(%id, interface = %a.request.name, err = %e, "attachment failed; undoing");
-            let done = PodNetwork {
-                attachments: net.attachments[..i].to_vec(),
-                ..net.clone()
-            };
-            if let Err(undo) = give_back(&done, &mut host, &mut pod, &host_ns) {
-                tracing::warn!(%id, err = %undo, "undo attachments after a failed one");
-            }
-            unpin_all(&net);
-            return Err(e.into());
+    for i in 0..net.attachments.len() {
+        let a = &net.attachments[i];
+        let applied = apply_one(&mut host, &mut pod, &pod_ns, a).and_then(|()| {
+            pod.link(&a.request.name).map_err(netlink_err(
+                &a.request.origin,
+                "look up pod interface",
+                &a.request.name,
+            ))
+        });
+        if let Ok(Some(link)) = &applied {
+            net.attachments[i].pod_index = Some(link.index);
+            continue;
         }
+        let a = &net.attachments[i];
+        let e = match applied {
+            Err(e) => e,
+            _ => NetError::NoDevice {
+                origin: a.request.origin.clone(),
+                device: a.request.name.clone(),
+            },
+        };
+        tracing::warn!(%id, interface = %a.request.name, err = %e, "attachment failed; undoing");
+        // The failed one too: a move whose address restore failed is in
+        // the pod (found by name, which was checked free before).
+        let done = PodNetwork {
+            attachments: net.attachments[..=i].to_vec(),
+            ..net.clone()
+        };
+        if let Err(undo) = give_back(&done, &mut host, &mut pod, &host_ns) {
+            tracing::warn!(%id, err = %undo, "undo attachments after a failed one");
+        }
+        unpin_all(&net);
+        return Err(e.into());
     }
     tracing::info!(%id, count = net.attachments.len(), "pod interfaces attached");
     Ok(net)
@@ -315,12 +336,14 @@ fn give_back(
     for a in net.attachments.iter().rev() {
         let r = &a.request;
         let result = (|| {
-            let Some(link) = pod.link(&r.name).map_err(netlink_err(
-                &r.origin,
-                "look up pod interface",
-                &r.name,
-            ))?
-            else {
+            // By index first: pod root may have renamed it. By name for a
+            // record written before the attachment was made.
+            let lookup = netlink_err(&r.origin, "look up pod interface", &r.name);
+            let found = match a.pod_index {
+                Some(i) => pod.link_at(i).map_err(lookup)?,
+                None => pod.link(&r.name).map_err(lookup)?,
+            };
+            let Some(link) = found else {
                 return Ok(());
             };
             match &r.kind {

@@ -161,6 +161,10 @@ pub struct Attachment {
     /// Whether a moved device was up on the host.
     #[serde(default)]
     pub host_up: bool,
+    /// Its index inside the pod once attached: found again by it at delete
+    /// even if pod root renamed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_index: Option<u32>,
 }
 
 /// The interfaces of a pod and where they go back to.

@@ -31,10 +31,6 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub up: bool,
-    /// `IFLA_INFO_KIND` (`macvlan`, `veth`...), absent for physical devices.
-    pub kind: Option<String>,
-    /// `IFLA_LINK`: the lower device's index, for stacked devices.
-    pub lower: Option<u32>,
 }
 
 /// An interface address (`ip addr`): what a moved device keeps.
@@ -129,6 +125,17 @@ impl Netlink {
     pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(msg)
+    }
+
+    /// The link with index `index`, `None` when there is none.
+    pub fn link_at(&mut self, index: u32) -> io::Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.get_link(msg)
+    }
+
+    fn get_link(&mut self, msg: LinkMessage) -> io::Result<Option<Link>> {
         match self.exchange(RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(link_of(&l)),
@@ -274,21 +281,10 @@ fn link_of(l: &LinkMessage) -> Link {
         index: l.header.index,
         name: String::new(),
         up: l.header.flags.contains(LinkFlags::Up),
-        kind: None,
-        lower: None,
     };
     for at in &l.attributes {
-        match at {
-            LinkAttribute::IfName(n) => link.name = n.clone(),
-            LinkAttribute::Link(i) if *i != 0 && *i != l.header.index => link.lower = Some(*i),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        link.kind = Some(k.to_string());
-                    }
-                }
-            }
-            _ => {}
+        if let LinkAttribute::IfName(n) = at {
+            link.name = n.clone();
         }
     }
     link
