@@ -5,6 +5,7 @@ mod capabilities;
 mod cgroups;
 mod cli;
 mod commands;
+mod failpoint;
 mod logging;
 mod meta;
 mod numa;

@@ -14,11 +14,12 @@ use super::{check_console, check_id, console_socket_path, container_dir, wait, C
 use crate::bundle::{self, Bundle};
 use crate::capabilities;
 use crate::cgroups;
+use crate::failpoint;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
 use crate::profile;
 
 /// Directory under the state root where specs are staged during `create`.
-const STAGING: &str = ".staging";
+pub const STAGING: &str = ".staging";
 
 /// Everything `create` and `run` share.
 pub struct CreateOpts<'a> {
@@ -131,6 +132,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         &idmap::EtcRoot::default().config_path(),
     )
     .with_context(|| format!("create container {}", o.id))?;
+    failpoint::hit("create:before-range");
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
     let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
@@ -144,9 +146,12 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .join(STAGING)
         .join(format!("{}.{}", o.id, std::process::id()));
     if let Err(err) = bundle::write_staged(&stage, &spec) {
+        // A full disk fails the write after the directory was made.
+        let _ = fs::remove_dir_all(&stage);
         profile::undo(&applied);
         return Err(err.into());
     }
+    failpoint::hit("create:after-stage");
 
     let meta = ContainerMeta {
         bundle: bundle.dir.clone(),
@@ -163,6 +168,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     if let Some(pin) = &applied.pinned {
         profile::unpin(pin);
     }
+    if built.is_ok() {
+        failpoint::hit("create:after-init");
+    }
     let result = built.and_then(|mut c| {
         finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
             let _ = c.delete(true);
@@ -177,6 +185,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
             cleanup_failed(&dir, &meta, o.id);
         }
         profile::undo(&applied);
+    }
+    if result.is_ok() {
+        failpoint::hit("create:after-state");
     }
     result.map(|c| (c, meta))
 }

@@ -46,9 +46,12 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
 
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
     check_id(id)?;
-    if force && !container_dir(ctx, id).join("state.json").exists() {
-        // runc: `delete --force` of a container that is gone succeeds.
-        return Ok(());
+    let dir = container_dir(ctx, id);
+    if force && !(dir.join("state.json").is_file() && crate::meta::exists(&dir)) {
+        // runc: `delete --force` of a container that is gone succeeds; one
+        // whose create was killed before cnfbox recorded it is cleaned up
+        // from what that create left.
+        return super::recover::half_created(ctx, id);
     }
     let (mut c, meta) = load(ctx, id)?;
     if !force

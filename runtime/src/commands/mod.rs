@@ -6,6 +6,7 @@ pub mod inspect;
 mod lifecycle;
 mod process;
 pub mod ranges;
+mod recover;
 mod resources;
 mod wait;
 
