@@ -438,3 +438,44 @@ fn two_hundred_cycles_eight_at_a_time_leak_nothing() {
     assert!(leaks.is_empty(), "leaked after 200 cycles: {leaks:?}");
     assert_eq!(open_fds(), fds_before, "fds of the test process");
 }
+
+/// A pod member's create killed at each step: `delete --force` removes the
+/// member's leftovers (its namespace pin included) and keeps the pod's range,
+/// which its sandbox still holds.
+#[test]
+fn member_create_killed_at_each_step_keeps_the_pods_range() {
+    if !can_run("killed member create") {
+        return;
+    }
+    let env = Env::new();
+    let pod = env.id("kpod");
+    let annotated = |name: &str, kind: &'static str| {
+        let pod = pod.clone();
+        env.bundle(name, move |b| {
+            b.scenario(&Scenario::Sleep)
+                .annotation("io.kubernetes.cri.sandbox-id", pod)
+                .annotation("io.kubernetes.cri.container-type", kind)
+        })
+    };
+    let sandbox = annotated("ksandbox", "sandbox");
+    let member = annotated("kmember", "container");
+    env.create(&sandbox, &pod);
+    let range = env.allocator().show(&pod).unwrap().expect("sandbox range");
+    for step in STEPS.iter().filter(|s| **s != "create:after-range") {
+        let id = env.id(&format!("kmem-{}", step.trim_start_matches("create:")));
+        let status = create_with(&env, &member.dir, &id, Some(step));
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{step}: {status:?}");
+        eprintln!("member killed at {step}: left {:?}", leftovers(&env, &id));
+        env.ok(&["delete", "--force", &id]);
+        env.ok(&["ranges", "gc", "--grace", "0"]);
+        assert_nothing_left(&env, &id);
+        assert_eq!(
+            env.allocator().show(&pod).unwrap().map(|e| e.mapping),
+            Some(range.mapping),
+            "{step}: the pod's range changed"
+        );
+    }
+    env.ok(&["delete", "--force", &pod]);
+    env.ok(&["ranges", "gc", "--grace", "0"]);
+    assert_nothing_left(&env, &pod);
+}
