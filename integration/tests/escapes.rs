@@ -416,6 +416,10 @@ fn symlinked_and_dotdot_mount_destinations_stay_in_the_rootfs() {
             "evil".into(),
             format!("../../../../../../..{host_target_s}"),
         ),
+        // The image's /proc and /sys are symlinks to the host directory:
+        // the runtime's own proc and sysfs mounts must not follow them.
+        ("proc", "proc".into(), host_target_s.clone()),
+        ("sys", "sys".into(), host_target_s.clone()),
     ];
     for (name, link, target) in cases {
         let id = env.id(&format!("symdest-{name}"));
@@ -425,6 +429,9 @@ fn symlinked_and_dotdot_mount_destinations_stay_in_the_rootfs() {
                     d["mounts"].as_array_mut().unwrap().push(tmpfs_at("/evil"));
                 }))
         });
+        if matches!(name, "proc" | "sys") {
+            fs::remove_dir(bundle.rootfs.join(&link)).unwrap();
+        }
         std::os::unix::fs::symlink(&target, bundle.rootfs.join(&link)).unwrap();
         let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -468,6 +475,13 @@ fn symlinked_and_dotdot_mount_destinations_stay_in_the_rootfs() {
     eprintln!("dotdot destination: ok={ok} {out}");
     if ok {
         assert!(!out.contains("precious"), "{out}");
+        // The runtime made the destination inside the rootfs.
+        let inside = env
+            .tmp
+            .path()
+            .join("dotdot/rootfs")
+            .join(host_target_s.trim_start_matches('/'));
+        assert!(inside.is_dir(), "{} was not created", inside.display());
     }
     assert_eq!(
         fs::read_to_string(host_target.join("precious")).unwrap(),
