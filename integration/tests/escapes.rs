@@ -313,6 +313,12 @@ fn only_stdio_and_preserved_fds_reach_init_and_exec() {
         "ls /proc/self/fd | tr '\\n' ,",
     ]);
     assert_eq!(inside.trim(), "0,1,2,3,", "fds inside an exec: {inside}");
+    // An exec'd process keeps the spec's no_new_privileges too.
+    let nnp = env.ok(&["exec", &id, "/bin/grep", "NoNewPrivs", "/proc/self/status"]);
+    assert!(
+        nnp.trim().ends_with('1'),
+        "exec without no_new_privileges: {nnp}"
+    );
     env.ok(&["delete", "--force", &id]);
 
     // --preserve-fds 2: exactly fds 3 and 4 are passed on, nothing else.
