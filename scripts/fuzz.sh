@@ -8,8 +8,8 @@
 # sanitizer (`-s none`): they drive safe Rust parsers, where AddressSanitizer
 # adds build time and finds nothing that a panic does not show; libFuzzer's
 # coverage guidance and panics-as-crashes are what matter. A crash leaves its
-# input in fuzz/artifacts/<target>/ and fails this script; keep the input as
-# a regression test (fuzz/regressions/ + the unit tests that replay them).
+# input in fuzz/artifacts/<target>/ and fails this script; keep the input in
+# fuzz/regressions/<target>/, which the crates' regression tests replay.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-30}"
@@ -21,11 +21,9 @@ fi
 cargo fuzz build -s none -O
 for t in $targets; do
   mkdir -p "corpus/$t"
-  # Seed with the regression inputs and, for the spec targets, real specs.
-  cp -n regressions/"$t"-* "corpus/$t/" 2>/dev/null || true
-  if [[ $t == config_json ]]; then
-    cp -n seeds/*.json "corpus/$t/" 2>/dev/null || true
-  fi
+  # Seed with well-formed inputs (seeds/<target>/) and past crashes
+  # (regressions/<target>/).
+  cp -n seeds/"$t"/* regressions/"$t"/* "corpus/$t/" 2>/dev/null || true
   echo "== fuzz $t for ${seconds}s"
   log="$(mktemp)"
   if ! cargo fuzz run -s none -O "$t" "corpus/$t" -- \

@@ -8,8 +8,43 @@ pub mod capabilities;
 pub mod numa;
 pub mod pod;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+
+/// Annotation keys a pod spec may set that cnfbox or its pod logic reads.
+const ANNOTATION_KEYS: &[&str] = &[
+    "cnfbox.io/capabilities",
+    "cnfbox.io/numa-node",
+    "cnfbox.io/userns",
+    "cnfbox.io/idmap-volumes",
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri.sandbox-id",
+    "io.kubernetes.cri-o.ContainerType",
+    "io.kubernetes.cri-o.SandboxID",
+];
+
+/// Annotations as a hostile pod spec sets them: `data` is read as
+/// `key=value` lines, and each line's value is also given to one of the
+/// known keys so that the fuzzer need not guess their names; the spec that
+/// carries them goes through [`check_untrusted_spec`].
+pub fn check_untrusted_annotations(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut annotations = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let known = ANNOTATION_KEYS[i % ANNOTATION_KEYS.len()];
+        let (key, value) = line.split_once('=').unwrap_or((known, line));
+        annotations.insert(key.to_string(), value.to_string());
+        annotations.insert(known.to_string(), value.to_string());
+    }
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "linux": {"namespaces": [{"type": "network"}, {"type": "pid"}]},
+        "annotations": annotations,
+    });
+    check_untrusted_spec(spec.to_string().as_bytes());
+}
 
 /// Runs everything `create` decides from a spec alone, before any range,
 /// mount or process exists: parse (naming the bad field), the pod role,
