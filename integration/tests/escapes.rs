@@ -76,10 +76,14 @@ fn exec_detached(env: &Env, id: &str, pidfile: &Path) {
         .args([id, "/bin/sleep", "1000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(pidfile.with_extension("err")).unwrap())
         .status()
         .unwrap();
-    assert!(st.success(), "exec --detach in {id}");
+    assert!(
+        st.success(),
+        "exec --detach in {id}: {}",
+        fs::read_to_string(pidfile.with_extension("err")).unwrap_or_default()
+    );
 }
 
 /// The fds of `pid` once it runs the container's program (`/bin/...`),
@@ -132,7 +136,7 @@ fn wait_running(env: &Env, id: &str) {
 const EXE_SCANNER: &str = r#"
 me=$$
 i=0
-while [ ! -e /tmp/stop ] && [ $i -lt 4000 ]; do
+while [ ! -e /tmp/stop ]; do
   i=$((i+1))
   for d in /proc/[0-9]*; do
     p=${d#/proc/}
