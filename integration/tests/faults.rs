@@ -479,3 +479,51 @@ fn member_create_killed_at_each_step_keeps_the_pods_range() {
     env.ok(&["ranges", "gc", "--grace", "0"]);
     assert_nothing_left(&env, &pod);
 }
+
+/// Half-created states made by hand, as a crash between two syscalls could
+/// leave them: only a state dir, only a staged spec (of a dead create),
+/// only a range. `delete --force` and `ranges gc` clear each.
+#[test]
+fn delete_force_clears_a_lone_state_dir_staged_spec_or_range() {
+    if !can_run("lone leftovers") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("lone", |b| b.scenario(&Scenario::Sleep));
+    // Only a state dir (libcontainer made it, then the process died).
+    let id = env.id("lone-dir");
+    fs::create_dir_all(env.root.join(&id)).unwrap();
+    fs::write(env.root.join(&id).join("junk"), "x").unwrap();
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+    // Only a staged spec of a create whose pid is gone (pid_max + 1 never
+    // exists), naming the id as a standalone pod with a range.
+    let id = env.id("lone-stage");
+    env.allocator().allocate(&id).unwrap();
+    let stage = env.root.join(".staging").join(format!("{id}.4194305"));
+    fs::create_dir_all(&stage).unwrap();
+    fs::copy(&bundle.config_path, stage.join("config.json")).unwrap();
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+    // Only a range: delete --force has nothing to find, gc frees it.
+    let id = env.id("lone-range");
+    env.allocator().allocate(&id).unwrap();
+    env.ok(&["delete", "--force", &id]);
+    assert!(
+        env.allocator().show(&id).unwrap().is_some(),
+        "no record says whose it is"
+    );
+    env.ok(&["ranges", "gc", "--grace", "0"]);
+    assert_nothing_left(&env, &id);
+    // A staged spec whose create still runs (this test's own pid) is not
+    // touched.
+    let id = env.id("live-stage");
+    let live = env
+        .root
+        .join(".staging")
+        .join(format!("{id}.{}", std::process::id()));
+    fs::create_dir_all(&live).unwrap();
+    env.ok(&["delete", "--force", &id]);
+    assert!(live.exists(), "a running create's staged spec was removed");
+    fs::remove_dir_all(&live).unwrap();
+}
