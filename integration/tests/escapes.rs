@@ -282,6 +282,54 @@ fn cwd_through_a_leaked_fd_does_not_reach_the_host() {
     }
 }
 
+/// The exec variant of CVE-2024-21626: `cnfbox exec --cwd /proc/self/fd/N`.
+#[test]
+fn exec_cwd_through_a_leaked_fd_does_not_reach_the_host() {
+    if !can_run("exec leaked fd cwd") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("execcwd", |b| b.scenario(&Scenario::Sleep));
+    let id = env.id("execcwd");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let script = "echo cwd=$(readlink /proc/self/cwd); cd ../../../../../../../..; echo top=$(ls | tr '\\n' ,)";
+    // Control: --cwd itself works.
+    let out = env.ok(&["exec", "--cwd", "/tmp", &id, "/bin/sh", "-c", script]);
+    assert_eq!(kv(&out, "cwd"), "/tmp", "{out}");
+    let (mut refused, mut ran) = (0, 0);
+    for n in 3..=40 {
+        let cwd = format!("/proc/self/fd/{n}");
+        let out = env.run(&["exec", "--cwd", &cwd, &id, "/bin/sh", "-c", script]);
+        if !out.status.success() {
+            if refused == 0 {
+                eprintln!(
+                    "exec --cwd {cwd}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            refused += 1;
+            continue;
+        }
+        ran += 1;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let cwd = kv(&stdout, "cwd");
+        assert!(
+            !cwd.contains("unreachable") && !cwd.starts_with("/proc"),
+            "exec fd {n}: cwd outside the container: {cwd}"
+        );
+        let top = kv(&stdout, "top");
+        assert!(
+            !top.split(',')
+                .any(|e| e == "work" || e == "home" || e == "boot"),
+            "exec fd {n}: climbed to the host root: {top}"
+        );
+    }
+    eprintln!("exec --cwd /proc/self/fd/3..40: {refused} refused, {ran} ran inside");
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}
+
 #[test]
 fn only_stdio_and_preserved_fds_reach_init_and_exec() {
     if !can_run("fd scan") {
