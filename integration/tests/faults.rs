@@ -301,6 +301,7 @@ fn full_disk_under_the_state_root_is_a_clear_error() {
         } else {
             failed += 1;
             let err = common::assert_one_line_error(&out, &[&id]);
+            eprintln!("{pages} pages free: {}", err.trim());
             assert!(
                 err.contains("No space left on device"),
                 "{pages} pages free: the error says why: {err}"
