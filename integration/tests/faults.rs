@@ -343,11 +343,9 @@ fn full_disk_under_the_ledger_keeps_the_previous_ledger() {
     assert_eq!(env.ok(&["ranges", "list", "--format", "json"]), before);
     // Freeing the pod needs a ledger write too: refused, nothing lost.
     let out = env.run(&["delete", "--force", &first]);
-    eprintln!(
-        "delete on a full ledger disk: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = common::assert_one_line_error(&out, &[&first, "No space left on device"]);
+    assert!(err.contains(ledger.to_str().unwrap()), "{err}");
+    assert_eq!(env.ok(&["ranges", "list", "--format", "json"]), before);
     disk.unfill();
     env.ok(&["delete", "--force", &first]);
     env.ok(&["ranges", "gc", "--grace", "0"]);
