@@ -964,3 +964,55 @@ fn only_the_specs_devices_exist_and_mknod_fails() {
     assert_eq!(kv(&out, "mknod_b"), "denied");
     assert_eq!(kv(&out, "mknod_c"), "denied");
 }
+
+// ---------------------------------------------------------------------------
+// The spec on the host.
+
+/// The spec cnfbox keeps for `exec` carries the process environment (where
+/// Kubernetes puts secrets); other host users may not read it, though the
+/// state root is traversable.
+#[test]
+fn the_kept_spec_and_its_secrets_are_private_to_root() {
+    if !can_run("private spec") {
+        return;
+    }
+    let env = Env::new();
+    // Traversable like /run, which holds the default state root.
+    fs::set_permissions(env.tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let bundle = env.bundle("secret", |b| {
+        b.scenario(&Scenario::Sleep).env("DB_PASSWORD", "hunter2")
+    });
+    let id = env.id("secret");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    // exec still reads it (as uid 0 after joining the pod's user namespace).
+    let out = env.ok(&["exec", &id, "/bin/sh", "-c", "echo $DB_PASSWORD"]);
+    assert_eq!(out.trim(), "hunter2");
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("setpriv from util-linux")
+    };
+    let dir = env.root.join(&id);
+    // Control: another user reaches the container's state dir.
+    let ls = as_nobody(&["ls", dir.to_str().unwrap()]);
+    assert!(
+        ls.status.success(),
+        "control: nobody lists {}",
+        dir.display()
+    );
+    let spec = dir.join("bundle/config.json");
+    assert!(spec.exists());
+    let cat = as_nobody(&["cat", spec.to_str().unwrap()]);
+    assert!(
+        !cat.status.success() && !String::from_utf8_lossy(&cat.stdout).contains("hunter2"),
+        "another host user read {}",
+        spec.display()
+    );
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}

@@ -176,18 +176,35 @@ pub fn parse_spec(path: &Path, raw: &[u8]) -> Result<Spec, BundleError> {
 }
 
 /// Writes `spec` as `DIR/config.json`, creating `DIR`.
+///
+/// Private to root (directories 0700, the file 0600): the spec carries the
+/// process environment, where Kubernetes puts secrets, and the state root
+/// is traversable (0711). cnfbox reads it back as uid 0, also from `exec`
+/// after it joined the pod's user namespace (owner permission, no
+/// capability needed).
 pub fn write_staged(dir: &Path, spec: &Spec) -> Result<(), BundleError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = dir.join("config.json");
     let wrap = |source| BundleError::WriteStaged {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(dir).map_err(wrap)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(wrap)?;
     let body = serde_json::to_vec(spec).map_err(|source| BundleError::EncodeStaged {
         path: path.clone(),
         source,
     })?;
-    let mut file = fs::File::create(&path).map_err(wrap)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(wrap)?;
     file.write_all(&body).map_err(wrap)?;
     Ok(())
 }
@@ -233,6 +250,18 @@ mod tests {
             bundle.rootfs,
             dir.path().canonicalize().unwrap().join("rootfs")
         );
+    }
+
+    #[test]
+    fn staged_spec_is_private_to_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join(".staging/x.1");
+        write_staged(&stage, &Spec::default()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&stage), 0o700);
+        assert_eq!(mode(&dir.path().join(".staging")), 0o700);
+        assert_eq!(mode(&stage.join("config.json")), 0o600);
     }
 
     #[test]
