@@ -68,7 +68,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     // container's mask is untouched; runc forwards them the same way.
     let signals = wait::block_forwarded_signals()?;
     if let Err(err) = container.start() {
-        let _ = container.delete(true);
+        let _ = super::delete_container(&mut container, true);
         let _ = profile::teardown(&meta);
         return Err(err).context(format!("start container {}", a.container_id));
     }
@@ -77,8 +77,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     }
     let code = wait::forward_until_exit(pid, &signals)?;
     if !a.keep {
-        container
-            .delete(true)
+        super::delete_container(&mut container, true)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
         profile::teardown(&meta)?;
     }
@@ -173,7 +172,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     }
     let result = built.and_then(|mut c| {
         finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
-            let _ = c.delete(true);
+            let _ = super::delete_container(&mut c, true);
         })?;
         Ok(c)
     });

@@ -65,8 +65,7 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
             c.status().to_string().to_lowercase()
         );
     }
-    c.delete(force)
-        .with_context(|| format!("delete container {id}"))?;
+    super::delete_container(&mut c, force).with_context(|| format!("delete container {id}"))?;
     crate::profile::teardown(&meta).with_context(|| format!("delete container {id}"))?;
     Ok(())
 }

@@ -41,7 +41,7 @@ pub fn half_created(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         // the state dir.
         match Container::load(dir.clone()) {
             Ok(mut c) => {
-                if let Err(err) = c.delete(true) {
+                if let Err(err) = super::delete_container(&mut c, true) {
                     tracing::warn!(%id, %err, "delete half-created container");
                 }
             }
