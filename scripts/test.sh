@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cnfbox test on a fresh Debian machine, as root:
 # installs what the tests need, builds the binaries, runs unit, property and
-# black-box integration tests.
+# black-box integration tests, then each fuzz target for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $EUID -ne 0 ]]; then
@@ -14,3 +14,5 @@ echo "== build"; cargo build --workspace --all-targets --locked
 echo "== clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
+echo "== fuzz (FUZZ_SECONDS=${FUZZ_SECONDS:-30} per target)"
+bash scripts/fuzz.sh

@@ -15,6 +15,7 @@
 pub mod alloc;
 pub mod config;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod ledger;
 pub mod mount;
 pub mod range;

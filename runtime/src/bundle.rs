@@ -37,6 +37,14 @@ pub enum BundleError {
     MissingRootfs { path: PathBuf, rootfs: PathBuf },
     #[error("{path}: root.path {rootfs} is not a directory")]
     RootfsNotDir { path: PathBuf, rootfs: PathBuf },
+    #[error("{path}: root.path {rootfs} is or passes through a symlink (resolves to {resolved}); give the real directory")]
+    RootfsSymlink {
+        path: PathBuf,
+        rootfs: PathBuf,
+        resolved: PathBuf,
+    },
+    #[error("{path}: root.path resolves to the host's / : container root would own the host's files through the id-mapped rootfs")]
+    RootfsIsHostRoot { path: PathBuf },
     #[error("write staged spec {path}")]
     WriteStaged {
         path: PathBuf,
@@ -101,16 +109,52 @@ impl Bundle {
                 path: path.clone(),
                 field: "root",
             })?;
-        let rootfs = dir.join(root.path());
-        let rootfs = fs::canonicalize(&rootfs).map_err(|_| BundleError::MissingRootfs {
+        let given = dir.join(root.path());
+        let rootfs = fs::canonicalize(&given).map_err(|_| BundleError::MissingRootfs {
             path: path.clone(),
-            rootfs: rootfs.clone(),
+            rootfs: given.clone(),
         })?;
+        check_rootfs_path(&path, root.path(), &given, &rootfs)?;
         if !rootfs.is_dir() {
             return Err(BundleError::RootfsNotDir { path, rootfs });
         }
         Ok(Self { dir, spec, rootfs })
     }
+}
+
+/// A hostile bundle may point `root.path` at a symlink (to `/`, `/etc`...)
+/// so that the id-mapped rootfs view, which makes container root the owner
+/// of every file owned by host uid 0 below it, covers host files. Refused:
+/// a rootfs whose last component is a symlink, a relative `root.path`
+/// passing through a symlink inside the bundle, and a rootfs that is `/`.
+fn check_rootfs_path(
+    config: &Path,
+    root_path: &Path,
+    given: &Path,
+    resolved: &Path,
+) -> Result<(), BundleError> {
+    if resolved == Path::new("/") {
+        return Err(BundleError::RootfsIsHostRoot {
+            path: config.to_path_buf(),
+        });
+    }
+    let is_link = |p: &Path| {
+        fs::symlink_metadata(p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+    };
+    // `given` is the (canonical) bundle dir joined with root.path: every
+    // prefix that adds a component of a relative root.path is checked.
+    let depth = root_path.components().count();
+    let inner_link = root_path.is_relative() && given.ancestors().take(depth).any(is_link);
+    if is_link(given) || inner_link {
+        return Err(BundleError::RootfsSymlink {
+            path: config.to_path_buf(),
+            rootfs: root_path.to_path_buf(),
+            resolved: resolved.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Parses a spec, naming the JSON path of the first field that fails.
@@ -132,18 +176,35 @@ pub fn parse_spec(path: &Path, raw: &[u8]) -> Result<Spec, BundleError> {
 }
 
 /// Writes `spec` as `DIR/config.json`, creating `DIR`.
+///
+/// Private to root (directories 0700, the file 0600): the spec carries the
+/// process environment, where Kubernetes puts secrets, and the state root
+/// is traversable (0711). cnfbox reads it back as uid 0, also from `exec`
+/// after it joined the pod's user namespace (owner permission, no
+/// capability needed).
 pub fn write_staged(dir: &Path, spec: &Spec) -> Result<(), BundleError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = dir.join("config.json");
     let wrap = |source| BundleError::WriteStaged {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(dir).map_err(wrap)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(wrap)?;
     let body = serde_json::to_vec(spec).map_err(|source| BundleError::EncodeStaged {
         path: path.clone(),
         source,
     })?;
-    let mut file = fs::File::create(&path).map_err(wrap)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(wrap)?;
     file.write_all(&body).map_err(wrap)?;
     Ok(())
 }
@@ -189,5 +250,45 @@ mod tests {
             bundle.rootfs,
             dir.path().canonicalize().unwrap().join("rootfs")
         );
+    }
+
+    #[test]
+    fn staged_spec_is_private_to_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join(".staging/x.1");
+        write_staged(&stage, &Spec::default()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&stage), 0o700);
+        assert_eq!(mode(&dir.path().join(".staging")), 0o700);
+        assert_eq!(mode(&stage.join("config.json")), 0o600);
+    }
+
+    #[test]
+    fn symlinked_rootfs_and_host_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir_all(real.join("rootfs")).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("slash")).unwrap();
+        for (root, want) in [
+            ("via/rootfs", "symlink"),
+            ("via", "symlink"),
+            ("slash", "host's /"),
+            ("/", "host's /"),
+        ] {
+            let mut spec = Spec::default();
+            spec.root_mut().as_mut().unwrap().set_path(root.into());
+            write_staged(dir.path(), &spec).unwrap();
+            let err = Bundle::load(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(want), "{root}: {err}");
+        }
+        let mut spec = Spec::default();
+        spec.root_mut()
+            .as_mut()
+            .unwrap()
+            .set_path("./real/../real/rootfs/".into());
+        write_staged(dir.path(), &spec).unwrap();
+        Bundle::load(dir.path()).expect("`..` without symlinks is fine");
     }
 }

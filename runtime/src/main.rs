@@ -6,6 +6,7 @@ mod capabilities;
 mod cgroups;
 mod cli;
 mod commands;
+mod failpoint;
 mod hugepages;
 mod hugetlb;
 mod hugetlbfs;

@@ -74,6 +74,11 @@ pub struct ContainerMeta {
     pub network: Option<crate::net::PodNetwork>,
 }
 
+/// Whether the container whose state lives in `container_dir` has a record.
+pub fn exists(container_dir: &Path) -> bool {
+    container_dir.join(META_FILE).is_file()
+}
+
 impl ContainerMeta {
     /// Writes the record atomically (temp file + rename) into `container_dir`.
     pub fn save(&self, container_dir: &Path) -> Result<(), MetaError> {

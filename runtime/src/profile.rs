@@ -124,13 +124,18 @@ fn allocator() -> Result<Allocator, ProfileError> {
 /// into the image.
 pub const MOUNT_BASE: &str = "/run/cnfbox-mnt";
 
-pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
+/// `MOUNT_BASE/<hash of the state root>/<kind>`, without creating it.
+fn mount_path(root: &Path, kind: &str) -> PathBuf {
     use sha2::Digest;
-    use std::os::unix::fs::DirBuilderExt;
     let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
     let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = Path::new(MOUNT_BASE).join(tag).join(kind);
+    Path::new(MOUNT_BASE).join(tag).join(kind)
+}
+
+pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = mount_path(root, kind);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
@@ -231,6 +236,7 @@ pub fn apply(
     if let Some(r) = spec.root_mut() {
         r.set_path(view.clone());
     }
+    crate::failpoint::hit("create:after-mounts");
     Ok(Applied {
         pod: role.pod().to_string(),
         sandbox: matches!(role, Role::Sandbox { .. }),
@@ -367,6 +373,7 @@ fn own_userns(
             })?;
         mapping
     };
+    crate::failpoint::hit("create:after-range");
     linux.set_uid_mappings(Some(vec![to_oci("uidMappings", mapping.uid)?]));
     linux.set_gid_mappings(Some(vec![to_oci("gidMappings", mapping.gid)?]));
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -590,4 +597,31 @@ pub fn detach(view: &Path) -> Result<(), ProfileError> {
     // Only an empty mount point is removed: never the image below it.
     let _ = fs::remove_dir(view);
     Ok(())
+}
+
+/// Detaches whatever views and pins container `id` of state root `root`
+/// may have, found by their paths rather than by its record: what
+/// `delete --force` does for a container whose `create` died before it
+/// wrote that record.
+pub fn teardown_by_id(root: &Path, id: &str) {
+    let volumes = mount_path(root, "volumes").join(id);
+    if let Ok(entries) = fs::read_dir(&volumes) {
+        let views: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        crate::volumes::detach_all(&views);
+    }
+    let _ = fs::remove_dir(&volumes);
+    let view = mount_path(root, "rootfs").join(id);
+    if let Err(err) = detach(&view) {
+        tracing::warn!(%err, %id, "detach rootfs view of a half-created container");
+    }
+    let pin = mount_path(root, "ns").join(format!("{id}-net"));
+    if pin.exists() {
+        unpin(&pin);
+    }
+    let hugetlbfs = mount_path(root, "hugepages").join(id);
+    if let Ok(entries) = fs::read_dir(&hugetlbfs) {
+        let mounts: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        crate::hugetlbfs::detach_all(&mounts);
+    }
+    let _ = fs::remove_dir(&hugetlbfs);
 }

@@ -14,12 +14,13 @@ use super::{check_console, check_id, console_socket_path, container_dir, wait, C
 use crate::bundle::{self, Bundle};
 use crate::capabilities;
 use crate::cgroups;
+use crate::failpoint;
 use crate::hugepages;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
 use crate::profile;
 
 /// Directory under the state root where specs are staged during `create`.
-const STAGING: &str = ".staging";
+pub const STAGING: &str = ".staging";
 
 /// Everything `create` and `run` share.
 pub struct CreateOpts<'a> {
@@ -69,7 +70,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     let signals = wait::block_forwarded_signals()?;
     if let Err(err) = container.start() {
         let _ = give_back(&meta, true);
-        let _ = container.delete(true);
+        let _ = super::delete_container(&mut container, true);
         let _ = profile::teardown(&meta);
         return Err(err).context(format!("start container {}", a.container_id));
     }
@@ -79,8 +80,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     let code = wait::forward_until_exit(pid, &signals)?;
     if !a.keep {
         give_back(&meta, false)?;
-        container
-            .delete(true)
+        super::delete_container(&mut container, true)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
         profile::teardown(&meta)?;
     }
@@ -142,6 +142,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     let interfaces = crate::net::plan(o.id, &spec, &idmap::EtcRoot::default().config_path())
         .with_context(|| format!("create container {}", o.id))?;
     crate::net::strip(&mut spec);
+    failpoint::hit("create:before-range");
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
     let hugepages = if hugepage_plan.is_empty() {
@@ -160,7 +161,10 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
                 .map_err(anyhow::Error::from)
             });
         match made {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                failpoint::hit("create:after-hugepages");
+                Some(r)
+            }
             Err(err) => {
                 profile::undo(&applied);
                 return Err(err).with_context(|| format!("create container {}", o.id));
@@ -186,9 +190,12 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .join(STAGING)
         .join(format!("{}.{}", o.id, std::process::id()));
     if let Err(err) = bundle::write_staged(&stage, &spec) {
+        // A full disk fails the write after the directory was made.
+        let _ = fs::remove_dir_all(&stage);
         undo();
         return Err(err.into());
     }
+    failpoint::hit("create:after-stage");
 
     let mut meta = ContainerMeta {
         bundle: bundle.dir.clone(),
@@ -208,25 +215,28 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     if let Some(pin) = &applied.pinned {
         profile::unpin(pin);
     }
+    if built.is_ok() {
+        failpoint::hit("create:after-init");
+    }
     let result = built.and_then(|mut c| {
         if let Err(err) = join_hugetlb(&c, &meta)
             .and_then(|()| adopt_netns(&c, applied.adopted_netns.as_deref(), o.id))
         {
-            let _ = c.delete(true);
+            let _ = super::delete_container(&mut c, true);
             return Err(err);
         }
         if !interfaces.is_empty() {
             match attach_interfaces(ctx, o.id, &c, &dir, &meta, &interfaces) {
                 Ok(net) => meta.network = Some(net),
                 Err(err) => {
-                    let _ = c.delete(true);
+                    let _ = super::delete_container(&mut c, true);
                     return Err(err);
                 }
             }
         }
         finish(&mut c, &dir, &stage, &meta).inspect_err(|_| {
             let _ = give_back(&meta, true);
-            let _ = c.delete(true);
+            let _ = super::delete_container(&mut c, true);
         })?;
         Ok(c)
     });
@@ -238,6 +248,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
             cleanup_failed(&dir, &meta, o.id);
         }
         undo();
+    }
+    if result.is_ok() {
+        failpoint::hit("create:after-state");
     }
     result.map(|c| (c, meta))
 }

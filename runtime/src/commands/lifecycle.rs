@@ -46,9 +46,12 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
 
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
     check_id(id)?;
-    if force && !container_dir(ctx, id).join("state.json").exists() {
-        // runc: `delete --force` of a container that is gone succeeds.
-        return Ok(());
+    let dir = container_dir(ctx, id);
+    if force && !(dir.join("state.json").is_file() && crate::meta::exists(&dir)) {
+        // runc: `delete --force` of a container that is gone succeeds; one
+        // whose create was killed before cnfbox recorded it is cleaned up
+        // from what that create left.
+        return super::recover::half_created(ctx, id);
     }
     let (mut c, meta) = load(ctx, id)?;
     if !force
@@ -64,8 +67,7 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
     }
     // Interfaces go back while the pod's namespaces still stand.
     super::create::give_back(&meta, force).with_context(|| format!("delete container {id}"))?;
-    c.delete(force)
-        .with_context(|| format!("delete container {id}"))?;
+    super::delete_container(&mut c, force).with_context(|| format!("delete container {id}"))?;
     crate::profile::teardown(&meta).with_context(|| format!("delete container {id}"))?;
     Ok(())
 }

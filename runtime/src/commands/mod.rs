@@ -7,6 +7,7 @@ pub mod inspect;
 mod lifecycle;
 mod process;
 pub mod ranges;
+mod recover;
 mod resources;
 mod wait;
 
@@ -120,6 +121,34 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
         .with_context(|| format!("load container {id} from {}", dir.display()))?;
     let meta = ContainerMeta::load(&dir)?;
     Ok((container, meta))
+}
+
+/// `Container::delete`, patient with a cgroup that is slow to empty.
+///
+/// libcontainer SIGKILLs the container's processes and then gives their
+/// cgroup about 100 ms to empty (libcgroups `delete_with_retry`: 4 tries).
+/// On a loaded host the killed processes of a pod (pid namespace, mounts,
+/// id-mapped views to tear down) take longer to exit, and `delete --force`
+/// failed with "could not delete" and left the container half-deleted. Each
+/// retry kills whatever is still in the cgroup again; any other error is
+/// returned at once.
+pub fn delete_container(
+    c: &mut Container,
+    force: bool,
+) -> Result<(), libcontainer::error::LibcontainerError> {
+    use libcontainer::error::LibcontainerError;
+    const RETRIES: u32 = 100;
+    let mut tries = 0;
+    loop {
+        match c.delete(force) {
+            Err(LibcontainerError::CgroupManager(err)) if tries < RETRIES => {
+                tries += 1;
+                tracing::debug!(id = %c.id(), %err, tries, "cgroup not empty yet: retry delete");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A cgroup manager for an existing container.

@@ -116,7 +116,18 @@ impl TtyProcess {
         let path = container_dir(ctx, &a.container_id)
             .join(format!("exec-tty-{}.json", std::process::id()));
         let body = serde_json::to_vec(&process).context("serialize the exec process")?;
-        std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
+        // 0600 like the kept spec: the process carries the environment.
+        let write = || {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?
+                .write_all(&body)
+        };
+        write().with_context(|| format!("write {}", path.display()))?;
         Ok(Self { path })
     }
 }
