@@ -21,22 +21,18 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
-};
 use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_packet_route::AddressFamily;
+
+use crate::net::netlink::{exists_ok, Netlink};
 
 /// Directories whose namespace files CRI runtimes create for pods.
 pub const NETNS_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
@@ -50,13 +46,7 @@ pub enum AdoptError {
         #[source]
         source: std::io::Error,
     },
-    #[error("setns(CLONE_NEWNET) into {path} for a netlink socket")]
-    Setns {
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("netlink socket in {path}")]
+    #[error("rtnetlink socket in network namespace {path}")]
     Socket {
         path: PathBuf,
         #[source]
@@ -68,12 +58,6 @@ pub enum AdoptError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("netlink {op} in {path}: undecodable reply: {message}")]
-    Decode {
-        op: String,
-        path: PathBuf,
-        message: String,
     },
     #[error("link {name} vanished from {path} after the move")]
     Vanished { name: String, path: PathBuf },
@@ -87,151 +71,26 @@ pub fn adoptable(path: &Path) -> bool {
         .any(|d| path.parent() == Some(Path::new(d)) && path.file_name().is_some())
 }
 
-/// A rtnetlink socket living in one network namespace.
-struct Rtnl {
-    sock: Socket,
-    seq: u32,
-    path: PathBuf,
+/// The namespace file at `path`, and an rtnetlink socket in it.
+fn open(path: &Path) -> Result<(File, Netlink), AdoptError> {
+    let ns = File::open(path).map_err(|source| AdoptError::OpenNs {
+        path: path.to_owned(),
+        source,
+    })?;
+    let nl = Netlink::in_netns(ns.as_fd()).map_err(|source| AdoptError::Socket {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((ns, nl))
 }
 
-impl Rtnl {
-    /// A socket in the namespace of the file at `path` (a socket stays in
-    /// the namespace it was created in; the thread that entered it ends).
-    fn open(path: &Path) -> Result<Self, AdoptError> {
-        let ns = File::open(path).map_err(|source| AdoptError::OpenNs {
-            path: path.to_owned(),
-            source,
-        })?;
-        let p = path.to_owned();
-        let made = std::thread::spawn(move || -> Result<Socket, AdoptError> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
-                AdoptError::Setns {
-                    path: p.clone(),
-                    source,
-                }
-            })?;
-            let mut sock = Socket::new(NETLINK_ROUTE).map_err(|source| AdoptError::Socket {
-                path: p.clone(),
-                source,
-            })?;
-            sock.bind_auto()
-                .map_err(|source| AdoptError::Socket { path: p, source })?;
-            Ok(sock)
-        })
-        .join()
-        .map_err(|_| AdoptError::Socket {
-            path: path.to_owned(),
-            source: std::io::Error::other("the namespace thread panicked"),
-        })??;
-        Ok(Self {
-            sock: made,
-            seq: 0,
-            path: path.to_owned(),
-        })
+/// Maps a netlink failure of step `op` in the namespace at `path`.
+fn step<'a>(op: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AdoptError + 'a {
+    move |source| AdoptError::Netlink {
+        op: op.to_owned(),
+        path: path.to_owned(),
+        source,
     }
-
-    /// Sends `msg` and collects the replies until DONE (dumps) or the ACK.
-    fn request(
-        &mut self,
-        op: &str,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>, AdoptError> {
-        self.seq += 1;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut nlm = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-        nlm.finalize();
-        let mut buf = vec![0u8; nlm.buffer_len()];
-        nlm.serialize(&mut buf);
-        let net_err = |source| AdoptError::Netlink {
-            op: op.to_owned(),
-            path: self.path.clone(),
-            source,
-        };
-        self.sock
-            .send_to(&buf, &SocketAddr::new(0, 0), 0)
-            .map_err(net_err)?;
-        let mut out = Vec::new();
-        loop {
-            let (data, _) = self.sock.recv_from_full().map_err(net_err)?;
-            let mut off = 0;
-            while off < data.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
-                    .map_err(|e| AdoptError::Decode {
-                        op: op.to_owned(),
-                        path: self.path.clone(),
-                        message: e.to_string(),
-                    })?;
-                let len = reply.header.length as usize;
-                if reply.header.sequence_number != self.seq {
-                    off += len.max(1);
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(e) if e.code.is_none() => return Ok(out),
-                    NetlinkPayload::Error(e) => return Err(net_err(e.to_io())),
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    _ => {}
-                }
-                if len == 0 {
-                    break;
-                }
-                off += len;
-            }
-            if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
-                return Ok(out);
-            }
-        }
-    }
-
-    /// Like `request` with NLM_F_ACK, but an EEXIST answer is success.
-    fn change(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<(), AdoptError> {
-        match self.request(op, msg, flags | NLM_F_ACK) {
-            Err(AdoptError::Netlink { source, .. })
-                if source.raw_os_error() == Some(libc::EEXIST) =>
-            {
-                Ok(())
-            }
-            other => other.map(drop),
-        }
-    }
-
-    fn links(&mut self) -> Result<Vec<LinkMessage>, AdoptError> {
-        let msgs = self.request(
-            "dump links",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l),
-                _ => None,
-            })
-            .collect())
-    }
-
-    fn set_up(&mut self, index: u32, name: &str) -> Result<(), AdoptError> {
-        let mut l = LinkMessage::default();
-        l.header.index = index;
-        l.header.flags = LinkFlags::Up;
-        l.header.change_mask = LinkFlags::Up;
-        self.change(
-            &format!("set {name} up"),
-            RouteNetlinkMessage::SetLink(l),
-            0,
-        )
-    }
-}
-
-fn name_of(l: &LinkMessage) -> Option<String> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    })
 }
 
 /// What was configured on the moved links.
@@ -247,30 +106,20 @@ pub struct Moved {
 /// one at `to`, with their addresses and main-table routes, and brings
 /// them (and `to`'s loopback) up.
 pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
-    let mut src = Rtnl::open(from)?;
-    let mut dst = Rtnl::open(to)?;
-    let target = File::open(to).map_err(|source| AdoptError::OpenNs {
-        path: to.to_owned(),
-        source,
-    })?;
+    let (_, mut src) = open(from)?;
+    let (target, mut dst) = open(to)?;
 
     let links: HashMap<u32, String> = src
-        .links()?
-        .iter()
-        .filter(|l| !l.header.flags.contains(LinkFlags::Loopback))
-        .filter_map(|l| Some((l.header.index, name_of(l)?)))
+        .links()
+        .map_err(step("dump links", from))?
+        .into_iter()
+        .filter(|l| !l.loopback)
+        .map(|l| (l.index, l.name))
         .collect();
     let addrs: Vec<AddressMessage> = src
-        .request(
-            "dump addresses",
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?
+        .address_messages()
+        .map_err(step("dump addresses", from))?
         .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) => Some(a),
-            _ => None,
-        })
         .filter(|a| links.contains_key(&a.header.index))
         // IPv6 link-local addresses come back by themselves.
         .filter(|a| {
@@ -279,13 +128,7 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
         .collect();
     let mut routes: Vec<RouteMessage> = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut q = RouteMessage::default();
-        q.header.address_family = family;
-        let got = src.request("dump routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
-        routes.extend(got.into_iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) => Some(r),
-            _ => None,
-        }));
+        routes.extend(src.routes(family).map_err(step("dump routes", from))?);
     }
     let oif = |r: &RouteMessage| {
         r.attributes.iter().find_map(|a| match a {
@@ -304,18 +147,17 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
     let mut order: Vec<(&u32, &String)> = links.iter().collect();
     order.sort();
     for (index, name) in &order {
-        let mut l = LinkMessage::default();
-        l.header.index = **index;
-        l.attributes
-            .push(LinkAttribute::NetNsFd(target.as_raw_fd()));
-        src.change(&format!("move {name}"), RouteNetlinkMessage::SetLink(l), 0)?;
+        // Same name on the other side: the CNI result names it.
+        exists_ok(src.move_to(**index, target.as_fd(), name))
+            .map_err(step(&format!("move {name}"), from))?;
         moved.links.push((*name).clone());
     }
 
     let now: HashMap<String, u32> = dst
-        .links()?
-        .iter()
-        .filter_map(|l| Some((name_of(l)?, l.header.index)))
+        .links()
+        .map_err(step("dump links", to))?
+        .into_iter()
+        .map(|l| (l.name, l.index))
         .collect();
     let new_index = |old: u32| -> Result<u32, AdoptError> {
         let name = &links[&old];
@@ -325,10 +167,11 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
         })
     };
     if let Some(lo) = now.get("lo") {
-        dst.set_up(*lo, "lo")?;
+        exists_ok(dst.set_up(*lo, true)).map_err(step("set lo up", to))?;
     }
     for (index, name) in &order {
-        dst.set_up(new_index(**index)?, name)?;
+        exists_ok(dst.set_up(new_index(**index)?, true))
+            .map_err(step(&format!("set {name} up"), to))?;
     }
     for a in addrs {
         let mut add = AddressMessage::default();
@@ -351,11 +194,7 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
             })
             .cloned()
             .collect();
-        dst.change(
-            "add address",
-            RouteNetlinkMessage::NewAddress(add),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )?;
+        exists_ok(dst.add_address_message(add)).map_err(step("add address", to))?;
         moved.addresses += 1;
     }
     // Routes without a gateway first: gateways must be reachable.
@@ -382,11 +221,7 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
                 _ => {}
             }
         }
-        dst.change(
-            "add route",
-            RouteNetlinkMessage::NewRoute(add),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )?;
+        exists_ok(dst.add_route(add)).map_err(step("add route", to))?;
         moved.routes += 1;
     }
     tracing::info!(

@@ -1,6 +1,7 @@
 //! A small synchronous rtnetlink client (rtnetlink(7)) on the
-//! `netlink-packet-route` message types: just the link and address
-//! operations pod attachments need.
+//! `netlink-packet-route` message types: the link, address and route
+//! operations pod attachments (`net::attach`) and CNI namespace adoption
+//! (`adopt`) need.
 //!
 //! A netlink socket acts on the network namespace it was created in, so a
 //! client for another namespace is made by a short-lived thread that
@@ -21,6 +22,7 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVlan, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
     MacVlanMode,
 };
+use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,7 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub up: bool,
+    pub loopback: bool,
 }
 
 /// An interface address (`ip addr`): what a moved device keeps.
@@ -146,6 +149,21 @@ impl Netlink {
         }
     }
 
+    /// Every link in the namespace.
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let replies = self.exchange(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_of(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Brings link `index` up or down.
     pub fn set_up(&mut self, index: u32, up: bool) -> io::Result<()> {
         let mut msg = LinkMessage::default();
@@ -212,15 +230,8 @@ impl Netlink {
     /// configured, as runc keeps them when it moves a device (dynamic and
     /// link-local ones belong to the namespace the device leaves).
     pub fn addresses(&mut self, index: u32) -> io::Result<Vec<Addr>> {
-        let replies = self.exchange(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
         let mut out = Vec::new();
-        for m in replies {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                continue;
-            };
+        for a in self.address_messages()? {
             if a.header.index != index || a.header.scope != AddressScope::Universe {
                 continue;
             }
@@ -268,11 +279,63 @@ impl Netlink {
         };
         msg.attributes.push(AddressAttribute::Local(addr.ip));
         msg.attributes.push(AddressAttribute::Address(addr.ip));
+        self.add_address_message(msg)
+    }
+
+    /// Every address in the namespace, as the kernel dumps them.
+    pub fn address_messages(&mut self) -> io::Result<Vec<AddressMessage>> {
+        let replies = self.exchange(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds the address `msg` describes (EEXIST when it is already there).
+    pub fn add_address_message(&mut self, msg: AddressMessage) -> io::Result<()> {
         self.exchange(
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )?;
         Ok(())
+    }
+
+    /// Every route of address family `family`, in all tables.
+    pub fn routes(&mut self, family: AddressFamily) -> io::Result<Vec<RouteMessage>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = family;
+        let replies = self.exchange(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds the route `msg` describes (EEXIST when it is already there).
+    pub fn add_route(&mut self, msg: RouteMessage) -> io::Result<()> {
+        self.exchange(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+}
+
+/// `result`, with the kernel's EEXIST ("already there") counted as success:
+/// for changes whose goal state may already hold.
+pub fn exists_ok(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
     }
 }
 
@@ -281,6 +344,7 @@ fn link_of(l: &LinkMessage) -> Link {
         index: l.header.index,
         name: String::new(),
         up: l.header.flags.contains(LinkFlags::Up),
+        loopback: l.header.flags.contains(LinkFlags::Loopback),
     };
     for at in &l.attributes {
         if let LinkAttribute::IfName(n) = at {
