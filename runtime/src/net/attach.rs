@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use netlink_packet_route::link::MacVlanMode;
 
-use super::netlink::{Child, Netlink};
+use super::netlink::{Child, Link, Netlink};
 use super::request::{Kind, MacvlanMode, Request};
 use super::{Attachment, NetError, NsId, PodNetwork};
 use crate::meta::ContainerMeta;
@@ -96,6 +96,16 @@ pub fn unpin_all(net: &PodNetwork) {
     crate::profile::unpin(&net.host_pin);
 }
 
+/// The host-side link `device` that `origin` asks for; it must exist.
+fn host_device(host: &mut Netlink, origin: &str, device: &str) -> Result<Link, NetError> {
+    host.link(device)
+        .map_err(netlink_err(origin, "look up host device", device))?
+        .ok_or_else(|| NetError::NoDevice {
+            origin: origin.to_string(),
+            device: device.to_string(),
+        })
+}
+
 fn netlink_err(
     origin: &str,
     step: &'static str,
@@ -154,13 +164,7 @@ pub fn attach(
                 .into());
             }
         }
-        let link = host
-            .link(dev)
-            .map_err(netlink_err(&r.origin, "look up host device", dev))?
-            .ok_or_else(|| NetError::NoDevice {
-                origin: r.origin.clone(),
-                device: dev.to_string(),
-            })?;
+        let link = host_device(&mut host, &r.origin, dev)?;
         if pod
             .link(&r.name)
             .map_err(netlink_err(&r.origin, "look up pod interface", &r.name))?
@@ -255,13 +259,7 @@ fn apply_one(
 ) -> Result<(), NetError> {
     let r = &a.request;
     let dev = r.kind.host_device();
-    let link = host
-        .link(dev)
-        .map_err(netlink_err(&r.origin, "look up host device", dev))?
-        .ok_or_else(|| NetError::NoDevice {
-            origin: r.origin.clone(),
-            device: dev.to_string(),
-        })?;
+    let link = host_device(host, &r.origin, dev)?;
     match &r.kind {
         Kind::Move { .. } => {
             host.move_to(link.index, pod_ns.as_fd(), &r.name)
@@ -373,13 +371,7 @@ fn give_back(
                             "return to the host under its name",
                             name,
                         ))?;
-                    let back = host
-                        .link(name)
-                        .map_err(netlink_err(&r.origin, "look up host device", name))?
-                        .ok_or_else(|| NetError::NoDevice {
-                            origin: r.origin.clone(),
-                            device: name.clone(),
-                        })?;
+                    let back = host_device(host, &r.origin, name)?;
                     restore(host, back.index, a, name)
                 }
                 Kind::Macvlan { .. } | Kind::Vlan { .. } => pod
