@@ -16,7 +16,7 @@ use test_bundles::{BundleBuilder, Scenario};
 
 mod common;
 
-use common::{cnfbox_bin, summarize};
+use common::{alternate, cnfbox_built, ms_since, report, rounds_arg, summarize, Rounds};
 
 /// The bench's network namespace, deleted on drop.
 struct Netns(String);
@@ -39,27 +39,12 @@ fn sh(script: &str) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let rounds = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(30);
-    match run(rounds) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    report(run(rounds_arg(&args, 30)))
 }
 
 fn run(rounds: usize) -> Result<(), String> {
-    let cnfbox = cnfbox_bin();
-    if !cnfbox.exists() {
-        return Err(format!(
-            "{} missing: cargo build --release -p cnfbox",
-            cnfbox.display()
-        ));
-    }
+    let cnfbox = cnfbox_built()?;
     let pid = std::process::id();
     let ns = Netns(format!("cnfbox-bench-{pid}"));
     sh(&format!("ip netns add {}", ns.0))?;
@@ -109,77 +94,73 @@ fn run(rounds: usize) -> Result<(), String> {
         }
         bundles.push(b.build().map_err(|e| e.to_string())?);
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut deletes: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let warmup = 3;
+    let plan = Rounds {
+        rounds,
+        warmup: 3,
+        progress_every: 5,
+    };
+    let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
     eprintln!(
-        "{rounds} pods per variant (+{warmup} warm-up), variants: {}",
-        variants.iter().map(|v| v.0).collect::<Vec<_>>().join(", ")
+        "{rounds} pods per variant (+{} warm-up), variants: {}",
+        plan.warmup,
+        names.join(", ")
     );
-    for round in 0..rounds + warmup {
-        for k in 0..variants.len() {
-            let i = (round + k) % variants.len();
-            let root = tmp.path().join(format!("root-{i}"));
-            let id = format!("bench-{round}");
-            // stderr goes to a file: a created init inherits it and would
-            // hold a pipe open until it exits.
-            let err_path = tmp.path().join("cnfbox.err");
-            let cnf = |args: &[&str]| -> Result<(), String> {
-                let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
-                let st = Command::new(&cnfbox)
-                    .env("CNFBOX_CONFIG", &config)
-                    .arg("--root")
-                    .arg(&root)
-                    .args(args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(err)
-                    .status()
-                    .map_err(|e| format!("{}: {e}", variants[i].0))?;
-                if !st.success() {
-                    return Err(format!(
-                        "{} {args:?} failed in round {round}: {}",
-                        variants[i].0,
-                        std::fs::read_to_string(&err_path).unwrap_or_default()
-                    ));
-                }
-                Ok(())
-            };
-            let bundle = bundles[i].dir.to_string_lossy().into_owned();
-            // Start latency: create (with the attachments) + start.
-            let t = Instant::now();
-            cnf(&["create", "--bundle", &bundle, &id])?;
-            cnf(&["start", &id])?;
-            let start_ms = t.elapsed().as_secs_f64() * 1e3;
-            // /bin/true exits at once; wait for it, then time the delete
-            // (which gives the interfaces back).
-            let state = root.join(&id).join("state.json");
-            for _ in 0..1000 {
-                let raw = std::fs::read_to_string(&state).unwrap_or_default();
-                let pid: Option<i32> = serde_json::from_str::<serde_json::Value>(&raw)
-                    .ok()
-                    .and_then(|v| v["pid"].as_i64())
-                    .map(|p| p as i32);
-                if pid.is_none_or(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
+    // Per variant: (start, delete) in ms for each measured round.
+    let timings = alternate(&plan, &names, |i, round| {
+        let root = tmp.path().join(format!("root-{i}"));
+        let id = format!("bench-{round}");
+        // stderr goes to a file: a created init inherits it and would
+        // hold a pipe open until it exits.
+        let err_path = tmp.path().join("cnfbox.err");
+        let cnf = |args: &[&str]| -> Result<(), String> {
+            let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
+            let st = Command::new(&cnfbox)
+                .env("CNFBOX_CONFIG", &config)
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(err)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !st.success() {
+                return Err(format!(
+                    "{args:?} failed: {}",
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                ));
             }
-            let t = Instant::now();
-            cnf(&["delete", "--force", &id])?;
-            let delete_ms = t.elapsed().as_secs_f64() * 1e3;
-            if round >= warmup {
-                samples[i].push(start_ms);
-                deletes[i].push(delete_ms);
+            Ok(())
+        };
+        let bundle = bundles[i].dir.to_string_lossy().into_owned();
+        // Start latency: create (with the attachments) + start.
+        let t = Instant::now();
+        cnf(&["create", "--bundle", &bundle, &id])?;
+        cnf(&["start", &id])?;
+        let start_ms = ms_since(t);
+        // /bin/true exits at once; wait for it, then time the delete
+        // (which gives the interfaces back).
+        let state = root.join(&id).join("state.json");
+        for _ in 0..1000 {
+            let raw = std::fs::read_to_string(&state).unwrap_or_default();
+            let pid: Option<i32> = serde_json::from_str::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v["pid"].as_i64())
+                .map(|p| p as i32);
+            if pid.is_none_or(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        if round >= warmup && (round - warmup + 1) % 5 == 0 {
-            eprintln!("  {}/{rounds} rounds", round - warmup + 1);
-        }
-    }
+        let t = Instant::now();
+        cnf(&["delete", "--force", &id])?;
+        Ok((start_ms, ms_since(t)))
+    })?;
     // Every device is back on the bench's host side after each round.
     sh(&format!("ip link show {vf} >/dev/null"))?;
-    let stats: Vec<(f64, f64)> = samples.iter_mut().map(|s| summarize(s)).collect();
+    let (mut starts, mut deletes): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+        timings.into_iter().map(|t| t.into_iter().unzip()).unzip();
+    let stats: Vec<(f64, f64)> = starts.iter_mut().map(|s| summarize(s)).collect();
     let del: Vec<(f64, f64)> = deletes.iter_mut().map(|s| summarize(s)).collect();
     let base = stats[0].0;
     println!("| pod interfaces | start median (ms) | start p90 (ms) | added per interface (ms) | start / none | delete median (ms) |");

@@ -9,27 +9,20 @@
 //!
 //! `cargo bench -p integration --bench numa_start [-- ROUNDS]`
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use test_bundles::{BundleBuilder, Scenario};
 
 mod common;
 
-use common::{cnfbox_bin, summarize};
+use common::{
+    alternate, cnfbox_built, ms_since, report, rounds_arg, run_container, summarize, Rounds,
+};
 
 fn main() -> ExitCode {
-    let rounds = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(50);
-    match run(rounds) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    report(run(rounds_arg(&args, 50)))
 }
 
 fn run(rounds: usize) -> Result<(), String> {
@@ -68,49 +61,28 @@ fn run(rounds: usize) -> Result<(), String> {
         })
         .build()
         .map_err(|e| e.to_string())?;
-    let cnfbox = cnfbox_bin();
-    if !cnfbox.exists() {
-        return Err(format!(
-            "{} missing: cargo build --release -p cnfbox",
-            cnfbox.display()
-        ));
-    }
+    let cnfbox = cnfbox_built()?;
     let variants = [
         ("plain (pod profile)", plain.dir),
         ("NUMA-pinned + 2 MiB hugepage limit + hugetlbfs", pinned.dir),
     ];
-    let warmup = 5;
-    eprintln!("{rounds} rounds (+{warmup} warm-up), CPU {cpu} on node 0");
-    let mut samples = vec![Vec::new(); variants.len()];
-    for round in 0..rounds + warmup {
-        for k in 0..variants.len() {
-            let i = (round + k) % variants.len();
-            let (name, dir) = &variants[i];
-            let id = format!("numa-bench-{}-{i}-{round}", std::process::id());
-            let t = Instant::now();
-            let st = Command::new(&cnfbox)
-                .arg("--root")
-                .arg(tmp.path().join("root"))
-                .args(["run", "--bundle"])
-                .arg(dir)
-                .arg(&id)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map_err(|e| format!("{name}: {e}"))?;
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            if !st.success() {
-                return Err(format!("{name} run failed in round {round}: {st}"));
-            }
-            if round >= warmup {
-                samples[i].push(ms);
-            }
-        }
-        if round >= warmup && (round - warmup + 1) % 10 == 0 {
-            eprintln!("  {}/{} rounds", round - warmup + 1, rounds);
-        }
-    }
+    let plan = Rounds {
+        rounds,
+        warmup: 5,
+        progress_every: 10,
+    };
+    eprintln!(
+        "{rounds} rounds (+{} warm-up), CPU {cpu} on node 0",
+        plan.warmup
+    );
+    let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
+    let root = tmp.path().join("root");
+    let mut samples = alternate(&plan, &names, |i, round| {
+        let id = format!("numa-bench-{}-{i}-{round}", std::process::id());
+        let t = Instant::now();
+        run_container(&cnfbox, &root, &variants[i].1, &id)?;
+        Ok(ms_since(t))
+    })?;
     let stats: Vec<(f64, f64)> = samples.iter_mut().map(|s| summarize(s)).collect();
     println!("| container | median (ms) | p90 (ms) | extra vs plain (ms) |");
     println!("|---|---:|---:|---:|");

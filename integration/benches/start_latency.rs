@@ -10,18 +10,20 @@
 //! `cargo bench -p integration --bench start_latency [-- ROUNDS]`
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use test_bundles::{BundleBuilder, Scenario};
 
 mod common;
 
-use common::{cnfbox_bin, summarize, which};
+use common::{
+    alternate, cnfbox_built, ms_since, rounds_arg, run_container, summarize, which, Rounds,
+};
 
 fn main() -> ExitCode {
     common::in_private_mount_ns(|args| {
-        let rounds = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100);
+        let rounds = rounds_arg(args, 100);
         run(rounds)
     })
 }
@@ -49,13 +51,7 @@ fn run(rounds: usize) -> Result<(), String> {
         .annotation("cnfbox.io/userns", "host")
         .build()
         .map_err(|e| e.to_string())?;
-    let cnfbox = cnfbox_bin();
-    if !cnfbox.exists() {
-        return Err(format!(
-            "{} missing: cargo build --release -p cnfbox",
-            cnfbox.display()
-        ));
-    }
+    let cnfbox = cnfbox_built()?;
     let mut runtimes: Vec<(String, PathBuf, PathBuf)> = vec![
         (
             "cnfbox (pod userns + idmapped rootfs)".into(),
@@ -74,48 +70,25 @@ fn run(rounds: usize) -> Result<(), String> {
             None => eprintln!("note: {name} not installed; skipped (apt-get install {name})"),
         }
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
-    let warmup = 5;
-    eprintln!(
-        "{} rounds (+{warmup} warm-up) of: {}",
+    let plan = Rounds {
         rounds,
-        runtimes
-            .iter()
-            .map(|r| r.0.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        warmup: 5,
+        progress_every: 10,
+    };
+    let names: Vec<&str> = runtimes.iter().map(|r| r.0.as_str()).collect();
+    eprintln!(
+        "{} rounds (+{} warm-up) of: {}",
+        rounds,
+        plan.warmup,
+        names.join(", ")
     );
-    for round in 0..rounds + warmup {
-        for k in 0..runtimes.len() {
-            // Rotate the order each round.
-            let i = (round + k) % runtimes.len();
-            let (name, bin, bundle_dir) = &runtimes[i];
-            let root = tmp.path().join(format!("root-{i}"));
-            let id = format!("bench-{round}");
-            let t = Instant::now();
-            let st = Command::new(bin)
-                .arg("--root")
-                .arg(&root)
-                .args(["run", "--bundle"])
-                .arg(bundle_dir)
-                .arg(&id)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map_err(|e| format!("{name}: {e}"))?;
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            if !st.success() {
-                return Err(format!("{name} run failed in round {round}: {st}"));
-            }
-            if round >= warmup {
-                samples[i].push(ms);
-            }
-        }
-        if round >= warmup && (round - warmup + 1) % 10 == 0 {
-            eprintln!("  {}/{} rounds", round - warmup + 1, rounds);
-        }
-    }
+    let mut samples = alternate(&plan, &names, |i, round| {
+        let (_, bin, bundle_dir) = &runtimes[i];
+        let root = tmp.path().join(format!("root-{i}"));
+        let t = Instant::now();
+        run_container(bin, &root, bundle_dir, &format!("bench-{round}"))?;
+        Ok(ms_since(t))
+    })?;
     let stats: Vec<(f64, f64)> = samples.iter_mut().map(|s| summarize(s)).collect();
     let runc_median = runtimes
         .iter()

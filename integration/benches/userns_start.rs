@@ -20,10 +20,12 @@ mod common;
 
 use std::os::unix::fs::lchown;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use common::{cnfbox_bin, summarize, which};
+use common::{
+    alternate, cnfbox_built, ms_since, rounds_arg, run_container, summarize, which, Rounds,
+};
 use serde_json::json;
 use test_bundles::{Bundle, BundleBuilder, Scenario};
 
@@ -32,7 +34,7 @@ const RANGES: [u32; 2] = [3_800_000_000, 3_800_065_536];
 
 fn main() -> ExitCode {
     common::in_private_mount_ns(|args| {
-        let rounds = args.iter().find_map(|a| a.parse().ok()).unwrap_or(15);
+        let rounds = rounds_arg(args, 15);
         let cnfbox_only = args.iter().any(|a| a == "cnfbox-only");
         run(rounds, cnfbox_only)
     })
@@ -88,7 +90,6 @@ struct Variant {
     bundles: [PathBuf; 2],
     /// Rootfs to chown to the round's range first (runc, crun).
     chown: Option<PathBuf>,
-    samples: Vec<f64>,
 }
 
 fn run(rounds: usize, cnfbox_only: bool) -> Result<(), String> {
@@ -108,13 +109,7 @@ fn run(rounds: usize, cnfbox_only: bool) -> Result<(), String> {
     let small = bundle(&t.join("small"), 10, false)?;
     let large = bundle(&t.join("large"), 50_000, false)?;
     let plain = bundle(&t.join("plain"), 10, true)?;
-    let cnfbox = cnfbox_bin();
-    if !cnfbox.exists() {
-        return Err(format!(
-            "{} missing: cargo build --release -p cnfbox",
-            cnfbox.display()
-        ));
-    }
+    let cnfbox = cnfbox_built()?;
     let mut variants = Vec::new();
     for (label, b) in [("small", &small), ("large", &large)] {
         variants.push(Variant {
@@ -122,7 +117,6 @@ fn run(rounds: usize, cnfbox_only: bool) -> Result<(), String> {
             bin: cnfbox.clone(),
             bundles: [b.dir.clone(), b.dir.clone()],
             chown: None,
-            samples: Vec::new(),
         });
     }
     variants.push(Variant {
@@ -130,7 +124,6 @@ fn run(rounds: usize, cnfbox_only: bool) -> Result<(), String> {
         bin: cnfbox.clone(),
         bundles: [plain.dir.clone(), plain.dir.clone()],
         chown: None,
-        samples: Vec::new(),
     });
     let others: &[&str] = if cnfbox_only { &[] } else { &["runc", "crun"] };
     for rt in others {
@@ -160,54 +153,32 @@ fn run(rounds: usize, cnfbox_only: bool) -> Result<(), String> {
                 bin: bin.clone(),
                 bundles,
                 chown: Some(rootfs),
-                samples: Vec::new(),
             });
         }
     }
-    let warmup = 2;
+    let plan = Rounds {
+        rounds,
+        warmup: 2,
+        progress_every: 1,
+    };
     eprintln!(
-        "{rounds} rounds (+{warmup} warm-up) of {} variants",
+        "{rounds} rounds (+{} warm-up) of {} variants",
+        plan.warmup,
         variants.len()
     );
-    let n = variants.len();
-    for round in 0..rounds + warmup {
-        for k in 0..n {
-            let i = (round + k) % n;
-            let v = &mut variants[i];
-            let slot = round % 2;
-            let id = format!("ub-{i}-{round}");
-            let root = t.join(format!("root-{i}"));
-            let start = Instant::now();
-            if let Some(rootfs) = &v.chown {
-                chown_tree(rootfs, RANGES[slot]).map_err(|e| format!("chown: {e}"))?;
-            }
-            let st = Command::new(&v.bin)
-                .arg("--root")
-                .arg(&root)
-                .args(["run", "--bundle"])
-                .arg(&v.bundles[slot])
-                .arg(&id)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map_err(|e| format!("{}: {e}", v.name))?;
-            let ms = start.elapsed().as_secs_f64() * 1e3;
-            if !st.success() {
-                return Err(format!("{} failed in round {round}: {st}", v.name));
-            }
-            if round >= warmup {
-                v.samples.push(ms);
-            }
+    let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+    let mut samples = alternate(&plan, &names, |i, round| {
+        let v = &variants[i];
+        let slot = round % 2;
+        let start = Instant::now();
+        if let Some(rootfs) = &v.chown {
+            chown_tree(rootfs, RANGES[slot]).map_err(|e| format!("chown: {e}"))?;
         }
-        if round >= warmup {
-            eprintln!("  {}/{} rounds", round - warmup + 1, rounds);
-        }
-    }
-    let stats: Vec<(f64, f64)> = variants
-        .iter_mut()
-        .map(|v| summarize(&mut v.samples))
-        .collect();
+        let root = t.join(format!("root-{i}"));
+        run_container(&v.bin, &root, &v.bundles[slot], &format!("ub-{i}-{round}"))?;
+        Ok(ms_since(start))
+    })?;
+    let stats: Vec<(f64, f64)> = samples.iter_mut().map(|s| summarize(s)).collect();
     println!("| variant | median (ms) | p90 (ms) |");
     println!("|---|---:|---:|");
     for (v, (m, p)) in variants.iter().zip(&stats) {
