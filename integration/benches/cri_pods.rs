@@ -11,39 +11,31 @@
 //! `cargo build --release -p cnfbox -p cnfbox-shim && cargo bench -p integration --bench cri_pods [-- ROUNDS]`
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    CreateContainerRequest, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
-use test_bundles::{
-    ImageBuilder, PrivateContainerd, StartOptions, DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF,
-};
-use tonic::transport::{Channel, Endpoint, Uri};
+use test_bundles::{PrivateContainerd, StartOptions};
 
 mod common;
+#[path = "../tests/cri/mod.rs"]
+mod cri;
 
-use common::{cnfbox_bin, summarize};
+use common::{cnfbox_bin, report, rounds_arg, summarize};
+use cri::{Client, SHIM};
 
-const SHIM: &str = "containerd-shim-cnfbox-v2";
 const RUNC_SHIM: &str = "containerd-shim-runc-v2";
 const HANDLERS: [&str; 2] = ["cnfbox", "runc"];
 /// Pods per handler running when shim memory is read.
 const RSS_AT: usize = 20;
 
-type Client = RuntimeServiceClient<Channel>;
-
 fn main() -> ExitCode {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(30);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds = rounds_arg(&args, 30);
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("SKIP cri_pods: needs root");
         return ExitCode::SUCCESS;
@@ -52,29 +44,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio");
-    match rt.block_on(run(rounds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchmark failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn connect(socket: PathBuf) -> Result<Client, String> {
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(RuntimeServiceClient::new(channel))
+    report(rt.block_on(run(rounds)))
 }
 
 fn pod_config(name: &str) -> PodSandboxConfig {
@@ -106,18 +76,7 @@ async fn start_pod(c: &mut Client, name: &str, handler: &str) -> Result<String, 
     let ctr = c
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "c".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: DEFAULT_IMAGE_REF.into(),
-                    ..Default::default()
-                }),
-                command: vec!["/bin/sleep".into(), "100000".into()],
-                ..Default::default()
-            }),
+            config: Some(cri::sleep_container("c")),
             sandbox_config: Some(config),
         })
         .await
@@ -184,36 +143,16 @@ async fn run(rounds: usize) -> Result<(), String> {
     let pid = std::process::id();
     let bridge = format!("cnfbb{}", pid % 100_000);
     let cni = tmp.path().join("cni");
-    std::fs::create_dir_all(&cni).map_err(|e| e.to_string())?;
-    std::fs::write(
-        cni.join("10-bench.conflist"),
-        format!(
-            r#"{{"cniVersion":"0.4.0","name":"cnfbox-bench-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.{a}.{b}.0/24"}}]],"dataDir":"{ipam}"}}}}]}}"#,
-            a = 150 + pid % 50,
-            b = (pid / 50) % 256,
-            ipam = tmp.path().join("ipam").display()
-        ),
+    cri::write_bridge_network(
+        &cni,
+        &format!("cnfbox-bench-{pid}"),
+        &bridge,
+        &format!("10.{}.{}.0/24", 150 + pid % 50, (pid / 50) % 256),
+        &tmp.path().join("ipam"),
+        false,
     )
     .map_err(|e| e.to_string())?;
-    let extra = format!(
-        r#"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE_REF}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox]
-      runtime_type = "io.containerd.cnfbox.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{}"
-"#,
-        cni.display()
-    );
+    let extra = cri::containerd_config(&cni, "");
     let opts = StartOptions {
         path_prepend: vec![bin],
         env: vec![("CNFBOX_CONFIG".into(), config.into())],
@@ -227,23 +166,8 @@ async fn run(rounds: usize) -> Result<(), String> {
 }
 
 async fn measure(cd: &PrivateContainerd, tmp: &Path, rounds: usize) -> Result<(), String> {
-    for (name, img) in [
-        ("busybox.tar", ImageBuilder::busybox()),
-        ("pause.tar", ImageBuilder::pause()),
-    ] {
-        let archive = img.write(&tmp.join(name)).map_err(|e| e.to_string())?;
-        let out = cd
-            .ctr()
-            .env("CONTAINERD_SNAPSHOTTER", "overlayfs")
-            .args(["--namespace", "k8s.io", "images", "import"])
-            .arg(&archive.path)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-    }
-    let mut c = connect(cd.socket().to_owned()).await?;
+    cri::import_images(cd, tmp)?;
+    let mut c = cri::connect(cd.socket().to_owned()).await?;
     let dir = cd
         .dir()
         .map(|d| d.display().to_string())

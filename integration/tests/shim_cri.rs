@@ -8,31 +8,22 @@
 //! network namespace of its own user namespace with CNI's eth0 moved in.
 
 mod common;
+mod cri;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{can_run, cnfbox_bin, Env};
-use hyper_util::rt::TokioIo;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use cri::{Client, CNI_BIN, SHIM};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    LinuxContainerResources, ListContainersRequest, PodSandboxConfig, PodSandboxMetadata,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest,
+    ContainerFilter, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, LinuxContainerResources, ListContainersRequest,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use test_bundles::containerd::missing_tool;
-use test_bundles::{
-    ImageBuilder, PrivateContainerd, StartOptions, DEFAULT_IMAGE_REF, PAUSE_IMAGE_REF,
-};
-use tonic::transport::{Channel, Endpoint, Uri};
-
-const SHIM: &str = "containerd-shim-cnfbox-v2";
-const CNI_BIN: &str = "/usr/lib/cni";
-
-type Client = RuntimeServiceClient<Channel>;
+use test_bundles::{PrivateContainerd, StartOptions};
 
 /// A private containerd with CRI, both handlers and a CNI bridge.
 struct CriNode {
@@ -89,42 +80,29 @@ fn cri_node(test: &str) -> Option<CriNode> {
         ((pid / 100) * 10 + seq) % 256
     );
     let cni_dir = env.tmp.path().join("cni");
-    std::fs::create_dir_all(&cni_dir).expect("cni dir");
-    std::fs::write(
-        cni_dir.join("10-cnfbox-test.conflist"),
-        format!(
-            r#"{{"cniVersion":"0.4.0","name":"cnfbox-test-{pid}","plugins":[{{"type":"bridge","bridge":"{bridge}","isGateway":false,"ipMasq":false,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{ipam}"}}}}]}}"#,
-            ipam = env.tmp.path().join("ipam").display()
-        ),
+    cri::write_bridge_network(
+        &cni_dir,
+        &format!("cnfbox-test-{pid}"),
+        &bridge,
+        &subnet,
+        &env.tmp.path().join("ipam"),
+        true,
     )
     .expect("write CNI config");
-    let config = format!(
-        r#"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE_REF}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox]
-      runtime_type = "io.containerd.cnfbox.v2"
-      pod_annotations = ["cnfbox.io/*"]
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc]
-      runtime_type = "io.containerd.runc.v2"
-      runtime_path = "{shim_path}"
-      pod_annotations = ["cnfbox.io/*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc.options]
-        BinaryName = "{cnfbox_path}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN}"
-    conf_dir = "{conf}"
+    let config = cri::containerd_config(
+        &cni_dir,
+        &format!(
+            r#"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc]
+  runtime_type = "io.containerd.runc.v2"
+  runtime_path = "{shim_path}"
+  pod_annotations = ["cnfbox.io/*"]
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.cnfbox-runc.options]
+    BinaryName = "{cnfbox_path}"
 "#,
-        conf = cni_dir.display(),
-        shim_path = shim.display(),
-        cnfbox_path = cnfbox_bin().display(),
+            shim_path = shim.display(),
+            cnfbox_path = cnfbox_bin().display(),
+        ),
     );
     let opts = StartOptions {
         path_prepend: vec![bin.path().to_owned()],
@@ -135,30 +113,13 @@ fn cri_node(test: &str) -> Option<CriNode> {
         cri: true,
     };
     let cd = PrivateContainerd::start_with(&config, &opts).expect("start containerd with CRI");
-    for (name, img) in [
-        ("busybox.tar", ImageBuilder::busybox()),
-        ("pause.tar", ImageBuilder::pause()),
-    ] {
-        let archive = img.write(&env.tmp.path().join(name)).expect("write image");
-        let out = cd
-            .ctr()
-            .env("CONTAINERD_SNAPSHOTTER", "overlayfs")
-            .args(["--namespace", "k8s.io", "images", "import"])
-            .arg(&archive.path)
-            .output()
-            .expect("ctr import");
-        assert!(
-            out.status.success(),
-            "import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    cri::import_images(&cd, env.tmp.path()).expect("import images");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio");
     let socket = cd.socket().to_owned();
-    let client = rt.block_on(connect(socket));
+    let client = rt.block_on(cri::connect(socket)).expect("CRI client");
     let baseline = mount_points(cd.pid());
     Some(CriNode {
         env,
@@ -170,23 +131,6 @@ fn cri_node(test: &str) -> Option<CriNode> {
         client,
         _bin: bin,
     })
-}
-
-async fn connect(socket: PathBuf) -> Client {
-    // The URI is unused: every connection goes to the unix socket.
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to CRI");
-    RuntimeServiceClient::new(channel)
 }
 
 /// A pod created through CRI.
@@ -240,18 +184,7 @@ impl CriNode {
     fn start_container(&mut self, pod: &Pod, name: &str) -> String {
         let req = CreateContainerRequest {
             pod_sandbox_id: pod.id.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: DEFAULT_IMAGE_REF.into(),
-                    ..Default::default()
-                }),
-                command: vec!["/bin/sleep".into(), "100000".into()],
-                ..Default::default()
-            }),
+            config: Some(cri::sleep_container(name)),
             sandbox_config: Some(pod.config.clone()),
         };
         let id = self
