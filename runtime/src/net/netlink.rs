@@ -151,17 +151,23 @@ impl Netlink {
 
     /// Every link in the namespace.
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
-        let replies = self.exchange(
+        self.dump(
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(link_of(l)),
+            |m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_of(&l)),
                 _ => None,
-            })
-            .collect())
+            },
+        )
+    }
+
+    /// Sends the dump request `query` and keeps the replies `pick` maps.
+    fn dump<T>(
+        &mut self,
+        query: RouteNetlinkMessage,
+        pick: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> io::Result<Vec<T>> {
+        let replies = self.exchange(query, NLM_F_DUMP)?;
+        Ok(replies.into_iter().filter_map(pick).collect())
     }
 
     /// Brings link `index` up or down.
@@ -284,17 +290,13 @@ impl Netlink {
 
     /// Every address in the namespace, as the kernel dumps them.
     pub fn address_messages(&mut self) -> io::Result<Vec<AddressMessage>> {
-        let replies = self.exchange(
+        self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
+            |m| match m {
                 RouteNetlinkMessage::NewAddress(a) => Some(a),
                 _ => None,
-            })
-            .collect())
+            },
+        )
     }
 
     /// Adds the address `msg` describes (EEXIST when it is already there).
@@ -310,14 +312,10 @@ impl Netlink {
     pub fn routes(&mut self, family: AddressFamily) -> io::Result<Vec<RouteMessage>> {
         let mut query = RouteMessage::default();
         query.header.address_family = family;
-        let replies = self.exchange(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => Some(r),
-                _ => None,
-            })
-            .collect())
+        self.dump(RouteNetlinkMessage::GetRoute(query), |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => Some(r),
+            _ => None,
+        })
     }
 
     /// Adds the route `msg` describes (EEXIST when it is already there).
