@@ -194,7 +194,27 @@ impl Drop for Env {
                 }
             }
         }
+        // cnfbox keeps one mount directory per state root under
+        // /run/cnfbox-mnt (named by a hash of the root's path); a test's
+        // root dies with the test, so its (by now empty) directory goes too.
+        // remove_dir never removes anything still holding a mount point.
+        if let Some(base) = mount_base_of(&self.root) {
+            for kind in ["rootfs", "volumes", "ns", "hugepages"] {
+                let _ = std::fs::remove_dir(base.join(kind));
+            }
+            let _ = std::fs::remove_dir(base);
+        }
     }
+}
+
+/// `/run/cnfbox-mnt/<hash>` of state root `root`, as the runtime names it
+/// (`profile::mount_path`: first 8 bytes of SHA-256 of the canonical path).
+pub fn mount_base_of(root: &Path) -> Option<PathBuf> {
+    use sha2::Digest;
+    let canonical = std::fs::canonicalize(root).ok()?;
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Some(Path::new("/run/cnfbox-mnt").join(tag))
 }
 
 /// Every place a cgroup of container `id` could be, on v1 and v2.
