@@ -217,6 +217,8 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
         }
         Err(e) => {
             detach_all(&views);
+            // The container's view directory, also when no view was made.
+            let _ = fs::remove_dir(dir);
             Err(e)
         }
     }

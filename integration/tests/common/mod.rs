@@ -236,7 +236,8 @@ pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
     found
 }
 
-/// cnfbox's rootfs views, namespace pins and hugetlbfs for container `id`.
+/// cnfbox's rootfs and volume views, namespace pins and hugetlbfs for
+/// container `id`.
 pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for root in std::fs::read_dir("/run/cnfbox-mnt")
@@ -248,6 +249,7 @@ pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
             root.path().join("rootfs").join(id),
             root.path().join("ns").join(format!("{id}-net")),
             root.path().join("hugepages").join(id),
+            root.path().join("volumes").join(id),
         ] {
             if p.exists() {
                 found.push(p);
@@ -286,7 +288,7 @@ pub fn assert_nothing_left(env: &Env, id: &str) {
     let views = mount_points_of(id);
     assert!(
         views.is_empty(),
-        "rootfs views or namespace pins left behind: {views:?}"
+        "views, pins or hugetlbfs left behind: {views:?}"
     );
     if env.config.is_some() {
         let held = env.allocator().show(id).expect("read ledger");
