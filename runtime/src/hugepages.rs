@@ -68,8 +68,9 @@ pub fn check(spec: &mut Spec, roots: &Roots) -> Result<Plan, HugepagesError> {
             }
         }
     }
-    let default_page = hugetlbfs::default_page(&roots.proc).unwrap_or(PageSize(2 << 20));
-    let mounts = hugetlbfs::plan(spec, &limits, default_page)?;
+    let mounts = hugetlbfs::plan(spec, &limits, || {
+        hugetlbfs::default_page(&roots.proc).unwrap_or(PageSize(2 << 20))
+    })?;
     Ok(Plan {
         limits,
         cgroup2,

@@ -62,10 +62,12 @@ pub struct Planned {
 }
 
 /// Decides which hugetlbfs mounts the container gets.
+/// `default_page` is asked only for a spec hugetlbfs mount without a
+/// `pagesize=` option (it reads `/proc/meminfo`).
 pub fn plan(
     spec: &Spec,
     limits: &[Limit],
-    default_page: PageSize,
+    default_page: impl Fn() -> PageSize,
 ) -> Result<Vec<Planned>, HugetlbfsError> {
     let size_of = |page: PageSize| limits.iter().find(|l| l.page == page).map(|l| l.bytes);
     let mut out = Vec::new();
@@ -75,14 +77,15 @@ pub fn plan(
             continue;
         }
         let destination = m.destination().display().to_string();
-        let mut page = default_page;
+        let mut page = None;
         for option in m.options().as_deref().unwrap_or_default() {
             let Some(v) = option.strip_prefix("pagesize=") else {
                 continue;
             };
             page = parse_mount_size(v)
                 .map(PageSize)
-                .filter(|p| p.0.is_power_of_two())
+                .map(Some)
+                .filter(|p| p.is_some_and(|p| p.0.is_power_of_two()))
                 .ok_or_else(|| HugetlbfsError::Option {
                     index,
                     destination: destination.clone(),
@@ -90,6 +93,7 @@ pub fn plan(
                     reason: "not a page size".into(),
                 })?;
         }
+        let page = page.unwrap_or_else(&default_page);
         // With limits, a page size without one would be unlimited: refuse.
         if !limits.is_empty() && size_of(page).is_none() {
             return Err(HugetlbfsError::Option {
@@ -275,7 +279,7 @@ mod tests {
                 bytes: 1 << 30,
             },
         ];
-        let p = plan(&spec, &limits, MB2).unwrap();
+        let p = plan(&spec, &limits, || MB2).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].destination, Path::new("/dev/hugepages"));
         assert_eq!(p[0].size, Some(4 << 20));
@@ -286,11 +290,11 @@ mod tests {
                 page: MB2,
                 bytes: 0
             }],
-            MB2
+            || MB2
         )
         .unwrap()
         .is_empty());
-        assert!(plan(&spec, &[], MB2).unwrap().is_empty());
+        assert!(plan(&spec, &[], || MB2).unwrap().is_empty());
     }
 
     #[test]
@@ -303,13 +307,13 @@ mod tests {
             page: MB2,
             bytes: 4 << 20,
         }];
-        let e = plan(&spec, &limits, MB2).unwrap_err().to_string();
+        let e = plan(&spec, &limits, || MB2).unwrap_err().to_string();
         assert!(
             e.starts_with("mounts[1] (hugetlbfs at /mnt/huge1g): option \"pagesize=1048576K\""),
             "{e}"
         );
         let spec = spec_with(vec![hugetlbfs("/mnt/huge", &["pagesize=2048K"])]);
-        let p = plan(&spec, &limits, GB1).unwrap();
+        let p = plan(&spec, &limits, || GB1).unwrap();
         assert_eq!(
             p,
             vec![Planned {
@@ -320,11 +324,11 @@ mod tests {
             }]
         );
         // No limits at all: the mount is still made on the host, unlimited.
-        let p = plan(&spec, &[], MB2).unwrap();
+        let p = plan(&spec, &[], || MB2).unwrap();
         assert_eq!(p[0].size, None);
         let spec = spec_with(vec![hugetlbfs("/h", &["pagesize=3x"])]);
         assert!(matches!(
-            plan(&spec, &[], MB2),
+            plan(&spec, &[], || MB2),
             Err(HugetlbfsError::Option { index: 0, .. })
         ));
     }
