@@ -359,6 +359,60 @@ fn ctr_exec_kill_pause_metrics_and_cleanup() {
     n.cd.stop().expect("stop containerd");
 }
 
+/// `ctr tasks exec` (containerd's exec: a process file to `cnfbox exec -p`)
+/// into a container with containerd's default seccomp profile runs under
+/// that profile: `Seccomp: 2`, and `unshare(CLONE_NEWUSER)`, which the
+/// profile denies without CAP_SYS_ADMIN, fails. Without a profile both
+/// differ, so the checks can fail.
+#[test]
+fn ctr_exec_runs_under_the_containers_seccomp_profile() {
+    let Some(n) = node("ctr_exec_runs_under_the_containers_seccomp_profile") else {
+        return;
+    };
+    let probe = "grep ^Seccomp: /proc/self/status | tr -d '\\t '; \
+                 if unshare -U /bin/true 2>/dev/null; then echo unshare=ok; else echo unshare=denied; fi";
+    for (name, flags, want) in [
+        (
+            "seccomp",
+            &["--seccomp"][..],
+            ["Seccomp:2", "unshare=denied"],
+        ),
+        ("plain", &[][..], ["Seccomp:0", "unshare=ok"]),
+    ] {
+        let id = n.env.id(name);
+        n.run_detached(&id, flags, &["/bin/sleep", "100000"]);
+        let init = n.ctr_ok(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "i",
+            &id,
+            "/bin/sh",
+            "-c",
+            "grep ^Seccomp: /proc/1/status | tr -d '\\t '",
+        ]);
+        assert_eq!(init.trim(), want[0], "{name}: the init");
+        let out = n.ctr_ok(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "p",
+            &id,
+            "/bin/sh",
+            "-c",
+            probe,
+        ]);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            want,
+            "{name}: the exec'd process"
+        );
+        n.remove(&id);
+        n.assert_nothing_left(&id);
+    }
+    n.cd.stop().expect("stop containerd");
+}
+
 #[test]
 fn ctr_run_with_a_terminal() {
     use std::io::Read;

@@ -149,3 +149,207 @@ fn update_changes_the_cgroup() {
     common::assert_one_line_error(&out, &["pids.limit"]);
     env.ok(&["delete", "--force", &id]);
 }
+
+/// What an exec'd process sees of its own confinement.
+const EXEC_PROBE: &str = r#"
+echo uid=$(id -u)
+echo nofile=$(ulimit -n)
+grep -E '^(NoNewPrivs|Seccomp|CapEff|CapPrm|CapBnd):' /proc/self/status | tr -d '\t ' | tr ':' '='
+if mkdir /tmp/exec-probe-$$ 2>/dev/null; then echo mkdir=ok; rmdir /tmp/exec-probe-$$; else echo mkdir=denied; fi
+"#;
+
+/// `Cap*` lines of the container's init, read from the host.
+fn init_caps(env: &Env, id: &str) -> HashMap<String, String> {
+    let pid = env.state(id)["pid"].as_i64().expect("init pid");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("init status");
+    report(&status.replace([':', '\t'], "=").replace("==", "="))
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Cap"))
+        .map(|(k, v)| (k, v.trim_start_matches('=').to_string()))
+        .collect()
+}
+
+/// A running `sleep` container with the spec `patch` makes; its id.
+fn sleeper(env: &Env, name: &str, patch: impl FnOnce(&mut Value)) -> String {
+    let bundle = env.bundle(name, |b| b.args(["/bin/sleep", "600"]));
+    let mut doc: Value = serde_json::from_slice(&fs::read(&bundle.config_path).unwrap()).unwrap();
+    patch(&mut doc);
+    fs::write(&bundle.config_path, doc.to_string()).unwrap();
+    let id = env.id(name);
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    id
+}
+
+/// Every process `cnfbox exec` starts runs under the container's seccomp
+/// filter (libcontainer 0.7's exec drops it: the process ran with
+/// `Seccomp: 0` and the blocked syscall worked), whether it is built from
+/// flags or given as a process file (containerd's way), as root or not,
+/// with or without `noNewPrivileges`, in a pod user namespace or the
+/// host's; the capabilities it ends with are the container's.
+#[test]
+fn exec_runs_under_the_containers_seccomp_filter() {
+    if !can_run("exec seccomp") {
+        return;
+    }
+    let env = Env::new();
+    let config = env.config.clone().unwrap();
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("allow_host_userns = true\n");
+    fs::write(&config, text).unwrap();
+    let seccomp = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let process_file = env.tmp.path().join("exec-process.json");
+    for (name, host_userns, nnp) in [
+        ("pod", false, false),
+        ("pod-nnp", false, true),
+        ("hostns", true, false),
+    ] {
+        let id = sleeper(&env, name, |d| {
+            d["linux"]["seccomp"] = seccomp.clone();
+            d["process"]["noNewPrivileges"] = json!(nnp);
+            d["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 777, "soft": 777}]);
+            if host_userns {
+                d["annotations"]["cnfbox.io/userns"] = json!("host");
+            }
+        });
+        let init = init_caps(&env, &id);
+        // From flags (kubectl exec through runc-style callers), as the
+        // spec's user and as another one; and from a process file.
+        fs::write(
+            &process_file,
+            json!({
+                "args": ["/bin/sh", "-c", EXEC_PROBE], "cwd": "/",
+                "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"],
+                "noNewPrivileges": nnp,
+                "capabilities": {
+                    "bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL", "CAP_CHOWN"],
+                    "permitted": ["CAP_KILL", "CAP_CHOWN"]
+                }
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let runs: [(&str, Vec<&str>); 3] = [
+            ("flags", vec!["exec", &id, "/bin/sh", "-c", EXEC_PROBE]),
+            (
+                "flags as 1000",
+                vec![
+                    "exec",
+                    "--user",
+                    "1000:1000",
+                    &id,
+                    "/bin/sh",
+                    "-c",
+                    EXEC_PROBE,
+                ],
+            ),
+            (
+                "process file",
+                vec!["exec", "-p", process_file.to_str().unwrap(), &id],
+            ),
+        ];
+        for (how, args) in runs {
+            let r = report(&env.ok(&args));
+            let what = format!("{name}, {how}: {r:?}");
+            assert_eq!(r["Seccomp"], "2", "{what}");
+            assert_eq!(r["mkdir"], "denied", "{what}");
+            assert_eq!(r["NoNewPrivs"], if nnp { "1" } else { "0" }, "{what}");
+            // CAP_SYS_ADMIN (bit 21), held only to load the filter, is gone.
+            for set in ["CapEff", "CapPrm", "CapBnd"] {
+                let bits = u64::from_str_radix(&r[set], 16).expect("cap bits");
+                assert_eq!(bits & (1 << 21), 0, "{what}: {set}");
+            }
+            match how {
+                "flags" => {
+                    assert_eq!(r["uid"], "0", "{what}");
+                    assert_eq!(r["nofile"], "777", "the spec's rlimits: {what}");
+                    for set in ["CapEff", "CapPrm", "CapBnd"] {
+                        assert_eq!(r[set], init[set], "{what}: {set} as the init's");
+                    }
+                }
+                "flags as 1000" => {
+                    assert_eq!(r["uid"], "1000", "{what}");
+                    assert_eq!(r["CapEff"], "0000000000000000", "{what}");
+                    assert_eq!(r["CapPrm"], "0000000000000000", "{what}");
+                }
+                _ => {
+                    // CAP_CHOWN = 0, CAP_KILL = 5.
+                    assert_eq!(r["CapEff"], "0000000000000021", "{what}");
+                    assert_eq!(r["CapPrm"], "0000000000000021", "{what}");
+                }
+            }
+        }
+        env.ok(&["delete", "--force", &id]);
+        common::assert_nothing_left(&env, &id);
+    }
+
+    // Control: without a profile the same exec is unconfined, so the
+    // checks above can fail.
+    let id = sleeper(&env, "plain", |_| {});
+    let r = report(&env.ok(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        &id,
+        "/bin/sh",
+        "-c",
+        EXEC_PROBE,
+    ]));
+    assert_eq!(r["Seccomp"], "0", "{r:?}");
+    assert_eq!(r["mkdir"], "ok", "{r:?}");
+    env.ok(&["delete", "--force", &id]);
+    common::assert_nothing_left(&env, &id);
+}
+
+/// An exec leaves nothing in the container's state directory: its process
+/// file (which holds the environment) is private while it exists, and
+/// libcontainer's per-exec notify socket is removed.
+#[test]
+fn exec_leaves_no_files_and_keeps_the_state_private() {
+    if !can_run("exec files") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let id = sleeper(&env, "files", |_| {});
+    let dir = env.root.join(&id);
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = names();
+    for i in 0..5 {
+        let out = env.ok(&["exec", "--env", &format!("SECRET={i}"), &id, "/bin/true"]);
+        assert_eq!(out, "");
+    }
+    // A detached exec: its notify socket is spent once it has started.
+    env.ok(&["exec", "--detach", &id, "/bin/true"]);
+    env.ok(&["exec", &id, "/bin/true"]);
+    let after = names();
+    let extra: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(
+        extra.iter().all(|n| n.starts_with("tenant-notify-")) && extra.len() <= 1,
+        "left in {}: {extra:?} (before: {before:?})",
+        dir.display()
+    );
+    assert!(
+        !after.iter().any(|n| n.starts_with("exec-process")),
+        "{after:?}"
+    );
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    let kept = dir.join("bundle/config.json");
+    let mode = fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{} after execs", kept.display());
+    env.ok(&["delete", "--force", &id]);
+    common::assert_nothing_left(&env, &id);
+}

@@ -321,11 +321,17 @@ fn the_kept_spec_and_its_secrets_are_private_to_root() {
             .expect("setpriv from util-linux")
     };
     let dir = env.root.join(&id);
-    // Control: another user reaches the container's state dir.
+    // The state root is traversable, the container's directory is not
+    // (0700: it also holds exec process files, which carry the environment).
     let ls = as_nobody(&["ls", dir.to_str().unwrap()]);
     assert!(
-        ls.status.success(),
-        "control: nobody lists {}",
+        !ls.status.success(),
+        "another host user listed {}",
+        dir.display()
+    );
+    assert!(
+        as_nobody(&["stat", dir.to_str().unwrap()]).status.success(),
+        "control: nobody reaches {} through the state root",
         dir.display()
     );
     let spec = dir.join("bundle/config.json");
@@ -336,6 +342,9 @@ fn the_kept_spec_and_its_secrets_are_private_to_root() {
         "another host user read {}",
         spec.display()
     );
+    // And the file itself stays 0600 after the exec rewrote it.
+    let mode = fs::metadata(&spec).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", spec.display());
     env.ok(&["delete", "--force", &id]);
     assert_nothing_left(&env, &id);
 }

@@ -122,6 +122,15 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(cgroup_path.clone()));
     }
+    // `noNewPrivileges: false` means what an absent field means, but
+    // libcontainer 0.7 takes any present value for "set" and then loads the
+    // seccomp filter after the capabilities are dropped, which the kernel
+    // refuses without CAP_SYS_ADMIN ("failed to load seccomp context").
+    if let Some(process) = spec.process_mut() {
+        if process.no_new_privileges() == Some(false) {
+            process.set_no_new_privileges(None);
+        }
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
@@ -334,6 +343,10 @@ fn finish(
     stage: &Path,
     meta: &ContainerMeta,
 ) -> anyhow::Result<()> {
+    // libcontainer made the directory 0755; what cnfbox keeps in it (the
+    // spec, exec process files) is for host root only.
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("make {} private", dir.display()))?;
     let kept: PathBuf = dir.join(STAGED_BUNDLE);
     fs::rename(stage, &kept)
         .with_context(|| format!("move {} to {}", stage.display(), kept.display()))?;

@@ -1,5 +1,6 @@
 //! The runc-compatible commands.
 
+mod confine;
 mod create;
 mod exec_process;
 mod info;
