@@ -353,3 +353,57 @@ fn exec_leaves_no_files_and_keeps_the_state_private() {
     env.ok(&["delete", "--force", &id]);
     common::assert_nothing_left(&env, &id);
 }
+
+/// containerd 2.x's default sandbox sysctl `net.ipv4.ping_group_range =
+/// "0 2147483647"` used to fail every pod create (the kernel accepts only
+/// groups the pod's user namespace maps); cnfbox narrows it to the pod's
+/// groups, and a non-root pod user can then ping over an ICMP socket. A
+/// range with no mapped group is refused naming the sysctl.
+#[test]
+fn ping_group_range_fits_the_pods_groups() {
+    if !can_run("ping_group_range") {
+        return;
+    }
+    let env = Env::new();
+    let helper = test_bundles::helpers::build(test_bundles::helpers::ICMPECHO, env.tmp.path())
+        .expect("build icmpecho");
+    let script = "echo range=$(cat /proc/sys/net/ipv4/ping_group_range | tr '\\t' ' '); \
+                  ip link set lo up; /bin/icmpecho 1000 1000";
+    let run = |name: &str, range: &str| {
+        let bundle = env.bundle(name, |b| {
+            // NET_ADMIN to bring the pod's loopback up (CRI pods get it up).
+            b.args(["/bin/sh", "-c", script])
+                .annotation("cnfbox.io/capabilities", "NET_ADMIN")
+                .modify({
+                    let range = range.to_string();
+                    move |s| {
+                        let mut linux = s.linux().clone().unwrap_or_default();
+                        linux.set_sysctl(Some(
+                            [("net.ipv4.ping_group_range".to_string(), range)].into(),
+                        ));
+                        s.set_linux(Some(linux));
+                    }
+                })
+        });
+        fs::copy(&helper, bundle.rootfs.join("bin/icmpecho")).unwrap();
+        let id = env.id(name);
+        let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+        (id, out)
+    };
+    let (id, out) = run("icmp", "0 2147483647");
+    assert!(out.status.success(), "{out:?}");
+    let r = report(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r["range"], "0 65535", "{r:?}");
+    assert_eq!(r["icmp"], "ok", "{r:?}");
+    common::assert_nothing_left(&env, &id);
+
+    // Control: the kernel's default keeps gid 1000 from pinging.
+    let (id, out) = run("noicmp", "1 0");
+    let r = report(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r["icmp"], "socket:Permission denied", "{out:?}");
+    common::assert_nothing_left(&env, &id);
+
+    let (id, out) = run("unmapped", "70000 80000");
+    common::assert_one_line_error(&out, &["net.ipv4.ping_group_range", "70000 80000"]);
+    common::assert_nothing_left(&env, &id);
+}

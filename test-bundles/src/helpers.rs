@@ -28,6 +28,11 @@ pub enum HelperError {
 /// prints `mmap=`, `touched=` or `sigbus=`, and `numa_maps=` lines.
 pub const HUGETOUCH: (&str, &str) = ("hugetouch", include_str!("helpers/hugetouch.c"));
 
+/// `icmpecho`: one ICMP echo to 127.0.0.1 on an unprivileged ICMP socket
+/// (what `net.ipv4.ping_group_range` allows), as `UID GID` if given;
+/// prints `icmp=ok` or `icmp=<step>:<error>`.
+pub const ICMPECHO: (&str, &str) = ("icmpecho", include_str!("helpers/icmpecho.c"));
+
 /// Compiles helper `(name, source)` into `dir/name` and returns its path.
 pub fn build(helper: (&'static str, &str), dir: &Path) -> Result<PathBuf, HelperError> {
     let (name, source) = helper;

@@ -189,7 +189,12 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         profile::undo(&applied);
     };
     let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
-        .and_then(|policy| policy.apply(&mut spec, applied.mapping.is_some()));
+        .and_then(|policy| policy.apply(&mut spec, applied.mapping.is_some()))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| match &applied.mapping {
+            Some(m) => crate::sysctl::fit_to_mapping(&mut spec, &m.gid).map_err(Into::into),
+            None => Ok(()),
+        });
     if let Err(err) = caps {
         undo();
         return Err(err).with_context(|| format!("create container {}", o.id));
