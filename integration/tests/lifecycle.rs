@@ -364,3 +364,35 @@ fn cgroups_path_plain_and_systemd_form() {
         assert!(!dir.exists(), "{} left after delete", dir.display());
     }
 }
+
+/// Failures print one line that tools recognise as an error (runc's
+/// `ERRO`/`error` lines); `kill` of a stopped container answers runc's
+/// "container not running", which containerd's runc shim reads as "process
+/// already finished".
+#[test]
+fn error_lines_say_error_and_a_stopped_container_is_not_running() {
+    if !can_run("error lines") {
+        return;
+    }
+    let env = Env::new();
+    let out = env.run(&["kill", "ghost-container", "KILL"]);
+    let line = common::assert_one_line_error(&out, &["ghost-container", "does not exist"]);
+    assert!(line.starts_with("cnfbox: error: "), "{line:?}");
+
+    let bundle = sleeper(&env);
+    let id = env.id("errline");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let out = env.run(&["delete", &id]);
+    let line = common::assert_one_line_error(&out, &[&id, "running", "--force"]);
+    assert!(line.starts_with("cnfbox: error: "), "{line:?}");
+
+    env.ok(&["kill", &id, "KILL"]);
+    env.wait_status(&id, "stopped");
+    let out = env.run(&["kill", &id, "TERM"]);
+    common::assert_one_line_error(&out, &["container not running"]);
+    // --all still reaches what is left (nothing): not an error.
+    env.ok(&["kill", "--all", &id, "KILL"]);
+    env.ok(&["delete", &id]);
+    assert_nothing_left(&env, &id);
+}

@@ -40,10 +40,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports `err` as one line on stderr and, for containerd, in the log.
+/// Reports `err` as one line on stderr and, for containerd, in the log
+/// (`"level":"error"`). The stderr line starts `cnfbox: error:` so that
+/// tools driving a runtime see an error, as runc's `ERRO[...]` lines.
 fn fail(err: &anyhow::Error) -> ExitCode {
     let line = format!("{err:#}").replace('\n', " ");
     tracing::error!("{line}");
-    eprintln!("cnfbox: {line}");
+    eprintln!("cnfbox: error: {line}");
     ExitCode::FAILURE
 }

@@ -250,7 +250,7 @@ impl Cnfbox {
             let message = logged
                 .or_else(|| {
                     let s = finished.stderr.trim();
-                    (!s.is_empty()).then(|| s.trim_start_matches("cnfbox: ").to_owned())
+                    (!s.is_empty()).then(|| s.trim_start_matches("cnfbox: error: ").to_owned())
                 })
                 .unwrap_or_else(|| "no error message".to_owned());
             return Err(RuntimeError::Failed {

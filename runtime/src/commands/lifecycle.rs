@@ -22,6 +22,15 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
     let signal = parse_signal(&a.signal)?;
     let (mut c, _) = load(ctx, &a.container_id)?;
     let before = c.status();
+    // runc's words ("container not running"): containerd's runc shim reads
+    // them as "process already finished" and a pod stop goes on. With
+    // `--all` the signal still reaches whatever is left in the cgroup.
+    if before == ContainerStatus::Stopped && !a.all {
+        anyhow::bail!(
+            "kill container {}: container not running (stopped)",
+            a.container_id
+        );
+    }
     c.kill(signal, a.all)
         .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))?;
     // libcontainer 0.7 records `stopped` whatever the signal did. A running
