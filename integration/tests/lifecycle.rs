@@ -396,3 +396,68 @@ fn error_lines_say_error_and_a_stopped_container_is_not_running() {
     env.ok(&["delete", &id]);
     assert_nothing_left(&env, &id);
 }
+
+/// Hooks in the runtime's namespaces read the state on their stdin and
+/// find the bundle the user gave (runc's behaviour, and what `state`
+/// reports), not cnfbox's staged copy; their argv and exit status are
+/// theirs; the in-container hooks still run.
+#[test]
+fn hooks_get_the_users_bundle() {
+    if !can_run("hooks") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let out = env.tmp.path().join("hook-out");
+    fs::create_dir(&out).unwrap();
+    let hook = env.tmp.path().join("record-hook");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat > {}/\"$1\".json\necho \"$0 $*\" > {}/\"$1\".argv\n",
+            out.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    let kinds = ["prestart", "createRuntime", "poststart", "poststop"];
+    let bundle = env.bundle("hooks", |b| {
+        let hook = hook.clone();
+        b.scenario(&Scenario::Sleep).modify(move |s| {
+            let mk = |kind: &str| {
+                vec![oci_spec::runtime::HookBuilder::default()
+                    .path(&hook)
+                    .args(vec!["recorder".to_string(), kind.to_string()])
+                    .build()
+                    .unwrap()]
+            };
+            let hooks = oci_spec::runtime::HooksBuilder::default()
+                .prestart(mk("prestart"))
+                .create_runtime(mk("createRuntime"))
+                .poststart(mk("poststart"))
+                .poststop(mk("poststop"))
+                .build()
+                .unwrap();
+            s.set_hooks(Some(hooks));
+        })
+    });
+    let id = env.id("hooks");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let want = fs::canonicalize(&bundle.dir).unwrap();
+    assert_eq!(env.state(&id)["bundle"], want.to_str().unwrap());
+    env.ok(&["delete", "--force", &id]);
+    for kind in kinds {
+        let state: serde_json::Value = serde_json::from_slice(
+            &fs::read(out.join(format!("{kind}.json")))
+                .unwrap_or_else(|e| panic!("{kind} hook did not run: {e}")),
+        )
+        .unwrap_or_else(|e| panic!("{kind}: state is not JSON: {e}"));
+        assert_eq!(state["bundle"], want.to_str().unwrap(), "{kind}: {state}");
+        assert_eq!(state["id"], id, "{kind}");
+        let argv = fs::read_to_string(out.join(format!("{kind}.argv"))).unwrap();
+        assert_eq!(argv.trim(), format!("{} {kind}", hook.display()), "{kind}");
+    }
+    assert_nothing_left(&env, &id);
+}

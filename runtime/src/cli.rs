@@ -87,4 +87,20 @@ pub enum Command {
     Inspect(crate::commands::inspect::Inspect),
     /// Give cnfbox a host ID pool (subuid/subgid entries and config.toml)
     Setup(crate::commands::ranges::Setup),
+    /// Runs an OCI hook with the user's bundle in its state (cnfbox's own use)
+    #[command(name = "hook-relay", hide = true)]
+    HookRelay(HookRelay),
+}
+
+/// `hook-relay --bundle BUNDLE -- PATH ARG0 ARGS...` (see `hooks.rs`).
+#[derive(Args, Debug)]
+pub struct HookRelay {
+    /// The bundle the user gave to create
+    #[arg(long)]
+    pub bundle: std::path::PathBuf,
+    /// The hook's path
+    pub path: std::path::PathBuf,
+    /// The hook's argv, arg0 first
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub argv: Vec<String>,
 }

@@ -194,6 +194,9 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         .and_then(|()| match &applied.mapping {
             Some(m) => crate::sysctl::fit_to_mapping(&mut spec, &m.gid).map_err(Into::into),
             None => Ok(()),
+        })
+        .and_then(|()| {
+            crate::hooks::relay_through_cnfbox(&mut spec, &bundle.dir).map_err(Into::into)
         });
     if let Err(err) = caps {
         undo();
