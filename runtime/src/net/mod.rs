@@ -58,6 +58,16 @@ pub enum NetError {
         allowed: String,
         config: PathBuf,
     },
+    #[error("{origin}: interface {name}: {what} on parent {parent} is not allowed by [network] parents entry {entry:?} in {config} ({hint})")]
+    ParentSetting {
+        origin: String,
+        name: String,
+        what: String,
+        parent: String,
+        entry: String,
+        config: PathBuf,
+        hint: String,
+    },
     #[error("the pod asks for {count} interfaces; [network] max_attachments = {max} in {config}")]
     TooMany {
         count: usize,
