@@ -71,10 +71,10 @@ impl Role {
 
 /// The value of the writing engine's key (sandbox id or container type),
 /// `None` when it is absent or empty.
-fn engine_value<'a>(
-    annotations: Option<&'a HashMap<String, String>>,
+fn engine_value(
+    annotations: Option<&HashMap<String, String>>,
     pick: fn((&'static str, &'static str)) -> &'static str,
-) -> Option<&'a String> {
+) -> Option<&String> {
     let key = pick(Engine::of(annotations)?.keys());
     annotations?.get(key).filter(|v| !v.is_empty())
 }

@@ -258,14 +258,16 @@ impl Policy {
                 let allowed = self.parents.iter().map(|p| p.pattern.as_str()).collect();
                 return Err(not_allowed("parents", allowed));
             };
-            let refused = |what: String, hint: String| NetError::ParentSetting {
+            let refused = |what: String, hint: String| {
+                NetError::ParentSetting {
                 origin: r.origin.clone(),
-                name: r.name.clone(),
-                what,
-                parent: dev.to_string(),
-                entry: p.pattern.clone(),
-                config: self.config.clone(),
-                hint,
+                reason: format!(
+                    "interface {}: {what} on parent {dev} is not allowed by [network] parents entry {:?} in {} ({hint})",
+                    r.name,
+                    p.pattern,
+                    self.config.display()
+                ),
+            }
             };
             match r.kind {
                 Kind::Macvlan {
