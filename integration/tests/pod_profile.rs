@@ -234,6 +234,73 @@ fn members_join_the_sandbox_namespaces() {
 }
 
 #[test]
+fn a_forged_containerd_sandbox_id_in_a_crio_spec_joins_nothing() {
+    if !can_run("forged membership under CRI-O") {
+        return;
+    }
+    const CRIO_SANDBOX_ID: &str = "io.kubernetes.cri-o.SandboxID";
+    const CRIO_CONTAINER_TYPE: &str = "io.kubernetes.cri-o.ContainerType";
+    let env = Env::new();
+    // The victim: a CRI-O pod's sandbox (infra) container.
+    let victim = env.id("victim");
+    let vb = env.bundle("victim", |b| {
+        b.scenario(&Scenario::Sleep)
+            .annotation(CRIO_SANDBOX_ID, victim.clone())
+            .annotation(CRIO_CONTAINER_TYPE, "sandbox")
+    });
+    env.create(&vb, &victim);
+    // The tenant's pod carries containerd's keys naming the victim as pod
+    // annotations; CRI-O copies them into every container's spec, beside
+    // its own keys.
+    let tenant = env.id("tenant");
+    let forged = |b: test_bundles::BundleBuilder, kind: &str| {
+        b.scenario(&Scenario::Sleep)
+            .annotation(CRIO_SANDBOX_ID, tenant.clone())
+            .annotation(CRIO_CONTAINER_TYPE, kind.to_string())
+            .annotation(SANDBOX_ID, victim.clone())
+            .annotation(CONTAINER_TYPE, "container")
+    };
+    let tb = env.bundle("tenant", |b| forged(b, "sandbox"));
+    env.create(&tb, &tenant);
+    let member = env.id("member");
+    let mb = env.bundle("member", |b| forged(b, "container"));
+    env.create(&mb, &member);
+    let pid = |id: &str| env.state(id)["pid"].as_i64().unwrap();
+    let ns = |id: &str, kind: &str| fs::read_link(format!("/proc/{}/ns/{kind}", pid(id))).unwrap();
+    let uid_map = |id: &str| fs::read_to_string(format!("/proc/{}/uid_map", pid(id))).unwrap();
+    for kind in ["user", "net"] {
+        assert_ne!(
+            ns(&member, kind),
+            ns(&victim, kind),
+            "{kind}: the member joined the victim's pod"
+        );
+        assert_ne!(
+            ns(&tenant, kind),
+            ns(&victim, kind),
+            "{kind}: the tenant's sandbox joined the victim's pod"
+        );
+        assert_eq!(
+            ns(&member, kind),
+            ns(&tenant, kind),
+            "{kind}: the member is in its own pod"
+        );
+    }
+    assert_ne!(uid_map(&member), uid_map(&victim));
+    assert_ne!(uid_map(&tenant), uid_map(&victim));
+    assert_eq!(uid_map(&member), uid_map(&tenant));
+    let alloc = env.allocator();
+    assert!(
+        alloc.show(&tenant).unwrap().is_some(),
+        "the tenant's pod has its own range"
+    );
+    assert_eq!(alloc.list().unwrap().len(), 2, "two pods, two ranges");
+    for id in [&member, &tenant, &victim] {
+        env.ok(&["delete", "--force", id]);
+        assert_nothing_left(&env, id);
+    }
+}
+
+#[test]
 fn kubelet_mappings_are_registered_or_refused() {
     if !can_run("kubelet mappings") {
         return;

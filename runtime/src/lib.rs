@@ -17,6 +17,7 @@ const ANNOTATION_KEYS: &[&str] = &[
     "cnfbox.io/numa-node",
     "cnfbox.io/userns",
     "cnfbox.io/idmap-volumes",
+    "cnfbox.io/interfaces",
     "io.kubernetes.cri.container-type",
     "io.kubernetes.cri.sandbox-id",
     "io.kubernetes.cri-o.ContainerType",

@@ -2,8 +2,16 @@
 //!
 //! containerd's CRI marks every container with `io.kubernetes.cri.sandbox-id`
 //! and `io.kubernetes.cri.container-type` (`sandbox` or `container`); CRI-O
-//! uses `io.kubernetes.cri-o.SandboxID`. A container without them is a pod
-//! of its own.
+//! uses `io.kubernetes.cri-o.SandboxID` and `io.kubernetes.cri-o.ContainerType`.
+//! A container without them is a pod of its own.
+//!
+//! Each engine sets its own keys after the pod's annotations, so only its
+//! own keys can be trusted: CRI-O copies every pod annotation into the
+//! spec, so a tenant can put containerd's keys beside CRI-O's (and join
+//! another pod's user and network namespaces if they were read). The keys
+//! of the engine that wrote the spec are therefore the only ones read: a
+//! spec carrying any CRI-O key is CRI-O's, and containerd's keys in it are
+//! ignored entirely; only without CRI-O's are containerd's used.
 
 use std::collections::HashMap;
 
@@ -11,6 +19,37 @@ pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 pub const CRIO_SANDBOX_ID: &str = "io.kubernetes.cri-o.SandboxID";
 pub const CRIO_CONTAINER_TYPE: &str = "io.kubernetes.cri-o.ContainerType";
+
+/// The container engine whose membership keys a spec carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Containerd,
+    CriO,
+}
+
+impl Engine {
+    /// The engine that wrote `annotations`: CRI-O when any of its keys is
+    /// there (even empty), else containerd when one of its keys is, else
+    /// none.
+    pub fn of(annotations: Option<&HashMap<String, String>>) -> Option<Self> {
+        let a = annotations?;
+        if a.contains_key(CRIO_SANDBOX_ID) || a.contains_key(CRIO_CONTAINER_TYPE) {
+            Some(Self::CriO)
+        } else if a.contains_key(CRI_SANDBOX_ID) || a.contains_key(CRI_CONTAINER_TYPE) {
+            Some(Self::Containerd)
+        } else {
+            None
+        }
+    }
+
+    /// Its (sandbox id, container type) keys.
+    pub fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Containerd => (CRI_SANDBOX_ID, CRI_CONTAINER_TYPE),
+            Self::CriO => (CRIO_SANDBOX_ID, CRIO_CONTAINER_TYPE),
+        }
+    }
+}
 
 /// A container's place in its pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +69,25 @@ impl Role {
     }
 }
 
+/// The value of the writing engine's key (sandbox id or container type),
+/// `None` when it is absent or empty.
+fn engine_value(
+    annotations: Option<&HashMap<String, String>>,
+    pick: fn((&'static str, &'static str)) -> &'static str,
+) -> Option<&String> {
+    let key = pick(Engine::of(annotations)?.keys());
+    annotations?.get(key).filter(|v| !v.is_empty())
+}
+
+/// The container type (`sandbox`, `container`) the writing engine set.
+pub fn container_type(annotations: Option<&HashMap<String, String>>) -> Option<&str> {
+    engine_value(annotations, |k| k.1).map(String::as_str)
+}
+
 /// The role of container `id` given its spec's annotations.
 pub fn role(id: &str, annotations: Option<&HashMap<String, String>>) -> Role {
-    let get = |k: &str| annotations.and_then(|a| a.get(k)).filter(|v| !v.is_empty());
-    let sandbox_id = get(CRI_SANDBOX_ID).or_else(|| get(CRIO_SANDBOX_ID));
-    let kind = get(CRI_CONTAINER_TYPE).or_else(|| get(CRIO_CONTAINER_TYPE));
-    match (sandbox_id, kind.map(String::as_str)) {
+    let sandbox_id = engine_value(annotations, |k| k.0);
+    match (sandbox_id, container_type(annotations)) {
         (None, _) => Role::Sandbox {
             pod: id.to_string(),
         },
@@ -68,5 +120,59 @@ mod tests {
         assert_eq!(role("c3", Some(&a)), Role::Member { pod: "p2".into() });
         let a = ann(&[(CRI_SANDBOX_ID, "")]);
         assert_eq!(role("c4", Some(&a)), Role::Sandbox { pod: "c4".into() });
+        let a = ann(&[("io.kubernetes.pod.name", "x")]);
+        assert_eq!(role("c5", Some(&a)), Role::Sandbox { pod: "c5".into() });
+    }
+
+    #[test]
+    fn containerd_shapes() {
+        let a = ann(&[(CRI_SANDBOX_ID, "p1"), (CRI_CONTAINER_TYPE, "sandbox")]);
+        assert_eq!(Engine::of(Some(&a)), Some(Engine::Containerd));
+        assert_eq!(container_type(Some(&a)), Some("sandbox"));
+        // containerd's own keys, and a sandbox id alone.
+        let a = ann(&[(CRI_SANDBOX_ID, "p1")]);
+        assert_eq!(role("c1", Some(&a)), Role::Member { pod: "p1".into() });
+        assert_eq!(container_type(Some(&a)), None);
+    }
+
+    #[test]
+    fn crio_shapes_ignore_containerd_keys() {
+        // CRI-O's sandbox (infra) container and one of its members.
+        let a = ann(&[(CRIO_SANDBOX_ID, "p2"), (CRIO_CONTAINER_TYPE, "sandbox")]);
+        assert_eq!(Engine::of(Some(&a)), Some(Engine::CriO));
+        assert_eq!(role("p2", Some(&a)), Role::Sandbox { pod: "p2".into() });
+        assert_eq!(container_type(Some(&a)), Some("sandbox"));
+
+        // A tenant's pod annotation naming another pod with containerd's
+        // key, copied by CRI-O beside its own: CRI-O's keys decide.
+        let a = ann(&[
+            (CRIO_SANDBOX_ID, "mine"),
+            (CRIO_CONTAINER_TYPE, "container"),
+            (CRI_SANDBOX_ID, "victim"),
+            (CRI_CONTAINER_TYPE, "container"),
+        ]);
+        assert_eq!(role("c1", Some(&a)), Role::Member { pod: "mine".into() });
+        // The CRI-O sandbox with forged containerd keys is still its own.
+        let a = ann(&[
+            (CRIO_SANDBOX_ID, "mine"),
+            (CRIO_CONTAINER_TYPE, "sandbox"),
+            (CRI_SANDBOX_ID, "victim"),
+            (CRI_CONTAINER_TYPE, "container"),
+        ]);
+        assert_eq!(role("mine", Some(&a)), Role::Sandbox { pod: "mine".into() });
+        // CRI-O's container type alone (empty sandbox id): a pod of its
+        // own, never the forged one.
+        let a = ann(&[
+            (CRIO_CONTAINER_TYPE, "container"),
+            (CRIO_SANDBOX_ID, ""),
+            (CRI_SANDBOX_ID, "victim"),
+        ]);
+        assert_eq!(role("c2", Some(&a)), Role::Sandbox { pod: "c2".into() });
+        // A forged containerd container type does not make a sandbox.
+        let a = ann(&[
+            (CRIO_CONTAINER_TYPE, "container"),
+            (CRI_CONTAINER_TYPE, "sandbox"),
+        ]);
+        assert_eq!(container_type(Some(&a)), Some("container"));
     }
 }

@@ -392,10 +392,7 @@ fn own_userns(
 /// A CRI (or CRI-O) sandbox container: the only kind whose network
 /// namespace cnfbox adopts.
 fn is_cri_sandbox(spec: &Spec) -> bool {
-    let a = spec.annotations().as_ref();
-    [pod::CRI_CONTAINER_TYPE, pod::CRIO_CONTAINER_TYPE]
-        .iter()
-        .any(|k| a.and_then(|a| a.get(*k)).map(String::as_str) == Some("sandbox"))
+    pod::container_type(spec.annotations().as_ref()) == Some("sandbox")
 }
 
 /// Makes the spec's network namespace a new one (no path).

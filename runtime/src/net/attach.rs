@@ -7,16 +7,46 @@ use std::path::{Path, PathBuf};
 
 use netlink_packet_route::link::MacVlanMode;
 
+use super::identity::{check_verifiable, same_device};
 use super::netlink::{Child, Link, Netlink};
 use super::request::{Kind, MacvlanMode, Request};
 use super::{Attachment, NetError, NsId, PodNetwork};
 use crate::meta::ContainerMeta;
 
 /// Serialises attachment checks and changes of all pods under one state
-/// root, so two creates cannot both take one device.
+/// root, so two creates cannot both take one device. Private to root: a
+/// host user who could open it could flock(2) it and hang every create
+/// that attaches interfaces.
 const LOCK: &str = ".network.lock";
 
+/// Refuses to lock in a state root another user could plant the lock
+/// file in (not ours, or writable by group or others).
+fn check_lock_dir(root: &Path) -> Result<(), NetError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(root).map_err(|source| NetError::Lock {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let reason = if m.uid() != euid {
+        format!("owned by uid {}, not {euid}", m.uid())
+    } else if m.mode() & 0o022 != 0 {
+        format!(
+            "mode {:04o} is writable by group or others",
+            m.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(NetError::LockUnsafe {
+        path: root.to_path_buf(),
+        reason,
+    })
+}
+
 fn lock(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, NetError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    check_lock_dir(root)?;
     let path = root.join(LOCK);
     let err = |source| NetError::Lock {
         path: path.clone(),
@@ -26,8 +56,23 @@ fn lock(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, NetError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(err)?;
+    let m = file.metadata().map_err(err)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !m.is_file() || m.uid() != euid {
+        return Err(NetError::LockUnsafe {
+            path: path.clone(),
+            reason: format!("not a regular file owned by uid {euid}"),
+        });
+    }
+    // One an older cnfbox made 0644.
+    if m.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| err(e.into()))
 }
@@ -152,6 +197,7 @@ pub fn attach(
     let mut pod = socket_in(&pod_ns, &pod_path)?;
     let used = in_use(root, id);
     let mut attachments = Vec::new();
+    let mut host_links = Vec::new();
     for r in requests {
         let dev = r.kind.host_device();
         if let Some((other, moved)) = used.get(dev) {
@@ -187,12 +233,27 @@ pub fn attach(
             ),
             _ => (Vec::new(), false),
         };
+        let identity = match r.kind {
+            Kind::Move { .. } => Some(link.identity.clone()),
+            _ => None,
+        };
+        host_links.push(link);
         attachments.push(Attachment {
             request: r.clone(),
             host_addrs,
             host_up,
             pod_index: None,
+            identity,
         });
+    }
+    check_verifiable(&attachments, &host_links)?;
+    // Before the move only what is the same on both sides is kept; the
+    // link's namespace id is what the pod's namespace calls it, read there.
+    for a in &mut attachments {
+        if let Some(id) = &mut a.identity {
+            id.link = None;
+            id.link_netnsid = None;
+        }
     }
     let host_id = NsId::of(&host_ns).map_err(|source| NetError::OpenNetns {
         path: host_path.clone(),
@@ -223,7 +284,11 @@ pub fn attach(
             ))
         });
         if let Ok(Some(link)) = &applied {
-            net.attachments[i].pod_index = Some(link.index);
+            let a = &mut net.attachments[i];
+            a.pod_index = Some(link.index);
+            if a.identity.is_some() {
+                a.identity = Some(link.identity.clone());
+            }
             continue;
         }
         let a = &net.attachments[i];
@@ -346,6 +411,21 @@ fn give_back(
             };
             match &r.kind {
                 Kind::Move { host: name } => {
+                    if !same_device(a.identity.as_ref(), &link.identity, a.pod_index.is_some()) {
+                        // Pod root put a device of its own in its place:
+                        // never the host's. It goes with the pod.
+                        let deleted = pod.delete(link.index);
+                        tracing::warn!(
+                            interface = %link.name,
+                            index = link.index,
+                            found = %link.identity,
+                            moved = %a.identity.as_ref().map_or("not recorded".to_string(), |i| i.to_string()),
+                            host_device = %name,
+                            deleted = deleted.is_ok(),
+                            "not the device that was moved in: not given back to the host"
+                        );
+                        return Ok(());
+                    }
                     // The kernel renames only after the move, and moves under
                     // the current name when that is free: a taken original
                     // name would leave the device on the host misnamed.

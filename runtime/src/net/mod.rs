@@ -20,6 +20,7 @@
 //! lifetime, so this works after the pod's init is gone too.
 
 mod attach;
+mod identity;
 pub mod netlink;
 mod policy;
 pub mod request;
@@ -58,6 +59,10 @@ pub enum NetError {
         allowed: String,
         config: PathBuf,
     },
+    /// A parent the `[network] parents` entry allows, but not for this child
+    /// (macvlan passthru, a VLAN id).
+    #[error("{origin}: {reason}")]
+    ParentSetting { origin: String, reason: String },
     #[error("the pod asks for {count} interfaces; [network] max_attachments = {max} in {config}")]
     TooMany {
         count: usize,
@@ -76,6 +81,12 @@ pub enum NetError {
         device: String,
         pod: String,
     },
+    #[error("{origin}: host device {device} ({identity}) cannot be moved: cnfbox could not tell it from a device pod root makes when it is given back (only hardware and devices linked to one that stays outside can be moved)")]
+    Unverifiable {
+        origin: String,
+        device: String,
+        identity: Box<netlink::Identity>,
+    },
     #[error("{origin}: the pod's network namespace already has an interface named {name}")]
     NameClash { origin: String, name: String },
     #[error("{origin}: cannot give {inside} back to the host: the name {name} is taken there (free it and delete again)")]
@@ -90,6 +101,8 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: {reason}; refusing to keep the network lock there")]
+    LockUnsafe { path: PathBuf, reason: String },
     #[error("open network namespace {path}")]
     OpenNetns {
         path: PathBuf,
@@ -165,6 +178,12 @@ pub struct Attachment {
     /// even if pod root renamed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_index: Option<u32>,
+    /// What a moved device is: read on the host before the move, and
+    /// again inside the pod right after it (with `pod_index`). Only a
+    /// device that still matches is given back at delete; pod root can
+    /// replace it with one of its own under the same name and index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<netlink::Identity>,
 }
 
 /// The interfaces of a pod and where they go back to.

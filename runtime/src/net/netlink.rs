@@ -34,6 +34,50 @@ pub struct Link {
     pub name: String,
     pub up: bool,
     pub loopback: bool,
+    pub identity: Identity,
+}
+
+/// What a link is beyond its index, name and MAC address, all of which
+/// root in the link's network namespace can give a device of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// `IFLA_INFO_KIND` (`veth`, `macvlan`, `ifb`...); none for hardware,
+    /// which no one can create from inside a network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `IFLA_PERM_ADDRESS`, the address the hardware came with (when not
+    /// zero); changing the MAC address leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perm_address: Option<String>,
+    /// `IFLA_PARENT_DEV_BUS_NAME`/`IFLA_PARENT_DEV_NAME`: the bus device
+    /// behind it (`pci/0000:3b:02.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_dev: Option<String>,
+    /// `IFLA_LINK`: the index of a veth's peer or a stacked device's lower
+    /// device, when that is another device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the namespace that device is in, when another,
+    /// as this link's namespace numbers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_netnsid: Option<i32>,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kind {}", self.kind.as_deref().unwrap_or("hardware"))?;
+        if let Some(a) = &self.perm_address {
+            write!(f, ", permanent address {a}")?;
+        }
+        if let Some(p) = &self.parent_dev {
+            write!(f, ", device {p}")?;
+        }
+        match (self.link, self.link_netnsid) {
+            (Some(l), Some(n)) => write!(f, ", link {l} in netns id {n}"),
+            (Some(l), None) => write!(f, ", link {l}"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// An interface address (`ip addr`): what a moved device keeps.
@@ -343,11 +387,37 @@ fn link_of(l: &LinkMessage) -> Link {
         name: String::new(),
         up: l.header.flags.contains(LinkFlags::Up),
         loopback: l.header.flags.contains(LinkFlags::Loopback),
+        identity: Identity::default(),
     };
+    let id = &mut link.identity;
+    let (mut bus, mut dev) = (None, None);
     for at in &l.attributes {
-        if let LinkAttribute::IfName(n) = at {
-            link.name = n.clone();
+        match at {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                id.kind = infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
+            }
+            LinkAttribute::PermAddress(a) if a.iter().any(|b| *b != 0) => {
+                id.perm_address = Some(
+                    a.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                );
+            }
+            LinkAttribute::ParentDevBusName(b) => bus = Some(b.clone()),
+            LinkAttribute::ParentDevName(d) => dev = Some(d.clone()),
+            LinkAttribute::Link(i) if *i != l.header.index && *i != 0 => id.link = Some(*i),
+            LinkAttribute::LinkNetNsId(n) if *n >= 0 => id.link_netnsid = Some(*n),
+            _ => {}
         }
     }
+    id.parent_dev = dev.map(|d| match bus {
+        Some(b) => format!("{b}/{d}"),
+        None => d,
+    });
     link
 }
