@@ -183,3 +183,140 @@ fn systemd_cgroup_without_systemd() {
     assert_one_line_error(&out, &["--systemd-cgroup", "systemd is not running"]);
     assert_nothing_left(&env, &id);
 }
+
+/// Failures inside libcontainer's init keep their innermost cause on the
+/// one line (it was only in `--debug` output): proc mounted on a symlink,
+/// and a capability set the kernel refuses (with its errno name).
+#[test]
+fn init_failures_name_their_cause() {
+    if !can_run("init failure causes") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("symproc", |b| {
+        b.scenario(&Scenario::True).modify(|s| {
+            let mut mounts = s.mounts().clone().unwrap_or_default();
+            for m in mounts
+                .iter_mut()
+                .filter(|m| m.destination() == std::path::Path::new("/proc"))
+            {
+                m.set_destination("/realproc".into());
+            }
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination("/proc")
+                    .typ("proc")
+                    .source("proc")
+                    .build()
+                    .unwrap(),
+            );
+            s.set_mounts(Some(mounts));
+        })
+    });
+    let proc_dir = bundle.rootfs.join("proc");
+    let _ = fs::remove_dir(&proc_dir);
+    fs::create_dir_all(bundle.rootfs.join("realproc")).unwrap();
+    std::os::unix::fs::symlink("realproc", &proc_dir).unwrap();
+    let id = env.id("symproc");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let line = assert_one_line_error(
+        &out,
+        &[
+            "prepare rootfs",
+            "proc must be mounted on ordinary directory",
+        ],
+    );
+    assert!(line.starts_with("cnfbox: error: "), "{line}");
+    assert_nothing_left(&env, &id);
+
+    // A capability outside this process's bounding set, asked for in the
+    // host user namespace: capset(2) fails with EPERM.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let Some(missing) = (0..=40u32).find(|b| bnd & (1u64 << b) == 0) else {
+        eprintln!("SKIP refused capset cause: this host's bounding set has every capability");
+        return;
+    };
+    let names = caps_names();
+    let name = names[missing as usize];
+    let config = env.config.clone().unwrap();
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("[idmap]\n", "[idmap]\nallow_host_userns = true\n");
+    fs::write(
+        &config,
+        format!("{text}[capabilities]\nallow = [\"{name}\"]\n"),
+    )
+    .unwrap();
+    let bundle = env.bundle("badcaps", |b| {
+        b.scenario(&Scenario::True)
+            .annotation("cnfbox.io/userns", "host")
+            .modify(move |s| {
+                let p = s.process_mut().as_mut().unwrap();
+                let mut caps = p.capabilities().clone().unwrap_or_default();
+                let cap: oci_spec::runtime::Capability = name.parse().unwrap();
+                let mut eff = caps.effective().clone().unwrap_or_default();
+                eff.insert(cap);
+                let mut prm = caps.permitted().clone().unwrap_or_default();
+                prm.insert(cap);
+                caps.set_effective(Some(eff));
+                caps.set_permitted(Some(prm));
+                p.set_capabilities(Some(caps));
+            })
+    });
+    let id = env.id("badcaps");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert_one_line_error(&out, &["capabilities", "EPERM"]);
+    assert_nothing_left(&env, &id);
+}
+
+/// Capability names by number, as oci-spec parses them (without CAP_).
+fn caps_names() -> Vec<&'static str> {
+    vec![
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ]
+}

@@ -59,10 +59,11 @@ struct RuncLayer {
     format: Format,
 }
 
+/// An event's message and other fields.
 #[derive(Default)]
-struct Fields {
-    msg: String,
-    extra: serde_json::Map<String, serde_json::Value>,
+pub struct Fields {
+    pub msg: String,
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Visit for Fields {
@@ -145,9 +146,11 @@ impl<S: Subscriber> Layer<S> for RuncLayer {
 /// Installs the global subscriber.
 ///
 /// Without `--log`, nothing is logged unless `--debug` is given: the one-line
-/// error on stderr is the whole story for a person at a terminal.
+/// error on stderr is the whole story for a person at a terminal. The
+/// causes of libcontainer's errors are recorded in every case
+/// (`causes.rs`), for that line.
 pub fn init(log: Option<&Path>, format: Format, debug: bool) -> Result<(), LogError> {
-    let (sink, level) = match log {
+    let runc = match log {
         Some(path) => {
             let file = OpenOptions::new()
                 .create(true)
@@ -162,13 +165,18 @@ pub fn init(log: Option<&Path>, format: Format, debug: bool) -> Result<(), LogEr
             } else {
                 LevelFilter::INFO
             };
-            (Sink::File(Mutex::new(file)), level)
+            Some((Sink::File(Mutex::new(file)), level))
         }
-        None if debug => (Sink::Stderr, LevelFilter::DEBUG),
-        None => return Ok(()),
-    };
-    let layer = RuncLayer { sink, format }.with_filter(level);
+        None if debug => Some((Sink::Stderr, LevelFilter::DEBUG)),
+        None => None,
+    }
+    .map(|(sink, level)| RuncLayer { sink, format }.with_filter(level));
+    crate::causes::init();
+    let causes = crate::causes::CauseLayer.with_filter(LevelFilter::ERROR);
     // A second init (only possible in tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(runc)
+        .with(causes)
+        .try_init();
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod adopt;
 mod bundle;
 mod capabilities;
+mod causes;
 mod cgroups;
 mod cli;
 mod commands;
@@ -45,7 +46,9 @@ fn main() -> ExitCode {
 /// (`"level":"error"`). The stderr line starts `cnfbox: error:` so that
 /// tools driving a runtime see an error, as runc's `ERRO[...]` lines.
 fn fail(err: &anyhow::Error) -> ExitCode {
-    let line = format!("{err:#}").replace('\n', " ");
+    // The innermost cause, when libcontainer's forks logged one the chain
+    // lost ("failed to prepare rootfs": why).
+    let line = causes::complete(format!("{err:#}").replace('\n', " "));
     tracing::error!("{line}");
     eprintln!("cnfbox: error: {line}");
     ExitCode::FAILURE
