@@ -461,3 +461,50 @@ fn hooks_get_the_users_bundle() {
     }
     assert_nothing_left(&env, &id);
 }
+
+/// `exec` without `-p` runs the command as the spec's `process.user` with
+/// its rlimits, as runc does (libcontainer's own flags process ran as uid 0
+/// with none); `--user` still overrides it.
+#[test]
+fn exec_without_a_process_file_is_the_specs_user() {
+    if !can_run("exec user") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = env.bundle("execuser", |b| {
+        b.scenario(&Scenario::Sleep).modify(|s| {
+            let p = s.process_mut().as_mut().unwrap();
+            p.user_mut().set_uid(1000);
+            p.user_mut().set_gid(1001);
+            p.set_rlimits(Some(vec![oci_spec::runtime::PosixRlimitBuilder::default()
+                .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+                .hard(333u64)
+                .soft(333u64)
+                .build()
+                .unwrap()]));
+        })
+    });
+    let id = env.id("execuser");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let out = env.ok(&[
+        "exec",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo $(id -u):$(id -g) $(ulimit -n)",
+    ]);
+    assert_eq!(out.trim(), "1000:1001 333");
+    let out = env.ok(&[
+        "exec",
+        "--user",
+        "0:0",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo $(id -u):$(id -g)",
+    ]);
+    assert_eq!(out.trim(), "0:0");
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}
