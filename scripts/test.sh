@@ -14,5 +14,9 @@ echo "== build"; cargo build --workspace --all-targets --locked
 echo "== clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
+echo "== shim and CRI tests again on containerd 2.x (Debian sid, unpacked by scripts/containerd2.sh)"
+containerd2_bin=$(bash scripts/containerd2.sh)
+CNFBOX_CONTAINERD_BIN="$containerd2_bin" cargo test -p integration --locked \
+  --test shim_ctr --test shim_cri -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
 echo "== fuzz (FUZZ_SECONDS=${FUZZ_SECONDS:-30} per target)"
 bash scripts/fuzz.sh

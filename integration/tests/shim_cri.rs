@@ -17,10 +17,12 @@ use std::process::Command;
 use common::{can_run, cnfbox_bin, Env};
 use cri::{Client, CNI_BIN, SHIM};
 use k8s_cri::v1::{
-    ContainerFilter, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, LinuxContainerResources, ListContainersRequest,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    security_profile::ProfileType, ContainerFilter, ContainerState, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, ListContainersRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
 };
 use test_bundles::containerd::missing_tool;
 use test_bundles::{PrivateContainerd, StartOptions};
@@ -113,6 +115,7 @@ fn cri_node(test: &str) -> Option<CriNode> {
         cri: true,
     };
     let cd = PrivateContainerd::start_with(&config, &opts).expect("start containerd with CRI");
+    eprintln!("containerd {}", cd.version());
     cri::import_images(&cd, env.tmp.path()).expect("import images");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,9 +185,14 @@ impl CriNode {
 
     /// Creates and starts a `sleep` container in `pod`; its id.
     fn start_container(&mut self, pod: &Pod, name: &str) -> String {
+        self.start_config(pod, cri::sleep_container(name))
+    }
+
+    /// Creates and starts `config` in `pod`; its id.
+    fn start_config(&mut self, pod: &Pod, config: k8s_cri::v1::ContainerConfig) -> String {
         let req = CreateContainerRequest {
             pod_sandbox_id: pod.id.clone(),
-            config: Some(cri::sleep_container(name)),
+            config: Some(config),
             sandbox_config: Some(pod.config.clone()),
         };
         let id = self
@@ -597,5 +605,70 @@ fn cri_runc_v2_runtime_type_runs_cnfbox() {
         n.held_ranges()
     );
     assert_eq!(n.shims() + runc_shims(&n), 0, "shim left");
+    n.stop();
+}
+
+/// Through CRI, on whichever containerd runs the test (1.6 or 2.x):
+/// ExecSync into a container with `seccompProfile: RuntimeDefault` runs
+/// under the profile (`Seccomp: 2`; `unshare(CLONE_NEWUSER)`, which it
+/// denies without CAP_SYS_ADMIN, fails), for cnfbox as for runc; and the
+/// sandbox's `net.ipv4.ping_group_range = "0 2147483647"` (containerd 2.x's
+/// default, turned on here for 1.6 too) reaches a cnfbox pod narrowed to
+/// the pod's 65536 groups, where it used to fail RunPodSandbox.
+#[test]
+fn cri_exec_seccomp_and_icmp_sysctl() {
+    let Some(mut n) = cri_node("cri_exec_seccomp_and_icmp_sysctl") else {
+        return;
+    };
+    let probe = "grep ^Seccomp: /proc/self/status | tr -d '\\t '; \
+                 if unshare -U /bin/true 2>/dev/null; then echo unshare=ok; else echo unshare=denied; fi; \
+                 echo range=$(tr '\\t' ' ' < /proc/sys/net/ipv4/ping_group_range)";
+    for handler in ["cnfbox", "runc"] {
+        let pod = n
+            .run_pod(&format!("sec-{handler}"), handler, &[])
+            .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", n.log_tail()));
+        for profile in [ProfileType::RuntimeDefault, ProfileType::Unconfined] {
+            let mut config = cri::sleep_container(&format!("{profile:?}").to_lowercase());
+            config.linux = Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    seccomp: Some(SecurityProfile {
+                        profile_type: profile as i32,
+                        ..Default::default()
+                    }),
+                    // As kubelet sets them (no shareProcessNamespace).
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Pod as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let c = n.start_config(&pod, config);
+            let (code, out, err) = n.exec(&c, &["/bin/sh", "-c", probe]);
+            assert_eq!(code, 0, "{handler} {profile:?}: {err}");
+            let lines: Vec<&str> = out.lines().collect();
+            let want = match profile {
+                ProfileType::RuntimeDefault => ["Seccomp:2", "unshare=denied"],
+                _ => ["Seccomp:0", "unshare=ok"],
+            };
+            assert_eq!(lines[..2], want, "{handler} {profile:?}: {out}");
+            let range = if handler == "cnfbox" {
+                "range=0 65535"
+            } else {
+                "range=0 2147483647"
+            };
+            assert_eq!(lines[2], range, "{handler}: {out}");
+        }
+        n.remove_pod(&pod);
+    }
+    assert!(
+        n.held_ranges().is_empty(),
+        "ranges left: {:?}",
+        n.held_ranges()
+    );
+    assert_eq!(n.shims(), 0, "shims left");
     n.stop();
 }

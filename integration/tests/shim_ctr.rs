@@ -64,6 +64,7 @@ fn node(test: &str) -> Option<Node> {
         cri: false,
     };
     let cd = PrivateContainerd::start_with("", &opts).expect("start private containerd");
+    eprintln!("{test}: containerd {}", cd.version());
     let archive = ImageBuilder::busybox()
         .write(&env.tmp.path().join("busybox.tar"))
         .expect("write busybox image");

@@ -96,7 +96,11 @@ fn innermost(debug: &str) -> String {
         .and_then(|end| debug[..end].rfind('"').map(|start| &debug[start + 1..end]))
         .filter(|s| !s.trim().is_empty());
     let msg = match quoted {
-        Some(q) => q.replace("\\\"", "\""),
+        // `NotFound(Some("/proc/9"))`: the kind names what the path lacked.
+        Some(q) => match kind_before_quote(debug) {
+            Some(kind) => format!("{kind}: {}", q.replace("\\\"", "\"")),
+            None => q.replace("\\\"", "\""),
+        },
         None => {
             let open = debug.rfind('(');
             let close = open.and_then(|o| debug[o..].find(')').map(|c| o + c));
@@ -109,6 +113,27 @@ fn innermost(debug: &str) -> String {
     match errno_of(&msg) {
         Some(name) => format!("{name}: {msg}"),
         None => msg,
+    }
+}
+
+/// The variant wrapping the last quoted string, past any `Some(`, unless it
+/// is a catch-all (`Other`, `Msg`, a `...Error` wrapper): `NotFound` in
+/// `Procfs(NotFound(Some("..")))`.
+fn kind_before_quote(debug: &str) -> Option<&str> {
+    let end = debug.rfind('"')?;
+    let start = debug[..end].rfind('"')?;
+    let mut head = debug[..start].trim_end_matches('(');
+    loop {
+        let ident_start = head
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let ident = &head[ident_start..];
+        if ident == "Some" {
+            head = head[..ident_start].trim_end_matches('(');
+            continue;
+        }
+        let catch_all = matches!(ident, "Other" | "Msg" | "Message") || ident.ends_with("Error");
+        return (!ident.is_empty() && !catch_all).then_some(ident);
     }
 }
 
@@ -142,6 +167,10 @@ mod tests {
             "EPERM: capset failure: Operation not permitted (os error 1)"
         );
         assert_eq!(innermost("Nix(EPERM)"), "EPERM");
+        assert_eq!(
+            innermost(r#"Mount(Procfs(NotFound(Some("/proc/9"))))"#),
+            "NotFound: /proc/9"
+        );
         assert_eq!(innermost("Plain"), "Plain");
     }
 }

@@ -36,6 +36,9 @@ pub const REQUIRED_TOOLS: [&str; 6] = [
     "nsenter",
 ];
 
+/// Names a directory whose containerd binaries the tests use first.
+pub const CONTAINERD_BIN_ENV: &str = "CNFBOX_CONTAINERD_BIN";
+
 /// Root of the cgroup hierarchies whose `<namespace>` dirs are removed.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,6 +72,8 @@ pub enum ContainerdError {
         status: std::process::ExitStatus,
         log: String,
     },
+    #[error("{CONTAINERD_BIN_ENV}={dir} but the containerd found is {running}")]
+    NotTheAskedFor { dir: PathBuf, running: PathBuf },
     #[error("`ctr {args}` failed with {status}: {stderr}")]
     Ctr {
         args: String,
@@ -97,9 +102,18 @@ const SBIN_DIRS: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 
 /// `PATH` plus [`SBIN_DIRS`]: where tools are looked up, and the `PATH`
 /// containerd (and so its shim, which looks for runc) runs with.
+///
+/// With `CNFBOX_CONTAINERD_BIN` set (a directory holding `containerd`,
+/// `ctr` and `containerd-shim-runc-v2`, e.g. containerd 2.x unpacked by
+/// `scripts/containerd2.sh`), that directory comes first: the tests then
+/// run against that containerd instead of the system's.
 pub fn search_path() -> std::ffi::OsString {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(SBIN_DIRS.map(PathBuf::from));
+    let first = std::env::var_os(CONTAINERD_BIN_ENV).map(PathBuf::from);
+    let dirs = first
+        .into_iter()
+        .chain(std::env::split_paths(&path))
+        .chain(SBIN_DIRS.map(PathBuf::from));
     // Only fails for a dir containing ':', which split_paths cannot yield.
     std::env::join_paths(dirs).unwrap_or(path)
 }
@@ -260,7 +274,17 @@ state = "{state}"
             env: opts.env.clone(),
         };
         me.wait_ready(&config, own_ns)?;
-        info!(pid, socket = %me.socket.display(), "private containerd up");
+        let version = me.version();
+        if let Some(dir) = std::env::var_os(CONTAINERD_BIN_ENV) {
+            let bin = find_tool("containerd");
+            if bin != Some(PathBuf::from(&dir).join("containerd")) {
+                return Err(ContainerdError::NotTheAskedFor {
+                    dir: dir.into(),
+                    running: bin.unwrap_or_default(),
+                });
+            }
+        }
+        info!(pid, %version, socket = %me.socket.display(), "private containerd up");
         Ok(me)
     }
 
@@ -356,6 +380,20 @@ state = "{state}"
             }
             sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `containerd --version` of the binary this instance runs (the first
+    /// on [`search_path`]), e.g. `2.1.9+unknown`.
+    pub fn version(&self) -> String {
+        let out = find_tool("containerd")
+            .and_then(|bin| Command::new(bin).arg("--version").output().ok())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        // "containerd github.com/containerd/containerd/v2 2.1.9+unknown <rev>"
+        out.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The gRPC socket (`ctr --address`).

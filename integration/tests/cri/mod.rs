@@ -74,6 +74,9 @@ pub fn containerd_config(cni_conf: &Path, extra: &str) -> String {
   sandbox_image = "{PAUSE_IMAGE_REF}"
   restrict_oom_score_adj = true
   disable_apparmor = true
+  # containerd 2.x's default (1.6's is false): every sandbox gets
+  # net.ipv4.ping_group_range = "0 2147483647".
+  enable_unprivileged_icmp = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
