@@ -390,6 +390,24 @@ fn parse_entry(line: &str, with_root: bool) -> Result<PodEntry, String> {
     })
 }
 
+/// The state roots named by the entries of the ledger at `path`, read
+/// line by line without the checksum: what `ranges repair` of a corrupt
+/// ledger still learns from it. Unreadable lines are skipped.
+pub fn salvage_roots(path: &Path) -> Vec<PathBuf> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut roots: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.splitn(6, ' ').nth(4))
+        .filter_map(|f| decode_root(f).ok().flatten())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
 /// Whether byte `b` stands for itself in an encoded root.
 fn plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"/._+,:@=-".contains(&b)

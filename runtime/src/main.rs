@@ -7,6 +7,7 @@ mod cgroups;
 mod cli;
 mod commands;
 mod failpoint;
+mod holders;
 mod hugepages;
 mod hugetlb;
 mod hugetlbfs;

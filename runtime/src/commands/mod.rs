@@ -1,6 +1,7 @@
 //! The runc-compatible commands.
 
 mod create;
+pub use create::STAGING;
 mod exec_process;
 mod info;
 pub mod inspect;
