@@ -84,6 +84,13 @@ impl InUse {
             if uid_text.split_whitespace().eq(["0", "0", "4294967295"]) {
                 continue;
             }
+            // A zombie runs nothing (a killed container's init waits there
+            // until its new parent reaps it), so it uses no ID.
+            match read_gone_ok(&dir.join("stat"))? {
+                None => continue,
+                Some(stat) if is_dead(&stat) => continue,
+                Some(_) => {}
+            }
             let Some(gid_text) = read_gone_ok(&dir.join("gid_map"))? else {
                 continue;
             };
@@ -109,6 +116,15 @@ impl InUse {
             })
             .map(|ns| ns.pid)
     }
+}
+
+/// Whether a `/proc/PID/stat` line is of a zombie or dead task: proc(5),
+/// the state is the field after the parenthesised command, which may itself
+/// hold `)`, so the last one ends it.
+fn is_dead(stat: &str) -> bool {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// ENOENT or ESRCH: the process exited while we looked.
@@ -161,6 +177,7 @@ mod tests {
             std::fs::create_dir_all(&p).expect("mkdir");
             std::fs::write(p.join("uid_map"), uid).expect("uid_map");
             std::fs::write(p.join("gid_map"), gid).expect("gid_map");
+            std::fs::write(p.join("stat"), format!("{pid} (a b) c) S 1 2 3\n")).expect("stat");
         }
         d
     }
@@ -184,6 +201,24 @@ mod tests {
         ]);
         let used = InUse::scan(d.path()).expect("scan");
         assert_eq!(used.namespaces.len(), 3, "{used:?}");
+        // Zombies run nothing.
+        for pid in ["20", "21", "22"] {
+            std::fs::write(
+                d.path().join(pid).join("stat"),
+                format!("{pid} (sleep) Z 1 2\n"),
+            )
+            .expect("stat");
+        }
+        let used = InUse::scan(d.path()).expect("scan");
+        assert_eq!(used.user_of(&pod(1_048_576)), None, "{used:?}");
+        for pid in ["20", "21", "22"] {
+            std::fs::write(
+                d.path().join(pid).join("stat"),
+                format!("{pid} (x) Z) R 1\n"),
+            )
+            .expect("stat");
+        }
+        let used = InUse::scan(d.path()).expect("scan");
         assert!(
             matches!(used.user_of(&pod(1_048_576)), Some(20 | 21)),
             "{used:?}"
