@@ -52,14 +52,14 @@ pub enum AllocError {
         root: String,
         mapping: PodMapping,
         #[source]
-        source: Conflict,
+        source: Box<Conflict>,
     },
     /// `repair` given live pods whose mappings overlap each other.
     #[error("cannot rebuild the ledger from the live pods: pod {pod}")]
     RepairConflict {
         pod: String,
         #[source]
-        source: Conflict,
+        source: Box<Conflict>,
     },
 }
 
@@ -161,7 +161,7 @@ impl Allocator {
                 pod: pod.to_owned(),
                 root: root_label(root),
                 mapping,
-                source,
+                source: Box::new(source),
             })?;
         lock.store(&mut state)?;
         tracing::info!(pod, root = %root_label(root), %mapping, generation = state.generation, "allocated host ID range");
@@ -202,7 +202,7 @@ impl Allocator {
                     pod: pod.to_owned(),
                     root: root_label(root),
                     mapping,
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         lock.store(&mut state)?;
@@ -375,7 +375,10 @@ impl Allocator {
             };
             state
                 .insert(entry(root.as_deref(), &pod, origin, mapping))
-                .map_err(|source| AllocError::RepairConflict { pod, source })?;
+                .map_err(|source| AllocError::RepairConflict {
+                    pod,
+                    source: Box::new(source),
+                })?;
         }
         for e in old {
             let kept = match &e.root {
@@ -391,7 +394,10 @@ impl Allocator {
                 let pod = e.pod.clone();
                 state
                     .insert(e)
-                    .map_err(|source| AllocError::RepairConflict { pod, source })?;
+                    .map_err(|source| AllocError::RepairConflict {
+                        pod,
+                        source: Box::new(source),
+                    })?;
             }
         }
         let saved_as = lock.quarantine(&format!("{tag}-{}", now_nanos()))?;

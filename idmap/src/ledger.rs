@@ -400,7 +400,7 @@ pub fn salvage_roots(path: &Path) -> Vec<PathBuf> {
     let text = String::from_utf8_lossy(&bytes);
     let mut roots: Vec<PathBuf> = text
         .lines()
-        .filter_map(|l| l.splitn(6, ' ').nth(4))
+        .filter_map(|l| l.split(' ').nth(4))
         .filter_map(|f| decode_root(f).ok().flatten())
         .collect();
     roots.sort();
