@@ -243,6 +243,7 @@ fn main() {
         let host = u32::try_from(k + 1).expect("k") * ID_BLOCK;
         state
             .insert(PodEntry {
+                root: None,
                 pod: format!("{:064x}", k),
                 origin: Origin::Allocated,
                 created: 0,

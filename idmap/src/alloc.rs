@@ -7,13 +7,13 @@
 //! ever decide from the same snapshot.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, ConfigError, EtcRoot, Pools};
 use crate::ledger::{Ledger, LedgerError, LockMode};
 use crate::range::PodMapping;
-use crate::state::{Conflict, Origin, PodEntry, State};
+use crate::state::{root_label, Conflict, Origin, PodEntry, State};
 
 /// Longest pod id accepted (sandbox ids are 64 hex digits).
 pub const MAX_POD_ID_LEN: usize = 256;
@@ -46,18 +46,20 @@ pub enum AllocError {
         live: usize,
     },
     /// `register` of a mapping that would break the invariants.
-    #[error("refusing to register pod {pod}")]
+    #[error("refusing to register pod {pod} (state root {root}) with {mapping}")]
     Register {
         pod: String,
+        root: String,
+        mapping: PodMapping,
         #[source]
-        source: Conflict,
+        source: Box<Conflict>,
     },
     /// `repair` given live pods whose mappings overlap each other.
     #[error("cannot rebuild the ledger from the live pods: pod {pod}")]
     RepairConflict {
         pod: String,
         #[source]
-        source: Conflict,
+        source: Box<Conflict>,
     },
 }
 
@@ -70,6 +72,22 @@ pub struct RepairReport {
     pub saved_as: Option<PathBuf>,
     /// The entries of the rebuilt ledger.
     pub entries: Vec<PodEntry>,
+}
+
+/// What [`Allocator::release_in`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// The range was freed; this is what the pod held.
+    Freed(PodEntry),
+    /// The pod holds the range, and something still uses it.
+    Kept {
+        /// What the pod holds.
+        entry: PodEntry,
+        /// What uses it.
+        reason: String,
+    },
+    /// The pod holds no range.
+    NotHeld,
 }
 
 /// Allocates and records per-pod host ID ranges.
@@ -106,14 +124,26 @@ impl Allocator {
     }
 
     /// The pod's range: the one it already holds (same pod, same range), or
-    /// the lowest free one.
+    /// the lowest free one. The pod has no state root: see
+    /// [`Allocator::allocate_in`].
     pub fn allocate(&self, pod: &str) -> Result<PodMapping, AllocError> {
+        self.allocate_in(None, pod)
+    }
+
+    /// The range of pod `pod` of state root `root`: the one it already
+    /// holds, or the lowest free one. An entry of that id without a root
+    /// (a v1 ledger's) is the pod's own and gets the root recorded.
+    pub fn allocate_in(&self, root: Option<&Path>, pod: &str) -> Result<PodMapping, AllocError> {
         check_pod_id(pod)?;
         let lock = self.ledger.lock(LockMode::Exclusive)?;
         let mut state = lock.load()?;
-        if let Some(e) = state.get(pod) {
+        if let Some(e) = state.get(root, pod) {
             tracing::debug!(pod, mapping = %e.mapping, "pod already holds a range");
             return Ok(e.mapping);
+        }
+        if let Some(mapping) = adopt_legacy(&mut state, root, pod, None) {
+            lock.store(&mut state)?;
+            return Ok(mapping);
         }
         let mapping = state
             .first_fit(&self.pools)
@@ -126,108 +156,217 @@ impl Allocator {
                 live: state.len(),
             })?;
         state
-            .insert(entry(pod, Origin::Allocated, mapping))
+            .insert(entry(root, pod, Origin::Allocated, mapping))
             .map_err(|source| AllocError::Register {
                 pod: pod.to_owned(),
-                source,
+                root: root_label(root),
+                mapping,
+                source: Box::new(source),
             })?;
         lock.store(&mut state)?;
-        tracing::info!(pod, %mapping, generation = state.generation, "allocated host ID range");
+        tracing::info!(pod, root = %root_label(root), %mapping, generation = state.generation, "allocated host ID range");
         Ok(mapping)
     }
 
-    /// Records a mapping chosen elsewhere. Idempotent for the same mapping;
-    /// refuses a different mapping for a known pod, a range below 65536, or
-    /// one overlapping another pod's.
+    /// Records a mapping chosen elsewhere for a pod without a state root:
+    /// see [`Allocator::register_in`].
     pub fn register(&self, pod: &str, mapping: PodMapping) -> Result<(), AllocError> {
+        self.register_in(None, pod, mapping)
+    }
+
+    /// Records a mapping chosen elsewhere (kubelet's `hostUsers: false`).
+    /// Idempotent for the same mapping; refuses a different mapping for a
+    /// known pod, a range below 65536, or one overlapping another pod's
+    /// (the error names both pods, roots and ranges).
+    pub fn register_in(
+        &self,
+        root: Option<&Path>,
+        pod: &str,
+        mapping: PodMapping,
+    ) -> Result<(), AllocError> {
         check_pod_id(pod)?;
         let lock = self.ledger.lock(LockMode::Exclusive)?;
         let mut state = lock.load()?;
-        if state.get(pod).is_some_and(|e| e.mapping == mapping) {
+        if state.get(root, pod).is_some_and(|e| e.mapping == mapping) {
+            return Ok(());
+        }
+        if adopt_legacy(&mut state, root, pod, Some(mapping)).is_some() {
+            lock.store(&mut state)?;
             return Ok(());
         }
         state
-            .insert(entry(pod, Origin::Registered, mapping))
+            .insert(entry(root, pod, Origin::Registered, mapping))
             .map_err(|source| {
-                tracing::warn!(pod, %mapping, error = %source, "register refused");
+                tracing::warn!(pod, root = %root_label(root), %mapping, error = %source, "register refused");
                 AllocError::Register {
                     pod: pod.to_owned(),
-                    source,
+                    root: root_label(root),
+                    mapping,
+                    source: Box::new(source),
                 }
             })?;
         lock.store(&mut state)?;
-        tracing::info!(pod, %mapping, "registered host ID range");
+        tracing::info!(pod, root = %root_label(root), %mapping, "registered host ID range");
         Ok(())
     }
 
-    /// Frees the pod's range; returns what it held (`None` if nothing, which
-    /// is not an error: release must be safe to repeat).
+    /// Frees the range of a pod without a state root; returns what it held
+    /// (`None` if nothing, which is not an error: release must be safe to
+    /// repeat).
     pub fn release(&self, pod: &str) -> Result<Option<PodEntry>, AllocError> {
+        match self.release_in(None, pod, |_| None)? {
+            Release::Freed(e) => Ok(Some(e)),
+            Release::NotHeld | Release::Kept { .. } => Ok(None),
+        }
+    }
+
+    /// Frees the range of pod `pod` of state root `root` (or the rootless
+    /// entry of that id, from a v1 ledger) unless `held_by`, asked under
+    /// the ledger lock, names something that still uses it: the pod's
+    /// other containers, a process in its user namespace. Nothing can take
+    /// the range between that answer and the write.
+    pub fn release_in(
+        &self,
+        root: Option<&Path>,
+        pod: &str,
+        held_by: impl FnOnce(&PodEntry) -> Option<String>,
+    ) -> Result<Release, AllocError> {
         let lock = self.ledger.lock(LockMode::Exclusive)?;
         let mut state = lock.load()?;
-        let Some(e) = state.remove(pod) else {
-            return Ok(None);
+        let key = match state.get(root, pod) {
+            Some(_) => root,
+            None if root.is_some() && state.get(None, pod).is_some() => None,
+            None => return Ok(Release::NotHeld),
+        };
+        let Some(held) = state.get(key, pod).cloned() else {
+            return Ok(Release::NotHeld);
+        };
+        if let Some(reason) = held_by(&held) {
+            tracing::info!(pod, root = %root_label(key), mapping = %held.mapping, %reason, "host ID range kept");
+            return Ok(Release::Kept {
+                entry: held,
+                reason,
+            });
+        }
+        let Some(e) = state.remove(key, pod) else {
+            return Ok(Release::NotHeld);
         };
         lock.store(&mut state)?;
-        tracing::info!(pod, mapping = %e.mapping, "released host ID range");
-        Ok(Some(e))
+        tracing::info!(pod, root = %root_label(key), mapping = %e.mapping, "released host ID range");
+        Ok(Release::Freed(e))
     }
 
-    /// The pod's entry, if it holds a range.
+    /// The entry of `pod`: the rootless one, else that id's in any state
+    /// root (the first by root), for callers that know ids are unique.
     pub fn show(&self, pod: &str) -> Result<Option<PodEntry>, AllocError> {
         let lock = self.ledger.lock(LockMode::Shared)?;
-        Ok(lock.load()?.get(pod).cloned())
+        let state = lock.load()?;
+        if let Some(e) = state.get(None, pod) {
+            return Ok(Some(e.clone()));
+        }
+        let found = state.entries().find(|e| e.pod == pod).cloned();
+        Ok(found)
     }
 
-    /// Every entry, sorted by pod id.
+    /// The entry of pod `pod` of state root `root`, or the rootless entry
+    /// of that id.
+    pub fn show_in(&self, root: Option<&Path>, pod: &str) -> Result<Option<PodEntry>, AllocError> {
+        let lock = self.ledger.lock(LockMode::Shared)?;
+        let state = lock.load()?;
+        Ok(state
+            .get(root, pod)
+            .or_else(|| state.get(None, pod))
+            .cloned())
+    }
+
+    /// Every entry, sorted by state root and pod id.
     pub fn list(&self) -> Result<Vec<PodEntry>, AllocError> {
         let lock = self.ledger.lock(LockMode::Shared)?;
         Ok(lock.load()?.entries().cloned().collect())
     }
 
-    /// Releases the ranges of pods not in `live`, except those granted less
-    /// than `grace` ago: a pod between `allocate` and the creation of its
-    /// first container is not yet "live" to the caller, and reclaiming its
-    /// range then would hand it to a second pod.
+    /// Releases the ranges of pods whose id is not in `live` (in whatever
+    /// state root), except those granted less than `grace` ago: see
+    /// [`Allocator::gc_with`].
     pub fn gc(&self, live: &HashSet<String>, grace: Duration) -> Result<Vec<PodEntry>, AllocError> {
+        self.gc_with(grace, |e, _| {
+            live.contains(&e.pod).then(|| "listed live".to_owned())
+        })
+    }
+
+    /// Releases every range granted at least `grace` ago whose owner
+    /// `held_by` cannot find. `held_by` runs under the ledger lock, once per
+    /// candidate, with the state roots the ledger names (for entries that
+    /// recorded none), and answers why the range is still in use, or
+    /// `None` when its owner is proven gone. The grace keeps a pod between
+    /// `allocate` and its first container, which nothing on disk shows yet.
+    pub fn gc_with(
+        &self,
+        grace: Duration,
+        mut held_by: impl FnMut(&PodEntry, &[PathBuf]) -> Option<String>,
+    ) -> Result<Vec<PodEntry>, AllocError> {
         let lock = self.ledger.lock(LockMode::Exclusive)?;
         let mut state = lock.load()?;
         let cutoff = now().saturating_sub(grace.as_secs());
-        let dead: Vec<String> = state
-            .entries()
-            .filter(|e| !live.contains(&e.pod) && e.created <= cutoff)
-            .map(|e| e.pod.clone())
+        let roots = state.roots();
+        let mut dead = Vec::new();
+        for e in state.entries().filter(|e| e.created <= cutoff) {
+            match held_by(e, &roots) {
+                Some(reason) => {
+                    tracing::info!(pod = %e.pod, root = %root_label(e.root.as_deref()), mapping = %e.mapping, %reason, "gc keeps host ID range");
+                }
+                None => dead.push((e.root.clone(), e.pod.clone())),
+            }
+        }
+        let freed: Vec<PodEntry> = dead
+            .iter()
+            .filter_map(|(r, p)| state.remove(r.as_deref(), p))
             .collect();
-        let freed: Vec<PodEntry> = dead.iter().filter_map(|p| state.remove(p)).collect();
         if !freed.is_empty() {
             lock.store(&mut state)?;
         }
         for e in &freed {
-            tracing::info!(pod = %e.pod, mapping = %e.mapping, "gc released host ID range");
+            tracing::info!(pod = %e.pod, root = %root_label(e.root.as_deref()), mapping = %e.mapping, "gc released host ID range");
         }
         Ok(freed)
     }
 
-    /// Rebuilds the ledger from the live pods and their mappings (read from
-    /// the live containers by the caller), whether the old ledger is corrupt
-    /// or not. The old file is kept beside it as `ledger.corrupt-<time>` or
-    /// `ledger.replaced-<time>` for inspection.
+    /// Rebuilds the ledger from the live pods of rootless callers: see
+    /// [`Allocator::repair_in`].
     pub fn repair(
         &self,
         live: impl IntoIterator<Item = (String, PodMapping)>,
     ) -> Result<RepairReport, AllocError> {
+        self.repair_in(&[], live.into_iter().map(|(p, m)| (None, p, m)), |_| true)
+    }
+
+    /// Rebuilds the ledger from the live pods (state root, pod, mapping)
+    /// the caller read from the container records of the state roots in
+    /// `scanned`, whether the old ledger is corrupt or not. From a healthy
+    /// old ledger, the entries of roots not scanned are kept, and so are
+    /// rootless ones unless a live pod of that id and mapping replaces them
+    /// or `gone` says their owner is gone: a repair in one state root must
+    /// not free the ranges of another's pods. The old file is kept beside
+    /// it as `ledger.corrupt-<time>` or `ledger.replaced-<time>`.
+    pub fn repair_in(
+        &self,
+        scanned: &[PathBuf],
+        live: impl IntoIterator<Item = (Option<PathBuf>, String, PodMapping)>,
+        mut gone: impl FnMut(&PodEntry) -> bool,
+    ) -> Result<RepairReport, AllocError> {
         let lock = self.ledger.lock(LockMode::Exclusive)?;
-        let (previous, generation, tag) = match lock.load() {
+        let (previous, generation, tag, old) = match lock.load() {
             Ok(s) => (
                 format!("healthy ({} pods)", s.len()),
                 s.generation,
                 "replaced",
+                s.entries().cloned().collect(),
             ),
-            Err(e @ LedgerError::Corrupt { .. }) => (e.to_string(), 0, "corrupt"),
+            Err(e @ LedgerError::Corrupt { .. }) => (e.to_string(), 0, "corrupt", Vec::new()),
             Err(e) => return Err(e.into()),
         };
         let mut state = State::with_generation(generation);
-        for (pod, mapping) in live {
+        for (root, pod, mapping) in live {
             check_pod_id(&pod)?;
             let origin = if self.is_pool_slot(&mapping) {
                 Origin::Allocated
@@ -235,8 +374,31 @@ impl Allocator {
                 Origin::Registered
             };
             state
-                .insert(entry(&pod, origin, mapping))
-                .map_err(|source| AllocError::RepairConflict { pod, source })?;
+                .insert(entry(root.as_deref(), &pod, origin, mapping))
+                .map_err(|source| AllocError::RepairConflict {
+                    pod,
+                    source: Box::new(source),
+                })?;
+        }
+        for e in old {
+            let kept = match &e.root {
+                Some(r) => !scanned.contains(r),
+                None => {
+                    let replaced = state
+                        .entries()
+                        .any(|l| l.pod == e.pod && l.mapping == e.mapping);
+                    !replaced && !gone(&e)
+                }
+            };
+            if kept {
+                let pod = e.pod.clone();
+                state
+                    .insert(e)
+                    .map_err(|source| AllocError::RepairConflict {
+                        pod,
+                        source: Box::new(source),
+                    })?;
+            }
         }
         let saved_as = lock.quarantine(&format!("{tag}-{}", now_nanos()))?;
         lock.store(&mut state)?;
@@ -263,8 +425,36 @@ impl Allocator {
     }
 }
 
-fn entry(pod: &str, origin: Origin, mapping: PodMapping) -> PodEntry {
+/// Gives the rootless entry of `pod` (a v1 ledger's) to the pod of state
+/// root `root`, if there is one and (for a registration) it has `mapping`;
+/// returns its mapping. Before roots were recorded a pod id had one range
+/// whatever its root, so the entry is this pod's.
+fn adopt_legacy(
+    state: &mut State,
+    root: Option<&Path>,
+    pod: &str,
+    mapping: Option<PodMapping>,
+) -> Option<PodMapping> {
+    root?;
+    let legacy = state.get(None, pod)?;
+    if mapping.is_some_and(|m| m != legacy.mapping) {
+        return None;
+    }
+    let mut e = state.remove(None, pod)?;
+    e.root = root.map(Path::to_path_buf);
+    let m = e.mapping;
+    // Removing then re-adding the same ranges cannot conflict.
+    if let Err(err) = state.insert(e) {
+        tracing::error!(pod, %err, "re-recording a v1 ledger entry");
+        return None;
+    }
+    tracing::info!(pod, root = %root_label(root), mapping = %m, "v1 ledger entry now records its state root");
+    Some(m)
+}
+
+fn entry(root: Option<&Path>, pod: &str, origin: Origin, mapping: PodMapping) -> PodEntry {
     PodEntry {
+        root: root.map(Path::to_path_buf),
         pod: pod.to_owned(),
         origin,
         created: now(),

@@ -3,18 +3,24 @@
 //! Format (text, strict, one record per line):
 //!
 //! ```text
-//! cnfbox-idmap-ledger v1
+//! cnfbox-idmap-ledger v2
 //! generation 42
 //! entries 2
-//! allocated 1700000000 0:1048576:65536 0:1048576:65536 pod-a
-//! registered 1700000001 0:2000000:65536 0:2000000:65536 pod b
+//! allocated 1700000000 0:1048576:65536 0:1048576:65536 /run/cnfbox pod-a
+//! registered 1700000001 0:2000000:65536 0:2000000:65536 /run/containerd/cnfbox/k8s.io pod b
 //! sha256 <64 hex digits of SHA-256 over every byte before this line>
 //! ```
 //!
-//! An entry is `ORIGIN CREATED UID_MAP GID_MAP POD`, each map
-//! `CONTAINER:HOST:SIZE`; the pod id is the rest of the line (pod ids have no
-//! control characters, so no newline). The format is compact on purpose:
-//! at 65534 pods the whole ledger is rewritten and parsed on every change.
+//! An entry is `ORIGIN CREATED UID_MAP GID_MAP ROOT POD`, each map
+//! `CONTAINER:HOST:SIZE`; ROOT is the state root of the runtime holding the
+//! pod (a pod is identified by root and id), percent-encoded so that it has
+//! no space (`%XX` for every byte outside `A-Za-z0-9/._+,:@=-`), or `-` for
+//! none; the pod id is the rest of the line (pod ids have no control
+//! characters, so no newline). The format is compact on purpose: at 65534
+//! pods the whole ledger is rewritten and parsed on every change.
+//!
+//! A `v1` ledger (no ROOT field) is still read, its entries with no root;
+//! the next write stores it as `v2`.
 //!
 //! Any deviation (flipped byte, truncation, unknown key, overlapping ranges,
 //! trailing data) is reported as [`LedgerError::Corrupt`] with the path and
@@ -46,7 +52,10 @@ use crate::state::{Origin, PodEntry, State};
 pub const LEDGER_FILE: &str = "ledger";
 /// Name of the lock file in the ledger directory.
 pub const LOCK_FILE: &str = "lock";
-const MAGIC: &str = "cnfbox-idmap-ledger v1";
+const MAGIC: &str = "cnfbox-idmap-ledger v2";
+const MAGIC_V1: &str = "cnfbox-idmap-ledger v1";
+/// ROOT of an entry that recorded none.
+const NO_ROOT: &str = "-";
 const TRAILER: &str = "sha256 ";
 
 /// Errors of the ledger store, each naming the file it acted on.
@@ -256,7 +265,7 @@ pub fn encode(state: &State) -> Vec<u8> {
         // `fmt::Write` for String never fails.
         let _infallible = writeln!(
             out,
-            "{} {} {}:{}:{} {}:{}:{} {}",
+            "{} {} {}:{}:{} {}:{}:{} {} {}",
             e.origin,
             e.created,
             u.container_id(),
@@ -265,6 +274,9 @@ pub fn encode(state: &State) -> Vec<u8> {
             g.container_id(),
             g.host_id(),
             g.size(),
+            e.root
+                .as_deref()
+                .map_or_else(|| NO_ROOT.to_owned(), encode_root),
             e.pod
         );
     }
@@ -308,9 +320,16 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<State, LedgerError> {
     }
     let text = std::str::from_utf8(body).map_err(|e| corrupt(1, format!("not UTF-8: {e}")))?;
     let mut lines = text.lines();
-    if lines.next() != Some(MAGIC) {
-        return Err(corrupt(1, format!("first line is not {MAGIC:?}")));
-    }
+    let with_root = match lines.next() {
+        Some(MAGIC) => true,
+        Some(MAGIC_V1) => false,
+        _ => {
+            return Err(corrupt(
+                1,
+                format!("first line is neither {MAGIC:?} nor {MAGIC_V1:?}"),
+            ))
+        }
+    };
     let mut header = |n: usize, key: &str| -> Result<u64, LedgerError> {
         lines
             .next()
@@ -324,7 +343,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<State, LedgerError> {
     let count = header(3, "entries")?;
     let mut entries = Vec::new();
     for (i, line) in lines.enumerate() {
-        entries.push(parse_entry(line).map_err(|reason| corrupt(i + 4, reason))?);
+        entries.push(parse_entry(line, with_root).map_err(|reason| corrupt(i + 4, reason))?);
     }
     if u64::try_from(entries.len()).ok() != Some(count) {
         return Err(corrupt(
@@ -335,8 +354,8 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<State, LedgerError> {
     State::from_entries(generation, entries).map_err(|(i, c)| corrupt(i + 4, c.to_string()))
 }
 
-fn parse_entry(line: &str) -> Result<PodEntry, String> {
-    let mut f = line.splitn(5, ' ');
+fn parse_entry(line: &str, with_root: bool) -> Result<PodEntry, String> {
+    let mut f = line.splitn(if with_root { 6 } else { 5 }, ' ');
     let mut field = |name: &str| {
         f.next()
             .filter(|v| !v.is_empty())
@@ -354,16 +373,98 @@ fn parse_entry(line: &str) -> Result<PodEntry, String> {
         .ok_or_else(|| format!("bad created time {created:?}"))?;
     let uid = parse_map(field("uid map")?)?;
     let gid = parse_map(field("gid map")?)?;
+    let root = match with_root {
+        true => decode_root(field("state root")?)?,
+        false => None,
+    };
     let pod = field("pod id")?;
     if pod.chars().any(char::is_control) {
         return Err("control character in pod id".into());
     }
     Ok(PodEntry {
+        root,
         pod: pod.to_owned(),
         origin,
         created,
         mapping: PodMapping { uid, gid },
     })
+}
+
+/// The state roots named by the entries of the ledger at `path`, read
+/// line by line without the checksum: what `ranges repair` of a corrupt
+/// ledger still learns from it. Unreadable lines are skipped.
+pub fn salvage_roots(path: &Path) -> Vec<PathBuf> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut roots: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|f| decode_root(f).ok().flatten())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
+/// Whether byte `b` stands for itself in an encoded root.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"/._+,:@=-".contains(&b)
+}
+
+/// A state root as one space-free field: `%XX` for every other byte.
+fn encode_root(root: &Path) -> String {
+    let bytes = root.as_os_str().as_encoded_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            let _infallible = write!(out, "%{b:02x}");
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_root`], strict: an absolute path, lowercase
+/// escapes, and nothing escaped that need not be (one spelling per root).
+fn decode_root(text: &str) -> Result<Option<PathBuf>, String> {
+    use std::os::unix::ffi::OsStringExt;
+    if text == NO_ROOT {
+        return Ok(None);
+    }
+    let bad = |why: &str| format!("bad state root {text:?}: {why}");
+    let raw = text.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3).ok_or_else(|| bad("short escape"))?;
+                let lower = |c: &u8| c.is_ascii_digit() || (b'a'..=b'f').contains(c);
+                if !hex.iter().all(lower) {
+                    return Err(bad("escape is not two lowercase hex digits"));
+                }
+                let hex = std::str::from_utf8(hex).map_err(|_| bad("escape"))?;
+                let b = u8::from_str_radix(hex, 16).map_err(|_| bad("escape"))?;
+                if plain(b) {
+                    return Err(bad("escaped byte that needs no escape"));
+                }
+                out.push(b);
+                i += 3;
+            }
+            b if plain(b) => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return Err(bad("unescaped byte")),
+        }
+    }
+    if out.first() != Some(&b'/') {
+        return Err(bad("not an absolute path"));
+    }
+    Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(out))))
 }
 
 fn parse_map(text: &str) -> Result<Mapping, String> {
@@ -396,6 +497,7 @@ mod tests {
         for (i, pod) in ["a", "b \"quoted\" with spaces", "c"].iter().enumerate() {
             let host = 100_000 + u32::try_from(i).expect("small") * 65_536;
             s.insert(PodEntry {
+                root: (i != 1).then(|| PathBuf::from(format!("/run/containerd/cnfbox/ns {i}%"))),
                 pod: (*pod).into(),
                 origin: Origin::Allocated,
                 created: 1_700_000_000,
@@ -447,7 +549,7 @@ mod tests {
 
     #[test]
     fn overlapping_entries_with_valid_checksum_are_corrupt() {
-        let mut body = format!("{MAGIC}\ngeneration 1\nentries 2\n");
+        let mut body = format!("{MAGIC_V1}\ngeneration 1\nentries 2\n");
         body.push_str("allocated 0 0:100000:65536 0:100000:65536 a\n");
         body.push_str("allocated 0 0:100000:65536 0:200000:65536 b\n");
         let sum = hex(&Sha256::digest(body.as_bytes()));
@@ -456,5 +558,61 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/x/ledger is corrupt at line 5"), "{msg}");
         assert!(msg.contains("cnfbox ranges repair"), "{msg}");
+    }
+
+    fn checksummed(body: &str) -> Vec<u8> {
+        let sum = hex(&Sha256::digest(body.as_bytes()));
+        format!("{body}{TRAILER}{sum}\n").into_bytes()
+    }
+
+    #[test]
+    fn v1_ledgers_are_read_with_no_root_and_rewritten_as_v2() {
+        let body = format!(
+            "{MAGIC_V1}\ngeneration 4\nentries 1\nallocated 9 0:100000:65536 0:100000:65536 old pod\n"
+        );
+        let s = decode(Path::new("/l"), &checksummed(&body)).expect("v1 decodes");
+        let e = s.get(None, "old pod").expect("entry");
+        assert_eq!(e.root, None);
+        assert_eq!(e.mapping.uid.host_id(), 100_000);
+        let v2 = encode(&s);
+        assert!(v2.starts_with(MAGIC.as_bytes()));
+        let text = String::from_utf8(v2.clone()).expect("utf-8");
+        assert!(text.contains(" - old pod\n"), "{text}");
+        let back = decode(Path::new("/l"), &v2).expect("v2 decodes");
+        assert_eq!(back.get(None, "old pod"), Some(e));
+    }
+
+    #[test]
+    fn the_same_pod_in_two_roots_is_two_entries() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut s = State::default();
+        let odd = std::ffi::OsStr::from_bytes(b"/tmp/r o%ot\xff\n-x");
+        for (i, root) in [Path::new("/run/cnfbox"), Path::new(odd)]
+            .iter()
+            .enumerate()
+        {
+            let host = 100_000 + u32::try_from(i).expect("small") * 65_536;
+            s.insert(PodEntry {
+                root: Some(root.to_path_buf()),
+                pod: "x".into(),
+                origin: Origin::Allocated,
+                created: 1,
+                mapping: PodMapping::symmetric(Mapping::new(0, host, 65_536).expect("m")),
+            })
+            .expect("a second root may hold the same id");
+        }
+        let bytes = encode(&s);
+        let text = String::from_utf8(bytes.clone()).expect("ascii");
+        assert!(text.contains(" /tmp/r%20o%25ot%ff%0a-x x\n"), "{text}");
+        let back = decode(Path::new("/l"), &bytes).expect("decode");
+        assert_eq!(
+            back.get(Some(Path::new(odd)), "x")
+                .map(|e| e.mapping.uid.host_id()),
+            Some(165_536)
+        );
+        assert_eq!(back.roots().len(), 2);
+        for bad in ["relative", "/a%2", "/a%2F", "/a%2f", "/a%41", "/a\u{e9}"] {
+            assert!(decode_root(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

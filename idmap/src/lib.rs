@@ -9,6 +9,8 @@
 //! - [`setup`](mod@setup): `cnfbox setup`, which gives cnfbox a pool.
 //! - [`Allocator`]: allocate / register / release / list / gc / repair over
 //!   a crash-safe, locked, checksummed [`ledger`].
+//! - [`procscan`]: which host IDs live processes' user namespaces map
+//!   (`ranges gc` frees nothing a process still uses).
 //! - [`mount`]: `idmapped_bind`, built on user-namespace fds from [`userns`].
 //! - [`report`]: text and JSON output for `cnfbox ranges`.
 
@@ -18,6 +20,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod ledger;
 pub mod mount;
+pub mod procscan;
 pub mod range;
 pub mod report;
 pub mod setup;
@@ -25,14 +28,15 @@ pub mod state;
 pub mod subid;
 pub mod userns;
 
-pub use alloc::{AllocError, Allocator, RepairReport};
+pub use alloc::{AllocError, Allocator, Release, RepairReport};
 pub use config::{Config, ConfigError, EtcRoot, IdmapConfig, Pools};
 pub use ledger::{Ledger, LedgerError};
 pub use mount::{idmapped_bind, idmapped_bind_with, MountError};
+pub use procscan::{InUse, ProcScanError};
 pub use range::{IdRange, Mapping, PodMapping, RangeError, HOST_RESERVED_END, ID_BLOCK};
 pub use report::{render_entries, Format, ReportError};
 pub use setup::{setup, SetupError, SetupOptions, SetupReport};
-pub use state::{Origin, PodEntry};
+pub use state::{root_label, Origin, PodEntry};
 pub use subid::{SubIdError, SubIdFile};
 pub use userns::{UsernsCache, UsernsError};
 
@@ -66,4 +70,7 @@ pub enum Error {
     /// Report rendering.
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// Scanning `/proc` for user namespaces.
+    #[error(transparent)]
+    ProcScan(#[from] ProcScanError),
 }

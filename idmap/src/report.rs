@@ -70,6 +70,8 @@ impl From<Mapping> for SideView {
 pub struct RangeView {
     /// Pod id.
     pub pod: String,
+    /// State root of the runtime holding the pod (`null`: not recorded).
+    pub root: Option<String>,
     /// Allocated or registered.
     pub origin: Origin,
     /// Unix seconds of the grant.
@@ -84,6 +86,7 @@ impl From<&PodEntry> for RangeView {
     fn from(e: &PodEntry) -> Self {
         RangeView {
             pod: e.pod.clone(),
+            root: e.root.as_ref().map(|r| r.display().to_string()),
             origin: e.origin,
             created: e.created,
             uid: e.mapping.uid.into(),
@@ -106,17 +109,18 @@ pub fn render_entries(entries: &[PodEntry], format: Format) -> Result<String, Re
             let width = views.iter().map(|v| v.pod.len()).max().unwrap_or(0).max(3);
             let mut out = String::new();
             out.push_str(&format!(
-                "{:width$}  {:10}  {:>23}  {:>23}  CREATED\n",
-                "POD", "ORIGIN", "HOST UIDS [start, end)", "HOST GIDS [start, end)"
+                "{:width$}  {:10}  {:>23}  {:>23}  {:10}  STATE ROOT\n",
+                "POD", "ORIGIN", "HOST UIDS [start, end)", "HOST GIDS [start, end)", "CREATED"
             ));
             for v in &views {
                 out.push_str(&format!(
-                    "{:width$}  {:10}  {:>23}  {:>23}  {}\n",
+                    "{:width$}  {:10}  {:>23}  {:>23}  {:10}  {}\n",
                     v.pod,
                     v.origin.to_string(),
                     format!("[{}, {})", v.uid.host_start, v.uid.host_end),
                     format!("[{}, {})", v.gid.host_start, v.gid.host_end),
-                    v.created
+                    v.created,
+                    v.root.as_deref().unwrap_or("-")
                 ));
             }
             Ok(out)
@@ -132,6 +136,7 @@ mod tests {
     #[test]
     fn text_and_json() {
         let e = PodEntry {
+            root: Some("/run/cnfbox".into()),
             pod: "pod-a".into(),
             origin: Origin::Allocated,
             created: 42,
@@ -146,6 +151,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid json");
         assert_eq!(v[0]["uid"]["host_end"], 165_536);
         assert_eq!(v[0]["origin"], "allocated");
+        assert_eq!(v[0]["root"], "/run/cnfbox");
         assert!("yaml".parse::<Format>().is_err());
     }
 }

@@ -5,12 +5,27 @@
 //! and a `config.toml` with an `[idmap]` section. Running it again changes
 //! nothing; a `cnfbox` entry or config pool that disagrees with the other is
 //! reported, never overwritten.
+//!
+//! It also gives kubelet a pool of its own, disjoint from cnfbox's. kubelet
+//! (`hostUsers: false`, `getKubeletMappings` in pkg/kubelet/kubelet_pods.go)
+//! picks pod ranges from the single `kubelet` entry of subuid/subgid (read
+//! with getsubids(1), the same START:COUNT in both files, both multiples of
+//! 65536), and from all of `[65536, 2^32)` when there is none, which would
+//! overlap cnfbox's pool. An existing `kubelet` entry must have that shape
+//! and stay clear of cnfbox's pool; a missing one is written in the lowest
+//! gap. kubelet ignores the entry when no `kubelet` user exists, so the
+//! report says whether passwd has one.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::{check_pool, Config, ConfigError, EtcRoot, DEFAULT_LEDGER_DIR, SUBID_OWNER};
+
+/// The user whose subordinate IDs kubelet gives to its pods.
+pub const KUBELET_OWNER: &str = "kubelet";
+/// kubelet's default `maxPods`: its pool holds at least that many ranges.
+pub const KUBELET_DEFAULT_PODS: u32 = 110;
 use crate::fsutil::{write_atomic, AtomicWriteError};
 use crate::range::{
     align_up, check_block_multiple, IdRange, RangeError, HOST_RESERVED_END, ID_BLOCK,
@@ -62,6 +77,13 @@ pub enum SetupError {
         #[source]
         source: io::Error,
     },
+    /// The `kubelet` entries cannot be the pool kubelet needs.
+    #[error("{file}: kubelet's subordinate IDs {have}: {reason}")]
+    Kubelet {
+        file: PathBuf,
+        have: String,
+        reason: String,
+    },
     /// Writing subuid, subgid or the config.
     #[error("writing {path}")]
     Write {
@@ -80,6 +102,8 @@ pub struct SetupOptions {
     pub range_size: u32,
     /// Ledger directory written to a new config.
     pub ledger_dir: PathBuf,
+    /// Host IDs of the `kubelet` entry when one must be written.
+    pub kubelet_pool_size: u32,
 }
 
 impl Default for SetupOptions {
@@ -88,6 +112,7 @@ impl Default for SetupOptions {
             pool_size: ID_BLOCK * 1024,
             range_size: ID_BLOCK,
             ledger_dir: PathBuf::from(DEFAULT_LEDGER_DIR),
+            kubelet_pool_size: ID_BLOCK * KUBELET_DEFAULT_PODS,
         }
     }
 }
@@ -119,6 +144,12 @@ pub struct SetupReport {
     pub config: FileAction,
     /// The config file.
     pub config_path: PathBuf,
+    /// kubelet's host uids and gids (its `kubelet` entries), disjoint from
+    /// cnfbox's pools.
+    pub kubelet_pool: IdRange,
+    /// Whether passwd has a `kubelet` user (without one, kubelet ignores
+    /// its entry and uses all IDs from 65536 up).
+    pub kubelet_user: bool,
 }
 
 /// Gives cnfbox an ID pool under `etc`, with its config at `config_path`.
@@ -172,8 +203,27 @@ pub fn setup(
     check_pool("uid", uid_pool, range_size, origin, &subuid, &owner)?;
     check_pool("gid", gid_pool, range_size, origin, &subgid, &owner)?;
 
+    let kubelet = Owner::lookup(KUBELET_OWNER, &etc.passwd())?;
+    let kubelet_pool = kubelet_pool(&subuid, &subgid, &kubelet, uid_pool, gid_pool, opts)?;
+    let have_kubelet = [
+        subuid.contiguous_range(&kubelet)?,
+        subgid.contiguous_range(&kubelet)?,
+    ];
+
     let subuid_action = ensure_entry(&subuid, have_uid, uid_pool)?;
     let subgid_action = ensure_entry(&subgid, have_gid, gid_pool)?;
+    let subuid_action = subuid_action.then(add_line(
+        &subuid.path,
+        KUBELET_OWNER,
+        have_kubelet[0],
+        kubelet_pool,
+    )?);
+    let subgid_action = subgid_action.then(add_line(
+        &subgid.path,
+        KUBELET_OWNER,
+        have_kubelet[1],
+        kubelet_pool,
+    )?);
     let config_action = if config.source.is_some() {
         FileAction::Unchanged
     } else {
@@ -196,7 +246,12 @@ pub fn setup(
         subgid: subgid_action,
         config: config_action,
         config_path: config_path.to_owned(),
+        kubelet_pool,
+        kubelet_user: kubelet.uid.is_some(),
     };
+    if !report.kubelet_user {
+        tracing::warn!(passwd = %etc.passwd().display(), "no kubelet user: kubelet ignores its subuid entry and picks user-namespace ranges from all IDs >= 65536, overlapping cnfbox's pool");
+    }
     tracing::info!(?report, "cnfbox ID pool set up");
     Ok(report)
 }
@@ -232,6 +287,107 @@ fn find_free(files: &[&SubIdFile], size: u32, name: &Path) -> Result<IdRange, Se
     IdRange::new(start, size).map_err(|_| none())
 }
 
+impl FileAction {
+    /// The file's action after `self` and then `next` on it.
+    fn then(self, next: FileAction) -> FileAction {
+        match (self, next) {
+            (FileAction::Unchanged, n) => n,
+            (s, _) => s,
+        }
+    }
+}
+
+/// kubelet's pool: its entries if both files have the same single one, of
+/// whole 65536-ID blocks and clear of cnfbox's pools; otherwise the one
+/// entry of either file, or else the lowest free gap, of
+/// `opts.kubelet_pool_size` IDs, above everything else in both files and
+/// cnfbox's pools.
+fn kubelet_pool(
+    subuid: &SubIdFile,
+    subgid: &SubIdFile,
+    kubelet: &Owner,
+    uid_pool: IdRange,
+    gid_pool: IdRange,
+    opts: &SetupOptions,
+) -> Result<IdRange, SetupError> {
+    let size =
+        check_block_multiple(opts.kubelet_pool_size).map_err(|source| SetupError::Option {
+            option: "kubelet_pool_size",
+            source,
+        })?;
+    let mut found = None;
+    for (file, pool) in [(subuid, uid_pool), (subgid, gid_pool)] {
+        let lines: Vec<_> = file.owned_by(kubelet).collect();
+        let bad = |reason: String| SetupError::Kubelet {
+            file: file.path.clone(),
+            have: lines
+                .iter()
+                .map(|e| format!("{}:{} (line {})", e.range.start(), e.range.size(), e.line))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason,
+        };
+        let range = match lines.as_slice() {
+            [] => continue,
+            [one] => one.range,
+            _ => {
+                return Err(bad(
+                    "kubelet reads exactly one entry; merge them into one".into()
+                ))
+            }
+        };
+        if range.start() % ID_BLOCK != 0 || range.size() % ID_BLOCK != 0 {
+            return Err(bad(format!(
+                "kubelet needs START and COUNT to be multiples of {ID_BLOCK}"
+            )));
+        }
+        if range.overlaps(&pool) {
+            return Err(bad(format!(
+                "overlaps cnfbox's pool {pool}, so kubelet and cnfbox would give the same host \
+                 IDs to two pods; move one of them"
+            )));
+        }
+        match found {
+            Some(other) if other != range => {
+                return Err(bad(format!(
+                    "differs from the kubelet entry {other} of the other file; kubelet needs the \
+                     same range for uids and gids"
+                )))
+            }
+            _ => found = Some(range),
+        }
+    }
+    if let Some(r) = found {
+        // The file without the entry gets the same one: it must be free there.
+        for (file, pool) in [(subuid, uid_pool), (subgid, gid_pool)] {
+            let taken = file.owned_by(kubelet).next().is_none()
+                && (file.foreign_overlap(kubelet, &r).is_some() || r.overlaps(&pool));
+            if taken {
+                return Err(SetupError::Kubelet {
+                    file: file.path.clone(),
+                    have: r.to_string(),
+                    reason: "the other file's kubelet range is taken here; give kubelet a free \
+                             range in both files"
+                        .into(),
+                });
+            }
+        }
+        return Ok(r);
+    }
+    let pools = SubIdFile {
+        path: subuid.path.clone(),
+        entries: [uid_pool, gid_pool]
+            .into_iter()
+            .map(|range| crate::subid::SubIdEntry {
+                owner: SUBID_OWNER.to_owned(),
+                range,
+                line: 0,
+            })
+            .collect(),
+    };
+    find_free(&[subuid, subgid, &pools], size, &subuid.path)
+}
+
 fn ensure_entry(
     file: &SubIdFile,
     have: Option<IdRange>,
@@ -245,8 +401,22 @@ fn ensure_entry(
             have: h,
             want,
         }),
+        None => add_line(&file.path, SUBID_OWNER, None, want),
+    }
+}
+
+/// Appends `OWNER:START:SIZE` to `path` unless the owner has an entry
+/// (`have`) there already.
+fn add_line(
+    path: &Path,
+    owner: &str,
+    have: Option<IdRange>,
+    want: IdRange,
+) -> Result<FileAction, SetupError> {
+    match have {
+        Some(_) => Ok(FileAction::Unchanged),
         None => {
-            let path = &file.path;
+            let path = &path.to_path_buf();
             let existed = path.exists();
             let (mut text, mode) = match std::fs::read_to_string(path) {
                 Ok(t) => {
@@ -270,12 +440,12 @@ fn ensure_entry(
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
-            text.push_str(&format!("{SUBID_OWNER}:{}:{}\n", want.start(), want.size()));
+            text.push_str(&format!("{owner}:{}:{}\n", want.start(), want.size()));
             write_atomic(path, text.as_bytes(), mode).map_err(|source| SetupError::Write {
                 path: path.clone(),
                 source,
             })?;
-            tracing::info!(path = %path.display(), range = %want, "added subordinate ID entry");
+            tracing::info!(path = %path.display(), owner, range = %want, "added subordinate ID entry");
             Ok(if !existed {
                 FileAction::Created
             } else {
@@ -355,10 +525,16 @@ mod tests {
         assert_eq!(r.subuid, FileAction::Appended);
         assert_eq!(r.config, FileAction::Created);
         let subuid = std::fs::read_to_string(etc.subuid()).expect("read");
+        // kubelet's pool is written right after cnfbox's, clear of both.
         assert_eq!(
             subuid,
-            "root:100000:65536\nalice:165536:65536\ncnfbox:262144:262144\n"
+            "root:100000:65536\nalice:165536:65536\ncnfbox:262144:262144\nkubelet:524288:7208960\n"
         );
+        assert_eq!(r.kubelet_pool, IdRange::new(524_288, 7_208_960).expect("r"));
+        assert!(!r.kubelet_user);
+        assert!(std::fs::read_to_string(etc.subgid())
+            .expect("read")
+            .ends_with("cnfbox:262144:262144\nkubelet:524288:7208960\n"));
         let before = (subuid, std::fs::read_to_string(&cfg).expect("cfg"));
         let again = setup(&etc, &cfg, &opts).expect("setup again");
         assert_eq!(again.subuid, FileAction::Unchanged);
@@ -384,6 +560,56 @@ mod tests {
         std::fs::write(&cfg, "[idmap]\npool = \"2000000:65536\"\n").expect("cfg");
         let err = setup(&etc, &cfg, &SetupOptions::default()).expect_err("mismatch");
         assert!(matches!(err, SetupError::Mismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_existing_kubelet_entry_is_kept_or_refused() {
+        // kubelet already has a range: kept, and cnfbox's pool avoids it.
+        let k = "kubelet:131072:655360\n";
+        let etc_files = etc;
+        let (_d, etc, cfg) = etc_files(k, k);
+        std::fs::write(etc.passwd(), "kubelet:x:990:990::/:/sbin/nologin\n").expect("passwd");
+        let r = setup(&etc, &cfg, &SetupOptions::default()).expect("setup");
+        assert_eq!(r.kubelet_pool, IdRange::new(131_072, 655_360).expect("r"));
+        assert!(r.kubelet_user);
+        assert!(!r.uid_pool.overlaps(&r.kubelet_pool), "{r:?}");
+        let subuid = std::fs::read_to_string(etc.subuid()).expect("read");
+        assert_eq!(subuid.matches("kubelet:").count(), 1, "{subuid}");
+        // Shapes kubelet cannot use, or that overlap cnfbox's pool.
+        for (subuid, subgid, want) in [
+            (
+                "kubelet:131072:1000\n",
+                "kubelet:131072:1000\n",
+                "multiples of 65536",
+            ),
+            (
+                "kubelet:131072:65536\nkubelet:262144:65536\n",
+                "",
+                "exactly one entry",
+            ),
+            (
+                "kubelet:131072:65536\n",
+                "kubelet:262144:65536\n",
+                "same range",
+            ),
+            (
+                "cnfbox:131072:655360\nkubelet:196608:65536\n",
+                "",
+                "kubelet:196608:65536",
+            ),
+        ] {
+            let (_d2, etc2, cfg2) = etc_files(subuid, subgid);
+            let err = setup(&etc2, &cfg2, &SetupOptions::default()).expect_err(want);
+            assert!(
+                err.to_string().contains(want),
+                "{subuid:?}/{subgid:?}: {err}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(etc2.subuid()).expect("read"),
+                subuid
+            );
+            assert!(!cfg2.exists(), "nothing written");
+        }
     }
 
     #[test]

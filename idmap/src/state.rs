@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,9 +32,18 @@ impl fmt::Display for Origin {
 }
 
 /// One pod's record in the ledger.
+///
+/// A pod is identified by its state root *and* its id: two runtimes (the
+/// CLI's `/run/cnfbox`, the shim's `/run/containerd/cnfbox/<ns>`) may both
+/// have a pod `x`, and each gets its own range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodEntry {
+    /// The state root (`--root`, canonical) of the runtime that holds the
+    /// pod; `None` for entries of a v1 ledger, which did not record it, and
+    /// for callers without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
     /// Pod (sandbox) id.
     pub pod: String,
     /// Allocated from the pool or registered from a spec.
@@ -71,16 +81,36 @@ pub enum Conflict {
     )]
     HostReserved { kind: IdKind, range: IdRange },
     /// The range overlaps another pod's.
-    #[error("host {kind}s {range} overlap {other_range} held by pod {other_pod}")]
+    #[error(
+        "host {kind}s {range} overlap {other_range} held by pod {other_pod} (state root {})",
+        root_label(other_root.as_deref())
+    )]
     Overlap {
         kind: IdKind,
         range: IdRange,
         other_pod: String,
+        other_root: Option<PathBuf>,
         other_range: IdRange,
     },
     /// The pod already has an entry.
-    #[error("pod {pod} already holds {existing}")]
-    Duplicate { pod: String, existing: PodMapping },
+    #[error("pod {pod} (state root {}) already holds {existing}", root_label(root.as_deref()))]
+    Duplicate {
+        pod: String,
+        root: Option<PathBuf>,
+        existing: PodMapping,
+    },
+}
+
+/// A state root for messages: its path, or what a rootless entry means.
+pub fn root_label(root: Option<&Path>) -> String {
+    root.map_or_else(|| "unrecorded".to_owned(), |r| r.display().to_string())
+}
+
+/// The ledger's key of a pod: (state root, pod id).
+pub type PodKey = (Option<PathBuf>, String);
+
+fn key_of(e: &PodEntry) -> PodKey {
+    (e.root.clone(), e.pod.clone())
 }
 
 /// Disjoint ranges of one ID space, keyed by start. Because they are
@@ -119,7 +149,7 @@ impl Occupancy {
 pub struct State {
     /// Bumped on every write; shown by `cnfbox ranges` to tell versions apart.
     pub generation: u64,
-    entries: BTreeMap<String, PodEntry>,
+    entries: BTreeMap<PodKey, PodEntry>,
     uids: Occupancy,
     gids: Occupancy,
 }
@@ -133,22 +163,28 @@ impl State {
         }
     }
 
-    /// Adds `entry` unless its pod is known, a range dips below 65536, or a
-    /// range overlaps another pod's.
+    /// Adds `entry` unless its pod is known (in its state root), a range
+    /// dips below 65536, or a range overlaps another pod's.
     pub fn insert(&mut self, entry: PodEntry) -> Result<(), Conflict> {
-        self.check(&entry.pod, &entry.mapping)?;
+        self.check(entry.root.as_deref(), &entry.pod, &entry.mapping)?;
         let m = entry.mapping;
         self.uids.insert(m.uid.host_range());
         self.gids.insert(m.gid.host_range());
-        self.entries.insert(entry.pod.clone(), entry);
+        self.entries.insert(key_of(&entry), entry);
         Ok(())
     }
 
-    /// Whether `mapping` could be recorded for `pod`.
-    pub fn check(&self, pod: &str, mapping: &PodMapping) -> Result<(), Conflict> {
-        if let Some(e) = self.entries.get(pod) {
+    /// Whether `mapping` could be recorded for `pod` of state root `root`.
+    pub fn check(
+        &self,
+        root: Option<&Path>,
+        pod: &str,
+        mapping: &PodMapping,
+    ) -> Result<(), Conflict> {
+        if let Some(e) = self.get(root, pod) {
             return Err(Conflict::Duplicate {
                 pod: pod.to_owned(),
+                root: root.map(Path::to_path_buf),
                 existing: e.mapping,
             });
         }
@@ -161,10 +197,12 @@ impl State {
                 return Err(Conflict::HostReserved { kind, range });
             }
             if let Some(held) = occ.conflict(&range) {
+                let (other_root, other_pod) = self.holder(kind, &held);
                 return Err(Conflict::Overlap {
                     kind,
                     range,
-                    other_pod: self.holder(kind, &held),
+                    other_pod,
+                    other_root,
                     other_range: held,
                 });
             }
@@ -173,7 +211,7 @@ impl State {
     }
 
     /// The pod holding exactly `held` (an error path: a linear scan).
-    fn holder(&self, kind: IdKind, held: &IdRange) -> String {
+    fn holder(&self, kind: IdKind, held: &IdRange) -> PodKey {
         self.entries
             .values()
             .find(|e| {
@@ -183,7 +221,7 @@ impl State {
                 };
                 m.host_range() == *held
             })
-            .map_or_else(|| "<unknown>".to_owned(), |e| e.pod.clone())
+            .map_or_else(|| (None, "<unknown>".to_owned()), key_of)
     }
 
     /// Builds a state from many entries at once (the ledger loader): sorts
@@ -195,15 +233,18 @@ impl State {
         entries: Vec<PodEntry>,
     ) -> Result<Self, (usize, Conflict)> {
         let mut by_pod: Vec<usize> = (0..entries.len()).collect();
-        by_pod.sort_by(|&a, &b| entries[a].pod.cmp(&entries[b].pod));
+        fn key(e: &PodEntry) -> (Option<&Path>, &str) {
+            (e.root.as_deref(), e.pod.as_str())
+        }
+        by_pod.sort_by(|&a, &b| key(&entries[a]).cmp(&key(&entries[b])));
         for w in by_pod.windows(2) {
             let (a, b) = (&entries[w[0]], &entries[w[1]]);
-            if a.pod == b.pod {
-                let pod = b.pod.clone();
+            if key(a) == key(b) {
                 return Err((
                     w[1],
                     Conflict::Duplicate {
-                        pod,
+                        pod: b.pod.clone(),
+                        root: b.root.clone(),
                         existing: a.mapping,
                     },
                 ));
@@ -229,13 +270,14 @@ impl State {
             for w in ranges.windows(2) {
                 let ((held, a), (range, b)) = (w[0], w[1]);
                 if held.end() > range.start() {
-                    let other_pod = entries[a].pod.clone();
+                    let (other_root, other_pod) = key_of(&entries[a]);
                     return Err((
                         b,
                         Conflict::Overlap {
                             kind,
                             range,
                             other_pod,
+                            other_root,
                             other_range: held,
                         },
                     ));
@@ -249,26 +291,39 @@ impl State {
         let uids = sides.pop().unwrap_or_default();
         Ok(State {
             generation,
-            entries: entries.into_iter().map(|e| (e.pod.clone(), e)).collect(),
+            entries: entries.into_iter().map(|e| (key_of(&e), e)).collect(),
             uids,
             gids,
         })
     }
 
-    /// Removes and returns the pod's entry.
-    pub fn remove(&mut self, pod: &str) -> Option<PodEntry> {
-        let e = self.entries.remove(pod)?;
+    /// Removes and returns the entry of `pod` in state root `root`.
+    pub fn remove(&mut self, root: Option<&Path>, pod: &str) -> Option<PodEntry> {
+        let e = self
+            .entries
+            .remove(&(root.map(Path::to_path_buf), pod.to_owned()))?;
         self.uids.remove(&e.mapping.uid.host_range());
         self.gids.remove(&e.mapping.gid.host_range());
         Some(e)
     }
 
-    /// The pod's entry.
-    pub fn get(&self, pod: &str) -> Option<&PodEntry> {
-        self.entries.get(pod)
+    /// The entry of `pod` in state root `root` (exactly: a `None` root is
+    /// only the entries that recorded none).
+    pub fn get(&self, root: Option<&Path>, pod: &str) -> Option<&PodEntry> {
+        // The key owns its strings; a lookup copies two short ones, which
+        // is nothing next to the ledger's parse and fsync.
+        self.entries
+            .get(&(root.map(Path::to_path_buf), pod.to_owned()))
     }
 
-    /// All entries, by pod id.
+    /// The state roots the entries name, each once, sorted.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = self.entries.keys().filter_map(|(r, _)| r.clone()).collect();
+        roots.dedup();
+        roots
+    }
+
+    /// All entries, by state root then pod id.
     pub fn entries(&self) -> impl Iterator<Item = &PodEntry> {
         self.entries.values()
     }
@@ -336,6 +391,7 @@ mod tests {
 
     fn entry(pod: &str, mapping: PodMapping, origin: Origin) -> PodEntry {
         PodEntry {
+            root: None,
             pod: pod.into(),
             origin,
             created: 0,
@@ -399,7 +455,7 @@ mod tests {
             s.insert(entry("d", low, Origin::Registered)),
             Err(Conflict::HostReserved { .. })
         ));
-        assert!(s.remove("a").is_some());
+        assert!(s.remove(None, "a").is_some());
         let inside = PodMapping::symmetric(Mapping::new(0, 200_000, 65_536).expect("m"));
         s.insert(entry("b", inside, Origin::Registered))
             .expect("free after release");

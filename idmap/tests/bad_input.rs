@@ -298,6 +298,7 @@ fn full_scale_pool() {
     for k in 0..65_533u32 {
         let host = ID_BLOCK + k * ID_BLOCK;
         s.insert(PodEntry {
+            root: None,
             pod: format!("p{k}"),
             origin: Origin::Allocated,
             created: 0,

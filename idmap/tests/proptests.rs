@@ -116,25 +116,25 @@ proptest! {
         for op in ops {
             match op {
                 Op::Allocate(p) => {
-                    if s.get(&pod(p)).is_none() {
+                    if s.get(None, &pod(p)).is_none() {
                         if let Some(m) = s.first_fit(&pools) {
-                            s.insert(PodEntry { pod: pod(p), origin: Origin::Allocated, created: 0, mapping: m })
+                            s.insert(PodEntry { root: None, pod: pod(p), origin: Origin::Allocated, created: 0, mapping: m })
                                 .expect("first fit result must insert");
                         } else {
                             // Exhausted: every slot must really be blocked.
                             let free = (0..16u32).any(|k| {
                                 let m = PodMapping::symmetric(Mapping::new(0, (1 << 20) + k * 65_536, 65_536).expect("m"));
-                                s.check("probe", &m).is_ok()
+                                s.check(None, "probe", &m).is_ok()
                             });
                             prop_assert!(!free, "first_fit missed a free slot");
                         }
                     }
                 }
-                Op::Release(p) => { s.remove(&pod(p)); }
+                Op::Release(p) => { s.remove(None, &pod(p)); }
                 Op::Register(p, u, g, size) => {
                     if let (Ok(uid), Ok(gid)) = (Mapping::new(0, u, size), Mapping::new(0, g, size)) {
                         let m = PodMapping { uid, gid };
-                        let res = s.insert(PodEntry { pod: pod(p), origin: Origin::Registered, created: 0, mapping: m });
+                        let res = s.insert(PodEntry { root: None, pod: pod(p), origin: Origin::Registered, created: 0, mapping: m });
                         if u < 65_536 || g < 65_536 {
                             prop_assert!(res.is_err());
                         }
@@ -143,7 +143,7 @@ proptest! {
                 Op::Gc(live) => {
                     let live: HashSet<String> = live.into_iter().map(pod).collect();
                     let dead: Vec<String> = s.entries().filter(|e| !live.contains(&e.pod)).map(|e| e.pod.clone()).collect();
-                    for d in dead { s.remove(&d); }
+                    for d in dead { s.remove(None, &d); }
                 }
             }
             prop_assert!(s.is_disjoint());
@@ -225,6 +225,7 @@ proptest! {
             .map(|&(p, u, g, n)| (p, 65_524 + u * 3, 65_524 + g * 3, n))
             .filter_map(|(p, u, g, n)| {
                 Some(PodEntry {
+                    root: None,
                     pod: pod(p),
                     origin: Origin::Registered,
                     created: 0,
@@ -264,7 +265,7 @@ proptest! {
             let brute_ok = u0 >= 65_536
                 && g0 >= 65_536
                 && !held.iter().any(|(q, hu, hg)| *q == pod(p) || hu.overlaps(&ur) || hg.overlaps(&gr));
-            let res = s.insert(PodEntry { pod: pod(p), origin: Origin::Registered, created: 0, mapping: m });
+            let res = s.insert(PodEntry { root: None, pod: pod(p), origin: Origin::Registered, created: 0, mapping: m });
             prop_assert_eq!(res.is_ok(), brute_ok, "{:?} vs held {:?}: {:?}", m, held, res);
             if brute_ok {
                 held.push((pod(p), ur, gr));

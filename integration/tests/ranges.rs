@@ -4,10 +4,12 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
-use common::{assert_one_line_error, can_run, Env};
-use serde_json::Value;
+use common::{assert_nothing_left, assert_one_line_error, can_run, cnfbox_bin, Env};
+use serde_json::{json, Value};
+use test_bundles::{Bundle, Scenario};
 
 fn etc_args<'a>(etc: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["ranges", "--etc", etc];
@@ -61,6 +63,34 @@ fn set_up(env: &Env) -> (String, idmap::Allocator) {
         start >= 165536 || start + 655360 <= 100000,
         "pool overlaps builder's range: {line}"
     );
+    // kubelet gets a pool of its own, the same in subuid and subgid, clear
+    // of cnfbox's and builder's: kubelet's user-namespace allocator picks
+    // from it instead of from every ID above 65536.
+    let kubelet = |text: &str| -> (u64, u64) {
+        let l: Vec<&str> = text.lines().filter(|l| l.starts_with("kubelet:")).collect();
+        assert_eq!(l.len(), 1, "one kubelet entry: {text}");
+        let f: Vec<u64> = l[0]
+            .split(':')
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        (f[0], f[1])
+    };
+    let (ks, kn) = kubelet(&subuid);
+    assert_eq!(
+        kubelet(&fs::read_to_string(etc.join("subgid")).unwrap()),
+        (ks, kn)
+    );
+    assert!(
+        ks % 65536 == 0 && kn % 65536 == 0 && kn >= 110 * 65536,
+        "{ks}:{kn}"
+    );
+    assert!(
+        ks >= start + 655360 || ks + kn <= start,
+        "kubelet's pool {ks}:{kn} overlaps cnfbox's {line}"
+    );
+    assert!(ks >= 165536, "kubelet's pool overlaps builder's: {ks}:{kn}");
+    assert_eq!(first["kubelet_pool"]["start"], ks, "{first}");
 
     let etc_root = idmap::EtcRoot::new(&etc);
     let cfg = idmap::Config::load_from(&etc_root.default_config(), true).unwrap();
@@ -204,8 +234,11 @@ fn repair_rebuilds_from_live_container_records() {
     assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
     assert_eq!(rebuilt[0]["pod"], "live-pod");
     assert_eq!(rebuilt[0]["uid"]["host_start"], held.uid.host_id());
-    // The live pod keeps its range; a new pod never gets it.
-    assert_eq!(alloc.allocate("live-pod").unwrap(), held);
+    // The live pod keeps its range (it is recorded with its state root); a
+    // new pod never gets it.
+    let root = fs::canonicalize(&env.root).unwrap();
+    assert_eq!(rebuilt[0]["root"], root.to_str().unwrap());
+    assert_eq!(alloc.allocate_in(Some(&root), "live-pod").unwrap(), held);
     let other = alloc.allocate("new-pod").unwrap();
     assert_ne!(other.uid.host_id(), held.uid.host_id());
     // gc spares the pod that still has a container.
@@ -216,4 +249,351 @@ fn repair_rebuilds_from_live_container_records() {
     let out = env.run(&etc_args(&etc, &["release", "live-pod"]));
     assert_one_line_error(&out, &["live-pod", "still has containers"]);
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A state root beside the environment's, on the environment's ledger (as
+/// the CLI's `/run/cnfbox` and the shim's `/run/containerd/cnfbox/<ns>`
+/// share the host's). Its containers are force-deleted on drop.
+struct Root<'a> {
+    env: &'a Env,
+    path: PathBuf,
+}
+
+impl<'a> Root<'a> {
+    fn new(env: &'a Env, path: PathBuf) -> Self {
+        fs::create_dir_all(&path).unwrap();
+        Root { env, path }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(cnfbox_bin());
+        cmd.env("CNFBOX_CONFIG", self.env.config.as_ref().unwrap())
+            .arg("--root")
+            .arg(&self.path)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("spawn cnfbox")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cnfbox --root {} {args:?}: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `create` + `start`, without holding the detached init's stdio.
+    fn start(&self, bundle: &Bundle, id: &str) {
+        let err = self.env.tmp.path().join(format!("{id}.err"));
+        let status = self
+            .command()
+            .args(["create", "--bundle"])
+            .arg(&bundle.dir)
+            .arg(id)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "create {id}: {}",
+            fs::read_to_string(&err).unwrap()
+        );
+        self.ok(&["start", id]);
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    /// Kills the container's init and waits until it is stopped.
+    fn kill_init(&self, id: &str) {
+        self.ok(&["kill", id, "KILL"]);
+        for _ in 0..400 {
+            if self.state(id)["status"] == "stopped" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("{id} never stopped");
+    }
+
+    /// The range the ledger holds for pod `pod` of this root.
+    fn held(&self, pod: &str) -> Option<idmap::PodMapping> {
+        let key = fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let e = self.env.allocator().show_in(Some(&key), pod).unwrap()?;
+        assert_eq!(e.root.as_deref(), Some(key.as_path()), "{e:?}");
+        Some(e.mapping)
+    }
+
+    fn gc(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["ranges", "--format", "json", "gc", "--grace", "0"]))
+            .unwrap()
+    }
+}
+
+impl Drop for Root<'_> {
+    fn drop(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    let _ = self.run(&["delete", "--force", &name]);
+                }
+            }
+        }
+        if let Some(base) = common::mount_base_of(&self.path) {
+            for kind in ["rootfs", "volumes", "ns", "hugepages"] {
+                let _ = fs::remove_dir(base.join(kind));
+            }
+            let _ = fs::remove_dir(base);
+        }
+    }
+}
+
+fn disjoint(a: idmap::PodMapping, b: idmap::PodMapping) -> bool {
+    !a.uid.host_range().overlaps(&b.uid.host_range())
+        && !a.gid.host_range().overlaps(&b.gid.host_range())
+}
+
+/// Two state roots and a shim-style `.../containerd/cnfbox/<ns>` root side
+/// by side on one ledger: the same container id in two roots gets two
+/// ranges, `ranges gc --grace 0` in every root (and in the CLI's default
+/// root) frees no live range, not even one whose container has stopped,
+/// and deleting the id in one root leaves the other's range alone.
+/// Before ranges recorded their root, gc in root B freed every pod of the
+/// other roots, and the second create of the id got the first one's range.
+#[test]
+fn two_roots_and_a_shim_root_keep_their_live_ranges_apart() {
+    if !can_run("ranges in several state roots") {
+        return;
+    }
+    let env = Env::new();
+    let a = Root::new(&env, env.root.clone());
+    let b = Root::new(&env, env.tmp.path().join("root-b"));
+    let shim = Root::new(&env, env.tmp.path().join("run/containerd/cnfbox/k8s.io"));
+    let bundle = env.bundle("sleep", |b| b.scenario(&Scenario::Sleep));
+    let id = env.id("same");
+    a.start(&bundle, &id);
+    shim.start(&bundle, &id);
+    let (ra, rs) = (
+        a.held(&id).expect("a's range"),
+        shim.held(&id).expect("shim's range"),
+    );
+    assert!(
+        disjoint(ra, rs),
+        "the same id in two roots shares {ra} / {rs}"
+    );
+    let pid = |r: &Root, id: &str| r.state(id)["pid"].as_i64().unwrap();
+    let uid_map = |p: i64| fs::read_to_string(format!("/proc/{p}/uid_map")).unwrap();
+    assert!(uid_map(pid(&shim, &id)).contains(&rs.uid.host_id().to_string()));
+
+    // a's container stops: no process is left in its user namespace, but
+    // its record still holds the range.
+    a.kill_init(&id);
+    for r in [&b, &a, &shim] {
+        let freed = r.gc();
+        assert!(
+            freed.is_empty(),
+            "gc in {} freed {freed:?}",
+            r.path.display()
+        );
+    }
+    let plain = Command::new(cnfbox_bin())
+        .env("CNFBOX_CONFIG", env.config.as_ref().unwrap())
+        .args(["ranges", "--format", "json", "gc", "--grace", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let freed: Vec<Value> = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(freed.is_empty(), "gc in the default root freed {freed:?}");
+    assert_eq!((a.held(&id), shim.held(&id)), (Some(ra), Some(rs)));
+    // `ranges release` in the wrong root finds nothing of the id there.
+    let out = b.run(&["ranges", "release", &id]);
+    assert_one_line_error(&out, &[&id, "holds no host ID range"]);
+
+    // Deleting the id in the shim root frees the shim pod's range only.
+    shim.ok(&["delete", "--force", &id]);
+    assert_eq!(shim.held(&id), None);
+    assert_eq!(a.held(&id), Some(ra));
+    a.ok(&["delete", &id]);
+    assert_eq!(a.held(&id), None);
+    assert!(env.allocator().list().unwrap().is_empty());
+}
+
+/// kubelet's mapping (a spec's own uidMappings, registered) that overlaps
+/// a live cnfbox range is refused with one line naming both pods, their
+/// state roots and both ranges; nothing is left.
+#[test]
+fn an_overlapping_kubelet_mapping_is_refused_naming_both() {
+    if !can_run("overlapping registration") {
+        return;
+    }
+    let env = Env::new();
+    let a = Root::new(&env, env.root.clone());
+    let shim = Root::new(&env, env.tmp.path().join("run/containerd/cnfbox/k8s.io"));
+    let plain = env.bundle("sleep", |b| b.scenario(&Scenario::Sleep));
+    let cnf = env.id("cnf");
+    a.start(&plain, &cnf);
+    let held = a.held(&cnf).unwrap();
+    let host = u64::from(held.uid.host_id()) + 4096;
+    let kube = env.bundle("kube", move |b| {
+        b.scenario(&Scenario::Sleep).modify(move |s| {
+            let mut doc = serde_json::to_value(&*s).unwrap();
+            doc["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            let m = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+            doc["linux"]["uidMappings"] = m.clone();
+            doc["linux"]["gidMappings"] = m;
+            *s = serde_json::from_value(doc).unwrap();
+        })
+    });
+    let k = env.id("kube");
+    let out = shim.run(&["create", "-b", kube.dir.to_str().unwrap(), &k]);
+    let a_root = fs::canonicalize(&a.path).unwrap();
+    let shim_root = fs::canonicalize(&shim.path).unwrap();
+    assert_one_line_error(
+        &out,
+        &[
+            &format!("pod {k}"),
+            shim_root.to_str().unwrap(),
+            &host.to_string(),
+            &format!("held by pod {cnf}"),
+            a_root.to_str().unwrap(),
+            &held.uid.host_id().to_string(),
+        ],
+    );
+    assert_eq!(shim.held(&k), None);
+    assert!(!shim.path.join(&k).exists());
+    a.ok(&["delete", "--force", &cnf]);
+    assert_nothing_left(&env, &cnf);
+}
+
+/// A tenant that kills its pod's pause process gets the sandbox deleted
+/// while the members run on: the range stays with the pod until its last
+/// container is deleted, and a pod created in between gets another range.
+/// Before, deleting the sandbox freed the range and the next pod got the
+/// running member's host uids.
+#[test]
+fn deleting_the_sandbox_keeps_the_range_until_the_last_member_goes() {
+    if !can_run("sandbox deleted under its members") {
+        return;
+    }
+    let env = Env::new();
+    let root = Root::new(&env, env.root.clone());
+    let pod = env.id("spod");
+    let annotated = |name: &str, kind: &'static str| {
+        let pod = pod.clone();
+        env.bundle(name, move |b| {
+            b.scenario(&Scenario::Sleep)
+                .annotation("io.kubernetes.cri.sandbox-id", pod)
+                .annotation("io.kubernetes.cri.container-type", kind)
+        })
+    };
+    let (sandbox, member) = (annotated("sb", "sandbox"), annotated("mem", "container"));
+    root.start(&sandbox, &pod);
+    let m = env.id("smem");
+    root.start(&member, &m);
+    let range = root.held(&pod).expect("pod range");
+
+    root.kill_init(&pod);
+    root.ok(&["delete", &pod]);
+    assert_eq!(root.state(&m)["status"], "running");
+    assert_eq!(
+        root.held(&pod),
+        Some(range),
+        "the sandbox's delete freed the member's range"
+    );
+    // gc agrees: the member's record (and its process) hold it.
+    assert!(root.gc().is_empty());
+    let other = env.id("next");
+    let plain = env.bundle("plain", |b| b.scenario(&Scenario::Sleep));
+    root.start(&plain, &other);
+    let next = root.held(&other).unwrap();
+    assert!(
+        disjoint(next, range),
+        "a new pod got the running member's range {range}"
+    );
+    root.ok(&["delete", "--force", &other]);
+
+    root.ok(&["delete", "--force", &m]);
+    assert_eq!(
+        root.held(&pod),
+        None,
+        "the last container's delete frees the range"
+    );
+    assert_nothing_left(&env, &m);
+    assert_nothing_left(&env, &pod);
+}
+
+/// A caller that removes its `--root` strands nothing: gc frees the range
+/// of a pod whose state root is gone and whose processes are gone, keeps
+/// one whose root is gone but whose container still runs (a process in a
+/// user namespace mapped on the range), and keeps a live root's. Before,
+/// the first range was never freed by a gc in its (gone) root, and a gc
+/// in another root freed all three.
+#[test]
+fn gc_reclaims_a_removed_roots_range_only_when_nothing_runs_on_it() {
+    if !can_run("gc of a removed state root") {
+        return;
+    }
+    let env = Env::new();
+    let live = Root::new(&env, env.root.clone());
+    let dead = Root::new(&env, env.tmp.path().join("dead-root"));
+    let running = Root::new(&env, env.tmp.path().join("running-root"));
+    let bundle = env.bundle("sleep", |b| b.scenario(&Scenario::Sleep));
+    let (l, d, r) = (env.id("live"), env.id("dead"), env.id("running"));
+    live.start(&bundle, &l);
+    dead.start(&bundle, &d);
+    running.start(&bundle, &r);
+    let (rl, rd, rr) = (
+        live.held(&l).unwrap(),
+        dead.held(&d).unwrap(),
+        running.held(&r).unwrap(),
+    );
+    dead.kill_init(&d);
+    // Both roots disappear (moved away, so that the test can clean up).
+    let moved = |root: &Root| {
+        let to = root.path.with_extension("moved");
+        fs::rename(&root.path, &to).unwrap();
+        to
+    };
+    let (dead_to, running_to) = (moved(&dead), moved(&running));
+    let freed = live.gc();
+    let back = |from: &Path, root: &Root| fs::rename(from, &root.path).unwrap();
+    back(&dead_to, &dead);
+    back(&running_to, &running);
+    let freed: Vec<(u64, &str)> = freed
+        .iter()
+        .map(|e| {
+            (
+                e["uid"]["host_start"].as_u64().unwrap(),
+                e["pod"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        freed,
+        [(u64::from(rd.uid.host_id()), d.as_str())],
+        "{rl} {rr}"
+    );
+    assert_eq!((live.held(&l), running.held(&r)), (Some(rl), Some(rr)));
+    assert_eq!(dead.held(&d), None);
+    dead.ok(&["delete", &d]);
+    running.ok(&["delete", "--force", &r]);
+    live.ok(&["delete", "--force", &l]);
+    assert!(env.allocator().list().unwrap().is_empty());
 }

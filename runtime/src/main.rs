@@ -8,6 +8,7 @@ mod cgroups;
 mod cli;
 mod commands;
 mod failpoint;
+mod holders;
 mod hooks;
 mod hugepages;
 mod hugetlb;

@@ -90,6 +90,8 @@ pub enum ProfileError {
 /// What the profile did for one container (recorded in its metadata).
 #[derive(Debug, Clone)]
 pub struct Applied {
+    /// The state root, as the ledger names it (see `holders::root_key`).
+    pub root: PathBuf,
     pub pod: String,
     pub sandbox: bool,
     /// `None` when the container runs in the host's user namespace.
@@ -176,6 +178,7 @@ pub fn apply(
     rootfs: &Path,
 ) -> Result<Applied, ProfileError> {
     let role = pod::role(id, spec.annotations().as_ref());
+    let key = crate::holders::root_key(root);
     if let Some(how) = host_userns_request(spec) {
         let etc = EtcRoot::default();
         let config = Config::load(&etc).map_err(ProfileError::Config)?;
@@ -187,6 +190,7 @@ pub fn apply(
         }
         tracing::warn!(id, %how, "container runs in the host's user namespace (allowed by config)");
         return Ok(Applied {
+            root: key,
             pod: role.pod().to_string(),
             sandbox: matches!(role, Role::Sandbox { .. }),
             mapping: None,
@@ -199,7 +203,7 @@ pub fn apply(
     }
     let (mapping, granted_here, pinned, adopted_netns) = match &role {
         Role::Sandbox { pod } => {
-            let (m, granted, adopted) = own_userns(spec, pod)?;
+            let (m, granted, adopted) = own_userns(&key, spec, pod)?;
             (m, granted, None, adopted)
         }
         Role::Member { pod } => {
@@ -225,7 +229,9 @@ pub fn apply(
         Ok(v) => v,
         Err(err) => {
             if granted_here {
-                let _ = release_range(role.pod());
+                if let Err(e) = release_unused(root, role.pod()) {
+                    tracing::warn!(err = %e, pod = role.pod(), "release range after failed create");
+                }
             }
             if let Some(pin) = &pinned {
                 unpin(pin);
@@ -238,6 +244,7 @@ pub fn apply(
     }
     crate::failpoint::hit("create:after-mounts");
     Ok(Applied {
+        root: key,
         pod: role.pod().to_string(),
         sandbox: matches!(role, Role::Sandbox { .. }),
         mapping: Some(mapping),
@@ -327,8 +334,9 @@ fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
 }
 
 /// The sandbox's own user namespace: kubelet's mapping registered, or a
-/// fresh range allocated.
+/// fresh range allocated, for pod `pod` of state root `root` (a ledger key).
 fn own_userns(
+    root: &Path,
     spec: &mut Spec,
     pod: &str,
 ) -> Result<(PodMapping, bool, Option<PathBuf>), ProfileError> {
@@ -353,12 +361,12 @@ fn own_userns(
     let given_gid = linux.gid_mappings().clone().unwrap_or_default();
     let alloc = allocator()?;
     let existed = alloc
-        .show(pod)
+        .show_in(Some(root), pod)
         .map_err(|e| ProfileError::Alloc(Box::new(e)))?
         .is_some();
     let mapping = if given_uid.is_empty() && given_gid.is_empty() {
         alloc
-            .allocate(pod)
+            .allocate_in(Some(root), pod)
             .map_err(|e| ProfileError::Alloc(Box::new(e)))?
     } else {
         let mapping = PodMapping {
@@ -366,7 +374,7 @@ fn own_userns(
             gid: one_line("gidMappings", &given_gid)?,
         };
         alloc
-            .register(pod, mapping)
+            .register_in(Some(root), pod, mapping)
             .map_err(|source| ProfileError::Register {
                 pod: pod.to_string(),
                 source: Box::new(source),
@@ -492,11 +500,19 @@ pub fn lazy_umount(path: &Path) -> Result<(), nix::Error> {
     }
 }
 
-/// Frees pod `pod`'s host ID range (a no-op if it holds none).
-pub fn release_range(pod: &str) -> Result<(), ProfileError> {
-    allocator()?
-        .release(pod)
+/// Frees the host ID range of pod `pod` of state root `root` once no
+/// container of the pod is left there (a no-op if it holds none): the last
+/// of sandbox and members to go frees it. Decided under the ledger lock
+/// from the state root's files (`holders`), so no create or delete can
+/// slip between the look and the write.
+pub fn release_unused(root: &Path, pod: &str) -> Result<(), ProfileError> {
+    let key = crate::holders::root_key(root);
+    let outcome = allocator()?
+        .release_in(Some(&key), pod, |_| crate::holders::in_root(root, pod))
         .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
+    if let idmap::Release::Kept { reason, .. } = outcome {
+        tracing::info!(pod, root = %key.display(), %reason, "pod range kept for its remaining containers");
+    }
     Ok(())
 }
 
@@ -513,7 +529,7 @@ pub fn undo(applied: &Applied) {
         }
     }
     if applied.granted_here {
-        if let Err(err) = release_range(&applied.pod) {
+        if let Err(err) = release_unused(&applied.root, &applied.pod) {
             tracing::warn!(%err, pod = %applied.pod, "release range after failed create");
         }
     }
@@ -566,9 +582,10 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
     })
 }
 
-/// Undoes the profile of a deleted (or never created) container: detaches
-/// its rootfs view and, for a sandbox, frees the pod's range.
-pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
+/// Undoes the profile of a deleted (or never created) container of state
+/// root `root`: detaches its rootfs view and, if it was the pod's last
+/// container (sandbox or member), frees the pod's range.
+pub fn teardown(root: &Path, meta: &ContainerMeta) -> Result<(), ProfileError> {
     if let Some(h) = &meta.hugepages {
         h.teardown()
             .map_err(|e| ProfileError::Hugepages(Box::new(e)))?;
@@ -577,10 +594,8 @@ pub fn teardown(meta: &ContainerMeta) -> Result<(), ProfileError> {
     if let Some(view) = &meta.rootfs_view {
         detach(view)?;
     }
-    if meta.sandbox {
-        if let Some(pod) = &meta.pod {
-            release_range(pod)?;
-        }
+    if let Some(pod) = &meta.pod {
+        release_unused(root, pod)?;
     }
     Ok(())
 }

@@ -71,7 +71,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     if let Err(err) = container.start() {
         let _ = give_back(&meta, true);
         let _ = super::delete_container(&mut container, true);
-        let _ = profile::teardown(&meta);
+        let _ = profile::teardown(&ctx.root, &meta);
         return Err(err).context(format!("start container {}", a.container_id));
     }
     if a.detach {
@@ -82,7 +82,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
         give_back(&meta, false)?;
         super::delete_container(&mut container, true)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
-        profile::teardown(&meta)?;
+        profile::teardown(&ctx.root, &meta)?;
     }
     Ok(code)
 }

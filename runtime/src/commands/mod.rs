@@ -2,6 +2,7 @@
 
 mod confine;
 mod create;
+pub use create::STAGING;
 mod exec_process;
 mod info;
 pub mod inspect;

@@ -5,10 +5,10 @@
 //! the order it leaves it: the spec it staged (`.staging/<id>.<pid>/`, or
 //! already moved to `<id>/bundle/`), libcontainer's `state.json` (the init
 //! and its cgroup), the state dir, and the mounts under
-//! `/run/cnfbox-mnt/<root hash>/` named after the id. A sandbox's range is
-//! freed when its staged spec says it is one; a range granted before the
-//! spec was staged is left to `cnfbox ranges gc`, which frees ranges no
-//! container record holds.
+//! `/run/cnfbox-mnt/<root hash>/` named after the id. The pod's range is
+//! freed when its staged spec names the pod and no other container of the
+//! pod is left; a range granted before the spec was staged is left to
+//! `cnfbox ranges gc`, which frees ranges whose owner is provably gone.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use oci_spec::runtime::Spec;
 use super::create::STAGING;
 use super::{container_dir, Ctx};
 use crate::meta::STAGED_BUNDLE;
-use crate::pod::{self, Role};
+use crate::pod;
 
 /// Removes everything container `id` of a killed create may have left.
 pub fn half_created(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
@@ -63,11 +63,13 @@ pub fn half_created(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("remove state dir {}: {e}", dir.display()))?;
     }
     crate::profile::teardown_by_id(&ctx.root, id);
+    // The pod's range goes if this was its last container (sandbox or
+    // member); its other containers keep it.
     for spec in &specs {
-        if let Role::Sandbox { pod } = pod::role(id, spec.annotations().as_ref()) {
-            crate::profile::release_range(&pod)
-                .map_err(|e| anyhow::anyhow!("release the range of pod {pod}: {e}"))?;
-        }
+        let role = pod::role(id, spec.annotations().as_ref());
+        let pod = role.pod();
+        crate::profile::release_unused(&ctx.root, pod)
+            .map_err(|e| anyhow::anyhow!("release the range of pod {pod}: {e}"))?;
     }
     Ok(())
 }

@@ -1,0 +1,248 @@
+//! Which host IDs live processes use: the user namespace of every process,
+//! read from `/proc/PID/uid_map` and `gid_map`.
+//!
+//! `ranges gc` frees a range only when its owner is proven gone, and a
+//! process running in a user namespace mapped on the range is proof of the
+//! opposite, whatever the container records say (a state root removed under
+//! a running pod, a record lost to a crash). Reading the maps is cheap: one
+//! small file per process, and only gc and release by hand do it, never
+//! create.
+//!
+//! user_namespaces(7): read from a process in another user namespace, the
+//! outside IDs of a map are shown in the reader's namespace, so from the
+//! host's initial namespace every map (nested ones too) reads in host IDs.
+//! A process in the reader's own namespace shows the identity map
+//! `0 0 4294967295`, and is skipped. Only host root can make another
+//! namespace with that map (a pod's nested namespaces map parts of the
+//! pod's range), so skipping every such process never hides a pod; it is
+//! also what works where `ns/user` links cannot be read (they need ptrace
+//! access, uid_map does not).
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::range::{parse_decimal_u32, IdRange, PodMapping};
+
+/// Errors scanning `/proc`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcScanError {
+    /// `readdir` of the proc root, or `read` of a map.
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A map line is not `INSIDE OUTSIDE COUNT`.
+    #[error("{path}:{line}: expected `INSIDE OUTSIDE COUNT`, found {text:?}")]
+    Map {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+}
+
+/// The host ranges of one user namespace other than the reader's, and a
+/// process in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NsUse {
+    /// A process in the namespace.
+    pub pid: u32,
+    /// Host uids its `uid_map` maps.
+    pub uids: Vec<IdRange>,
+    /// Host gids its `gid_map` maps.
+    pub gids: Vec<IdRange>,
+}
+
+/// Every user namespace (other than the reader's) that a live process is in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InUse {
+    /// One entry per distinct pair of maps.
+    pub namespaces: Vec<NsUse>,
+}
+
+impl InUse {
+    /// Scans `proc_root` (`/proc` on a host, a fake tree in tests). A
+    /// process that exits while it is read is skipped; anything else that
+    /// cannot be read is an error, since an unread process might be the
+    /// owner.
+    pub fn scan(proc_root: &Path) -> Result<Self, ProcScanError> {
+        let read_err = |path: PathBuf| move |source| ProcScanError::Read { path, source };
+        let entries = std::fs::read_dir(proc_root).map_err(read_err(proc_root.to_owned()))?;
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut namespaces = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(read_err(proc_root.to_owned()))?;
+            let Some(pid) = entry.file_name().to_str().and_then(parse_decimal_u32) else {
+                continue;
+            };
+            let dir = entry.path();
+            let Some(uid_text) = read_gone_ok(&dir.join("uid_map"))? else {
+                continue;
+            };
+            if uid_text.split_whitespace().eq(["0", "0", "4294967295"]) {
+                continue;
+            }
+            // A zombie runs nothing (a killed container's init waits there
+            // until its new parent reaps it), so it uses no ID.
+            match read_gone_ok(&dir.join("stat"))? {
+                None => continue,
+                Some(stat) if is_dead(&stat) => continue,
+                Some(_) => {}
+            }
+            let Some(gid_text) = read_gone_ok(&dir.join("gid_map"))? else {
+                continue;
+            };
+            if !seen.insert((uid_text.clone(), gid_text.clone())) {
+                continue;
+            }
+            namespaces.push(NsUse {
+                pid,
+                uids: parse_map(&dir.join("uid_map"), &uid_text)?,
+                gids: parse_map(&dir.join("gid_map"), &gid_text)?,
+            });
+        }
+        Ok(InUse { namespaces })
+    }
+
+    /// A process whose user namespace maps any host uid or gid of `m`.
+    pub fn user_of(&self, m: &PodMapping) -> Option<u32> {
+        let (u, g) = (m.uid.host_range(), m.gid.host_range());
+        self.namespaces
+            .iter()
+            .find(|ns| {
+                ns.uids.iter().any(|r| r.overlaps(&u)) || ns.gids.iter().any(|r| r.overlaps(&g))
+            })
+            .map(|ns| ns.pid)
+    }
+}
+
+/// Whether a `/proc/PID/stat` line is of a zombie or dead task: proc(5),
+/// the state is the field after the parenthesised command, which may itself
+/// hold `)`, so the last one ends it.
+fn is_dead(stat: &str) -> bool {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
+}
+
+/// ENOENT or ESRCH: the process exited while we looked.
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+fn read_gone_ok(path: &Path) -> Result<Option<String>, ProcScanError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if gone(&e) => Ok(None),
+        Err(source) => Err(ProcScanError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The outside (host) ranges of a map; an empty map (a namespace whose
+/// maps are not written yet) maps nothing.
+fn parse_map(path: &Path, text: &str) -> Result<Vec<IdRange>, ProcScanError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = || ProcScanError::Map {
+            path: path.to_owned(),
+            line: i + 1,
+            text: line.to_owned(),
+        };
+        let f: Vec<u32> = line
+            .split_whitespace()
+            .map(|w| parse_decimal_u32(w).ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        let [_, outside, count] = f.as_slice() else {
+            return Err(bad());
+        };
+        out.push(IdRange::new(*outside, *count).map_err(|_| bad())?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::range::Mapping;
+
+    fn fake_proc(procs: &[(&str, &str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (pid, uid, gid) in procs {
+            let p = d.path().join(pid);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("uid_map"), uid).expect("uid_map");
+            std::fs::write(p.join("gid_map"), gid).expect("gid_map");
+            std::fs::write(p.join("stat"), format!("{pid} (a b) c) S 1 2 3\n")).expect("stat");
+        }
+        d
+    }
+
+    fn pod(host: u32) -> PodMapping {
+        PodMapping::symmetric(Mapping::new(0, host, 65_536).expect("mapping"))
+    }
+
+    #[test]
+    fn host_processes_are_skipped_and_pods_found() {
+        let full = "         0          0 4294967295\n";
+        let d = fake_proc(&[
+            ("1", full, full),
+            ("20", "0 1048576 65536\n", "0 1048576 65536\n"),
+            ("21", "0 1048576 65536\n", "0 1048576 65536\n"),
+            // A nested namespace of a pod: part of the pod's range.
+            ("22", "0 1048577 1000\n", "0 1048577 1000\n"),
+            // Not written yet: maps nothing.
+            ("23", "", ""),
+            ("self", "garbage", "garbage"),
+        ]);
+        let used = InUse::scan(d.path()).expect("scan");
+        assert_eq!(used.namespaces.len(), 3, "{used:?}");
+        // Zombies run nothing.
+        for pid in ["20", "21", "22"] {
+            std::fs::write(
+                d.path().join(pid).join("stat"),
+                format!("{pid} (sleep) Z 1 2\n"),
+            )
+            .expect("stat");
+        }
+        let used = InUse::scan(d.path()).expect("scan");
+        assert_eq!(used.user_of(&pod(1_048_576)), None, "{used:?}");
+        for pid in ["20", "21", "22"] {
+            std::fs::write(
+                d.path().join(pid).join("stat"),
+                format!("{pid} (x) Z) R 1\n"),
+            )
+            .expect("stat");
+        }
+        let used = InUse::scan(d.path()).expect("scan");
+        assert!(
+            matches!(used.user_of(&pod(1_048_576)), Some(20 | 21)),
+            "{used:?}"
+        );
+        assert_eq!(used.user_of(&pod(1_048_576 + 65_536)), None);
+        assert_eq!(used.user_of(&pod(1_048_576 - 65_536)), None);
+    }
+
+    #[test]
+    fn a_gid_only_overlap_counts_and_bad_maps_are_errors() {
+        let d = fake_proc(&[("5", "0 3000000 65536\n", "0 1048576 10\n")]);
+        let used = InUse::scan(d.path()).expect("scan");
+        assert_eq!(used.user_of(&pod(1_048_576)), Some(5));
+        std::fs::write(d.path().join("5/uid_map"), "0 x 1\n").expect("write");
+        let err = InUse::scan(d.path()).expect_err("bad map");
+        assert!(err.to_string().contains("5/uid_map:1"), "{err}");
+    }
+
+    #[test]
+    fn the_real_proc_reads() {
+        let used = InUse::scan(Path::new("/proc")).expect("scan /proc");
+        // The test runs in the initial user namespace: its own pid is not
+        // listed.
+        let me = std::process::id();
+        assert!(used.namespaces.iter().all(|ns| ns.pid != me), "{used:?}");
+    }
+}
