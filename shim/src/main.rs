@@ -11,6 +11,7 @@ mod rootfs;
 mod runtime;
 mod shim;
 mod stats;
+mod stop;
 mod task;
 
 /// The runtime name containerd knows this shim by.

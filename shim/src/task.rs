@@ -33,7 +33,7 @@ use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
 use crate::options::{self, ShimState};
 use crate::rootfs;
 use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
-use crate::{oom, stats};
+use crate::{oom, stats, stop};
 
 /// How long an exited process's output may take to drain (a daemon it
 /// left behind can hold its stdout open forever).
@@ -197,14 +197,20 @@ impl Service {
         }
     }
 
-    /// Reports `proc`'s exit once the reaper sees `pid` go.
-    fn watch_exit(&self, proc: Arc<Proc>, pid: i32) {
+    /// Reports `proc`'s exit once the reaper sees `pid` go. With
+    /// `leftovers` (an init without a PID namespace of its own), whatever is
+    /// left in the container's cgroup is killed first, so that no orphan
+    /// keeps the container's stdio open (see `stop`).
+    fn watch_exit(&self, proc: Arc<Proc>, pid: i32, leftovers: Option<Cnfbox>) {
         let rx = self.exits.expect(pid);
         let publisher = self.publisher.clone();
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
             // A lost reaper reports the process as killed.
             let code = rx.await.unwrap_or(128 + 9);
+            if let Some(cnfbox) = leftovers {
+                stop::kill_leftovers(&cnfbox, &proc.container_id).await;
+            }
             let io = proc.io.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(mut io) = io {
                 io.wait_output(OUTPUT_DRAIN).await;
@@ -355,6 +361,7 @@ impl Service {
         let init = Arc::new(Proc::new(&req.id, "", paths, None));
         init.st().pid = pid;
         init.set_io(io);
+        let leftovers = stop::kill_all_on_exit(&bundle).then(|| cnfbox.clone());
         self.containers.lock().await.insert(
             req.id.clone(),
             Container {
@@ -365,7 +372,7 @@ impl Service {
                 rootfs_mounted,
             },
         );
-        self.watch_exit(init, pid);
+        self.watch_exit(init, pid, leftovers);
         self.watch_oom(&req.id, pid);
         Ok(pid)
     }
@@ -489,7 +496,7 @@ impl Task for Service {
             },
         )
         .await;
-        self.watch_exit(p, pid);
+        self.watch_exit(p, pid, None);
         Ok(StartResponse {
             pid: pid as u32,
             ..Default::default()
