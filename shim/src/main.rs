@@ -7,6 +7,7 @@ mod info;
 mod io;
 mod oom;
 mod options;
+mod process;
 mod rootfs;
 mod runtime;
 mod shim;
