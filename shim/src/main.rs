@@ -7,10 +7,12 @@ mod info;
 mod io;
 mod oom;
 mod options;
+mod process;
 mod rootfs;
 mod runtime;
 mod shim;
 mod stats;
+mod stop;
 mod task;
 
 /// The runtime name containerd knows this shim by.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,100 +26,19 @@ use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::util::{convert_to_any, timestamp};
 use containerd_shim::{Context, ExitSignal, Task, TtrpcContext, TtrpcResult};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 use crate::exits::Exits;
 use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
 use crate::options::{self, ShimState};
+use crate::process::{ExitInfo, Proc};
 use crate::rootfs;
 use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
-use crate::{oom, stats};
+use crate::{oom, stats, stop};
 
 /// How long an exited process's output may take to drain (a daemon it
 /// left behind can hold its stdout open forever).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Debug)]
-struct ExitInfo {
-    code: u32,
-    at: Timestamp,
-}
-
-struct ProcState {
-    pid: i32,
-    status: Status,
-}
-
-/// A container's init or exec process.
-struct Proc {
-    container_id: String,
-    exec_id: String,
-    paths: StdioPaths,
-    /// An exec's process JSON (runtime-spec Process), until started.
-    spec: Option<Vec<u8>>,
-    state: StdMutex<ProcState>,
-    io: StdMutex<Option<ProcessIo>>,
-    exited: watch::Sender<Option<ExitInfo>>,
-}
-
-impl Proc {
-    fn new(container_id: &str, exec_id: &str, paths: StdioPaths, spec: Option<Vec<u8>>) -> Self {
-        Self {
-            container_id: container_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            paths,
-            spec,
-            state: StdMutex::new(ProcState {
-                pid: 0,
-                status: Status::CREATED,
-            }),
-            io: StdMutex::new(None),
-            exited: watch::channel(None).0,
-        }
-    }
-
-    fn st(&self) -> std::sync::MutexGuard<'_, ProcState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn exit(&self) -> Option<ExitInfo> {
-        self.exited.borrow().clone()
-    }
-
-    fn response(&self, bundle: &Path) -> StateResponse {
-        let (pid, status) = {
-            let s = self.st();
-            (s.pid, s.status)
-        };
-        let exit = self.exit();
-        StateResponse {
-            id: self.container_id.clone(),
-            bundle: bundle.display().to_string(),
-            pid: pid as u32,
-            status: status.into(),
-            stdin: self.paths.stdin.clone(),
-            stdout: self.paths.stdout.clone(),
-            stderr: self.paths.stderr.clone(),
-            terminal: self.paths.terminal,
-            exit_status: exit.as_ref().map_or(0, |e| e.code),
-            exited_at: MessageField::from_option(exit.map(|e| e.at)),
-            exec_id: self.exec_id.clone(),
-            ..Default::default()
-        }
-    }
-
-    fn set_io(&self, io: ProcessIo) {
-        *self.io.lock().unwrap_or_else(|p| p.into_inner()) = Some(io);
-    }
-
-    fn with_io<T>(&self, f: impl FnOnce(&ProcessIo) -> T) -> Option<T> {
-        self.io
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(f)
-    }
-}
 
 struct Container {
     bundle: PathBuf,
@@ -197,14 +116,21 @@ impl Service {
         }
     }
 
-    /// Reports `proc`'s exit once the reaper sees `pid` go.
-    fn watch_exit(&self, proc: Arc<Proc>, pid: i32) {
+    /// Reports `proc`'s exit once the reaper sees `pid` go. With
+    /// `leftovers` (an init without a PID namespace of its own), whatever is
+    /// left in the container's cgroup is killed first, so that no orphan
+    /// keeps the container's stdio open (see `stop`).
+    fn watch_exit(&self, proc: Arc<Proc>, pid: i32, leftovers: Option<Cnfbox>) {
         let rx = self.exits.expect(pid);
         let publisher = self.publisher.clone();
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
             // A lost reaper reports the process as killed.
             let code = rx.await.unwrap_or(128 + 9);
+            if let Some(cnfbox) = leftovers {
+                let _stopping = proc.stopping.lock().await;
+                stop::kill_leftovers(&cnfbox, &proc.container_id).await;
+            }
             let io = proc.io.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(mut io) = io {
                 io.wait_output(OUTPUT_DRAIN).await;
@@ -355,6 +281,7 @@ impl Service {
         let init = Arc::new(Proc::new(&req.id, "", paths, None));
         init.st().pid = pid;
         init.set_io(io);
+        let leftovers = stop::kill_all_on_exit(&bundle).then(|| cnfbox.clone());
         self.containers.lock().await.insert(
             req.id.clone(),
             Container {
@@ -365,7 +292,7 @@ impl Service {
                 rootfs_mounted,
             },
         );
-        self.watch_exit(init, pid);
+        self.watch_exit(init, pid, leftovers);
         self.watch_oom(&req.id, pid);
         Ok(pid)
     }
@@ -489,7 +416,7 @@ impl Task for Service {
             },
         )
         .await;
-        self.watch_exit(p, pid);
+        self.watch_exit(p, pid, None);
         Ok(StartResponse {
             pid: pid as u32,
             ..Default::default()
@@ -525,12 +452,16 @@ impl Task for Service {
         }
         // A created (never started) init is killed by `delete --force`.
         let force = p.exit().is_none();
-        if let Err(err) = cnfbox.delete(&req.id, force).await {
-            if !err.is_not_found() {
-                log::warn!("cnfbox delete {}: {err}; retrying with --force", req.id);
-                if let Err(err) = cnfbox.delete(&req.id, true).await {
-                    if !err.is_not_found() {
-                        return Err(runtime_err(err));
+        {
+            // After the delete the leftovers' kill finds no container.
+            let _stopping = p.stopping.lock().await;
+            if let Err(err) = cnfbox.delete(&req.id, force).await {
+                if !err.is_not_found() {
+                    log::warn!("cnfbox delete {}: {err}; retrying with --force", req.id);
+                    if let Err(err) = cnfbox.delete(&req.id, true).await {
+                        if !err.is_not_found() {
+                            return Err(runtime_err(err));
+                        }
                     }
                 }
             }
