@@ -573,6 +573,15 @@ fn cri_runc_v2_runtime_type_runs_cnfbox() {
     let (ours, go) = (n.shims(), runc_shims(&n));
     eprintln!("configuration B: {ours} cnfbox shim(s), {go} runc shim(s) serve the pod");
     assert_eq!(ours + go, 1, "one shim serves the pod");
+    if n.cd().version().starts_with('2') {
+        // containerd 2.x honours runtime_path: the cnfbox shim serves it.
+        assert_eq!(
+            ours,
+            1,
+            "containerd {}: runtime_path ignored",
+            n.cd().version()
+        );
+    }
     let (code, out, err) = n.exec(&c, &["cat", "/proc/self/uid_map"]);
     assert_eq!(code, 0, "ExecSync through the Go runc shim: {err}");
     assert!(
