@@ -20,9 +20,9 @@ use k8s_cri::v1::{
     security_profile::ProfileType, ContainerFilter, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, LinuxContainerConfig,
     LinuxContainerResources, LinuxContainerSecurityContext, ListContainersRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use test_bundles::containerd::missing_tool;
 use test_bundles::{PrivateContainerd, StartOptions};
@@ -679,5 +679,94 @@ fn cri_exec_seccomp_and_icmp_sysctl() {
         n.held_ranges()
     );
     assert_eq!(n.shims(), 0, "shims left");
+    n.stop();
+}
+
+/// containerd keeps using the sandbox network namespace path it recorded
+/// (`/var/run/netns/cni-...`): port-forward dials `127.0.0.1:PORT` in it
+/// and CNI's DEL runs there at pod stop. cnfbox adopts the CNI namespace's
+/// links into the pod's own; the path then shows the pod's namespace, so a
+/// client entering it as containerd's port-forward does reaches the pod's
+/// loopback listener, and after the pod is removed the bridge has no port
+/// of the pod left.
+#[test]
+fn cri_sandbox_netns_path_reaches_the_pod() {
+    let Some(mut n) = cri_node("cri_sandbox_netns_path_reaches_the_pod") else {
+        return;
+    };
+    let pod = n
+        .run_pod("portfwd", "cnfbox", &[])
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.log_tail()));
+    let mut config = cri::sleep_container("listener");
+    config.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "while true; do echo pong | nc -l -p 18080; done".into(),
+    ];
+    let c = n.start_config(&pod, config);
+    let status =
+        n.rt.block_on(n.client.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.id.clone(),
+            verbose: true,
+        }))
+        .expect("PodSandboxStatus")
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(status.info.get("info").expect("verbose info")).expect("info JSON");
+    let netns = info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|ns| ns["type"] == "network"))
+        .and_then(|ns| ns["path"].as_str())
+        .unwrap_or_else(|| panic!("no netns path in the sandbox info: {info}"))
+        .to_string();
+    // The path lives in containerd's mount namespace.
+    let cd_pid = n.cd().pid().to_string();
+    let in_netns = |args: &[&str]| {
+        Command::new("nsenter")
+            .args(["--target", &cd_pid, "--mount", "--", "nsenter"])
+            .arg(format!("--net={netns}"))
+            .args(args)
+            .output()
+            .expect("nsenter")
+    };
+    let dial = || {
+        in_netns(&[
+            "busybox",
+            "sh",
+            "-c",
+            "echo ping | busybox nc -w 2 127.0.0.1 18080",
+        ])
+    };
+    let mut got = String::new();
+    for _ in 0..100 {
+        got = String::from_utf8_lossy(&dial().stdout).into_owned();
+        if got.trim() == "pong" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(got.trim(), "pong", "the pod's listener through {netns}");
+    // The pod's eth0 is what the path shows too (CNI DEL will find it).
+    let links = String::from_utf8_lossy(&in_netns(&["ip", "-o", "link"]).stdout).into_owned();
+    assert!(links.contains("eth0"), "eth0 through {netns}: {links}");
+    let _ = c;
+    n.remove_pod(&pod);
+    let ports: Vec<_> = std::fs::read_dir(format!("/sys/class/net/{}/brif", n.bridge))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        ports.is_empty(),
+        "bridge ports left after the pod: {ports:?}"
+    );
+    let gone = Command::new("nsenter")
+        .args(["--target", &cd_pid, "--mount", "--", "test", "-e", &netns])
+        .status()
+        .expect("nsenter test");
+    assert!(!gone.success(), "{netns} left");
+    assert!(
+        n.held_ranges().is_empty(),
+        "ranges left: {:?}",
+        n.held_ranges()
+    );
     n.stop();
 }

@@ -59,6 +59,19 @@ pub enum AdoptError {
         #[source]
         source: std::io::Error,
     },
+    #[error("unmount the CNI namespace file {path}")]
+    Unmount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("bind the pod's network namespace {from} over the CNI namespace file {path}")]
+    Bind {
+        from: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
     #[error("link {name} vanished from {path} after the move")]
     Vanished { name: String, path: PathBuf },
 }
@@ -233,6 +246,55 @@ pub fn move_links(from: &Path, to: &Path) -> Result<Moved, AdoptError> {
         "adopted the CNI network namespace's interfaces"
     );
     Ok(moved)
+}
+
+/// Makes the CNI namespace file `path` show the pod's own network
+/// namespace `pod_ns` (`/proc/PID/ns/net` of the sandbox's init) once its
+/// links were moved there.
+///
+/// containerd keeps using the path it recorded: port-forward dials
+/// `127.0.0.1:PORT` in it, and CNI's DEL at pod stop runs the plugins in
+/// it. Left as it is, the path names the emptied CNI namespace, where no
+/// pod process listens and no `eth0` is left to delete. The namespace
+/// file is a bind mount of an nsfs inode; cnfbox replaces it with a bind
+/// of the pod's namespace, so the emptied one goes away with its last
+/// reference and containerd's own teardown (unmount, then remove the file)
+/// works as before. On failure the original is bound back.
+pub fn show_pod_netns(path: &Path, pod_ns: &Path) -> Result<(), AdoptError> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let bind = |from: &Path| {
+        mount(
+            Some(from),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    // Held so that it can be bound back if the new bind fails.
+    let original = File::open(path).map_err(|source| AdoptError::OpenNs {
+        path: path.to_owned(),
+        source,
+    })?;
+    umount2(path, MntFlags::MNT_DETACH).map_err(|source| AdoptError::Unmount {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Err(source) = bind(pod_ns) {
+        let again = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&original)
+        ));
+        if let Err(err) = bind(&again) {
+            tracing::warn!(path = %path.display(), %err, "bind the CNI namespace back");
+        }
+        return Err(AdoptError::Bind {
+            from: pod_ns.to_owned(),
+            path: path.to_owned(),
+            source,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub enum ProfileError {
     },
     #[error("pod {pod}: no running sandbox container to join (create the sandbox first)")]
     NoSandbox { pod: String },
+    #[error("pod {pod}: its sandbox's init (pid {pid}) has not started its program yet; its namespaces cannot be joined from the pod's user namespace")]
+    SandboxNotStarted { pod: String, pid: i32 },
     #[error("create rootfs mount point {path}")]
     MountPoint {
         path: PathBuf,
@@ -432,9 +434,13 @@ fn join_sandbox(
     spec: &mut Spec,
     pod: &str,
 ) -> Result<(PodMapping, PathBuf), ProfileError> {
-    let (pid, mapping) = find_sandbox(root, pod).ok_or_else(|| ProfileError::NoSandbox {
-        pod: pod.to_string(),
-    })?;
+    let (pid, mapping, started) =
+        find_sandbox(root, pod).ok_or_else(|| ProfileError::NoSandbox {
+            pod: pod.to_string(),
+        })?;
+    if started {
+        wait_for_exec(pod, pid)?;
+    }
     let pin = pin_netns(root, id, pid)?;
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     linux.set_uid_mappings(None);
@@ -453,6 +459,39 @@ fn join_sandbox(
     }
     linux.set_namespaces(Some(namespaces));
     Ok((mapping, pin))
+}
+
+/// Waits until the sandbox's init `pid` runs its own program.
+///
+/// A member joins the sandbox's pid, ipc and uts namespaces through
+/// `/proc/PID/ns/*` after entering the pod's user namespace, and the kernel
+/// lets it open them only once the init has exec'd (ptrace access mode
+/// READ, `proc_ns_get_link`): until then libcontainer's init is
+/// non-dumpable, with a memory map of the host's user namespace. CRI may
+/// create a member right after the sandbox's start returned, which on a
+/// loaded node came before the init's exec (EACCES in libcontainer's
+/// intermediate process). A sandbox that was only created (its init waits
+/// for `start`) can be joined. Until it execs, the init's `/proc/PID/exe`
+/// is this binary.
+fn wait_for_exec(pod: &str, pid: i32) -> Result<(), ProfileError> {
+    use std::os::unix::fs::MetadataExt;
+    const TRIES: u32 = 2000;
+    let id = |p: &str| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(me) = id("/proc/self/exe") else {
+        return Ok(());
+    };
+    let exe = format!("/proc/{pid}/exe");
+    for _ in 0..TRIES {
+        match id(&exe) {
+            Some(its) if its == me => std::thread::sleep(std::time::Duration::from_millis(5)),
+            // Its own program, or gone (libcontainer's setns names it).
+            _ => return Ok(()),
+        }
+    }
+    Err(ProfileError::SandboxNotStarted {
+        pod: pod.to_string(),
+        pid,
+    })
 }
 
 /// Bind-mounts `/proc/PID/ns/net` on `<mount dir>/ns/<id>-net`.
@@ -536,7 +575,7 @@ pub fn undo(applied: &Applied) {
 }
 
 /// The init pid and mapping of pod `pod`'s live sandbox container.
-fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping)> {
+fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping, bool)> {
     for entry in fs::read_dir(root).ok()?.flatten() {
         let Ok(meta) = ContainerMeta::load(&entry.path()) else {
             continue;
@@ -551,7 +590,8 @@ fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping)> {
             c.status(),
             ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
         ) {
-            return Some((c.pid()?.as_raw(), meta.mapping?));
+            let started = c.status() != ContainerStatus::Created;
+            return Some((c.pid()?.as_raw(), meta.mapping?, started));
         }
     }
     None

@@ -377,12 +377,14 @@ fn adopt_netns(c: &Container, from: Option<&Path>, id: &str) -> anyhow::Result<(
         )
     })?;
     let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    crate::adopt::move_links(from, &to).with_context(|| {
-        format!(
-            "create container {id}: adopt the CNI network namespace {}",
-            from.display()
-        )
-    })?;
+    crate::adopt::move_links(from, &to)
+        .and_then(|_| crate::adopt::show_pod_netns(from, &to))
+        .with_context(|| {
+            format!(
+                "create container {id}: adopt the CNI network namespace {}",
+                from.display()
+            )
+        })?;
     Ok(())
 }
 
