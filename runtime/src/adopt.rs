@@ -13,11 +13,12 @@
 //! the init exists the CNI interfaces (all but `lo`) are moved into it.
 //! Moving a link drops its addresses and routes and takes it down, so they
 //! are read first and re-applied on the other side, and the links and `lo`
-//! are brought up. CNI's DEL later finds no `eth0` in the CNI namespace,
-//! which the reference plugins accept; the veth pair dies with the pod's
-//! namespace. Only paths directly under `/run/netns` or `/var/run/netns`
-//! are adopted: never `/proc/*` (another process's namespace) nor cnfbox's
-//! own pins.
+//! are brought up. Then the CNI namespace file shows the pod's namespace
+//! (`show_pod_netns`), so containerd's port-forward and CNI's DEL, which
+//! enter the path containerd recorded, reach the pod and its `eth0`; the
+//! emptied CNI namespace goes away with its last reference. Only paths
+//! directly under `/run/netns` or `/var/run/netns` are adopted: never
+//! `/proc/*` (another process's namespace) nor cnfbox's own pins.
 
 use std::collections::HashMap;
 use std::fs::File;
