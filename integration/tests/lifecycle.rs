@@ -508,3 +508,72 @@ fn exec_without_a_process_file_is_the_specs_user() {
     env.ok(&["delete", "--force", &id]);
     assert_nothing_left(&env, &id);
 }
+
+/// Start-path regression guard: the syscall count of `cnfbox run` of
+/// `/bin/true` (pod profile, every process, `strace -f -c`) stays within
+/// 10% of the figure recorded in `integration/syscall-budget.txt`. Counts
+/// are stable where times are not (three runs differ by < 0.5%).
+#[test]
+fn syscall_count_of_a_run_stays_within_budget() {
+    if !can_run("syscall budget") {
+        return;
+    }
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP syscall budget: strace is not installed (scripts/deps.sh installs it)");
+        return;
+    }
+    let budget_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("syscall-budget.txt");
+    let budget: u64 = fs::read_to_string(&budget_file)
+        .unwrap()
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no figure in {}", budget_file.display()));
+    let env = Env::new();
+    let bundle = env.bundle("budget", |b| b.scenario(&Scenario::True));
+    let mut counts = Vec::new();
+    for round in 0..2 {
+        let id = env.id("budget");
+        let out_file = env.tmp.path().join(format!("strace.{round}"));
+        // An untraced run first warms the caches the traced one uses.
+        env.ok(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+        let id = env.id("budget");
+        let traced = std::process::Command::new("strace")
+            .args(["-f", "-c", "-o"])
+            .arg(&out_file)
+            .arg(common::cnfbox_bin())
+            .env("CNFBOX_CONFIG", env.config.as_ref().unwrap())
+            .arg("--root")
+            .arg(&env.root)
+            .args(["run", "-b"])
+            .arg(&bundle.dir)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("strace");
+        assert!(traced.status.success(), "traced run: {traced:?}");
+        let report = fs::read_to_string(&out_file).unwrap();
+        let total: u64 = report
+            .lines()
+            .find(|l| l.trim_end().ends_with("total"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no total in strace's report:\n{report}"));
+        counts.push(total);
+        assert_nothing_left(&env, &id);
+    }
+    let least = *counts.iter().min().unwrap();
+    eprintln!(
+        "syscalls per run: {counts:?} (budget {budget}, +10% = {})",
+        budget * 11 / 10
+    );
+    assert!(
+        least * 10 <= budget * 11,
+        "cnfbox run of /bin/true took {least} syscalls, more than 10% over the {budget} recorded in {}: find the new work (strace -f -c), or raise the figure with the reason",
+        budget_file.display()
+    );
+}
