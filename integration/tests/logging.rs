@@ -87,3 +87,63 @@ fn text_log_and_bad_format() {
     let out = env.run(&["--log-format", "xml", "list"]);
     common::assert_one_line_error(&out, &["--log-format", "xml"]);
 }
+
+/// The JSON error line says what kind of failure it was, so that the shim
+/// maps "no such container" to NOT_FOUND without reading words: a missing
+/// bind source ("... does not exist") is `failed`, an unknown id
+/// `not_found`.
+#[test]
+fn error_lines_carry_their_kind() {
+    if !can_run("error kind") {
+        return;
+    }
+    let env = Env::new();
+    let log = env.tmp.path().join("kind.json");
+    let log_s = log.to_str().unwrap();
+    let last_error = || {
+        lines(&log)
+            .into_iter()
+            .rev()
+            .find(|l| l["level"] == "error")
+            .expect("an error line")
+    };
+    let out = env.run(&["--log", log_s, "--log-format", "json", "state", "ghost"]);
+    assert!(!out.status.success());
+    let e = last_error();
+    assert_eq!(e["kind"], "not_found", "{e}");
+
+    let bundle = env.bundle("nobind", |b| {
+        b.scenario(&Scenario::True).modify(|s| {
+            let mut mounts = s.mounts().clone().unwrap_or_default();
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination("/data")
+                    .typ("bind")
+                    .source("/nonexistent/cnfbox-bind-source")
+                    .options(vec!["rbind".to_string()])
+                    .build()
+                    .unwrap(),
+            );
+            s.set_mounts(Some(mounts));
+        })
+    });
+    let id = env.id("nobind");
+    let out = env.run(&[
+        "--log",
+        log_s,
+        "--log-format",
+        "json",
+        "create",
+        "-b",
+        bundle.dir.to_str().unwrap(),
+        &id,
+    ]);
+    assert!(!out.status.success());
+    let e = last_error();
+    assert!(
+        e["msg"].as_str().unwrap().contains("cnfbox-bind-source"),
+        "{e}"
+    );
+    assert_eq!(e["kind"], "failed", "{e}");
+    common::assert_nothing_left(&env, &id);
+}

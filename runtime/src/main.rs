@@ -50,7 +50,14 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     // The innermost cause, when libcontainer's forks logged one the chain
     // lost ("failed to prepare rootfs": why).
     let line = causes::complete(format!("{err:#}").replace('\n', " "));
-    tracing::error!("{line}");
+    // What kind of failure, for callers that must tell them apart (the
+    // shim's NOT_FOUND) without matching words of the message.
+    let kind = if err.chain().any(|e| e.is::<commands::NoSuchContainer>()) {
+        "not_found"
+    } else {
+        "failed"
+    };
+    tracing::error!(kind, "{line}");
     eprintln!("cnfbox: error: {line}");
     ExitCode::FAILURE
 }

@@ -41,6 +41,8 @@ pub enum RuntimeError {
         command: String,
         code: i32,
         message: String,
+        /// The `kind` of the runtime's error log line (`not_found`, ...).
+        kind: Option<String>,
     },
     #[error("the shim's reaper stopped before `cnfbox {command}` exited")]
     Reaper { command: String },
@@ -66,10 +68,11 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    /// True when the runtime said the container does not exist.
+    /// True when the runtime said the container does not exist (its error
+    /// line's `kind`, never the words of its message: "bind source ... does
+    /// not exist" is a failed create, not a missing container).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Failed { message, .. }
-            if message.contains("does not exist") || message.contains("not found"))
+        matches!(self, Self::Failed { kind: Some(kind), .. } if kind == "not_found")
     }
 }
 
@@ -243,7 +246,7 @@ impl Cnfbox {
             stdout,
             stderr,
         };
-        let logged = read_error_log(&log);
+        let (logged, kind) = read_error_log(&log).unzip();
         // Best effort: the log is ours and temporary.
         let _ = std::fs::remove_file(&log);
         if finished.code != 0 {
@@ -257,6 +260,7 @@ impl Cnfbox {
                 command,
                 code: finished.code,
                 message,
+                kind: kind.flatten(),
             });
         }
         Ok(finished.stdout)
@@ -392,12 +396,16 @@ fn read_pid(command: &str, path: &Path) -> Result<i32, RuntimeError> {
 }
 
 /// The last `"level":"error"` message of a runc-format JSON log.
-fn read_error_log(path: &Path) -> Option<String> {
+/// The last `"level":"error"` line of a runtime log: its message and kind.
+fn read_error_log(path: &Path) -> Option<(String, Option<String>)> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            let msg = v["msg"].as_str()?.to_owned();
+            Some((msg, v["kind"].as_str().map(str::to_owned)))
+        })
         .next_back()
 }
 
@@ -420,7 +428,7 @@ mod tests {
         )
         .expect("write log");
         assert_eq!(
-            read_error_log(&log).as_deref(),
+            read_error_log(&log).map(|(m, _)| m).as_deref(),
             Some("unknown capability FOO in cnfbox.io/capabilities")
         );
         assert_eq!(read_error_log(&dir.path().join("missing")), None);
@@ -454,12 +462,37 @@ mod tests {
     }
 
     #[test]
-    fn not_found_errors() {
-        let e = RuntimeError::Failed {
-            command: "state".into(),
+    fn not_found_is_the_runtimes_kind_not_its_words() {
+        let failed = |message: &str, kind: Option<&str>| RuntimeError::Failed {
+            command: "create".into(),
             code: 1,
-            message: "container abc does not exist".into(),
+            message: message.into(),
+            kind: kind.map(str::to_owned),
         };
-        assert!(e.is_not_found());
+        assert!(failed("container abc does not exist", Some("not_found")).is_not_found());
+        let bind = failed(
+            "create container c: bind source /srv/x does not exist",
+            Some("failed"),
+        );
+        assert!(
+            !bind.is_not_found(),
+            "a missing bind source is not a missing container"
+        );
+        assert!(!failed("container abc does not exist", None).is_not_found());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log.json");
+        std::fs::write(
+            &log,
+            "{\"kind\":\"not_found\",\"level\":\"error\",\"msg\":\"container x does not exist\"}\n",
+        )
+        .expect("write log");
+        assert_eq!(
+            read_error_log(&log),
+            Some((
+                "container x does not exist".into(),
+                Some("not_found".into())
+            ))
+        );
     }
 }

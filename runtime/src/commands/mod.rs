@@ -105,6 +105,16 @@ pub fn console_socket_path(socket: Option<&Path>) -> anyhow::Result<Option<PathB
         .transpose()
 }
 
+/// A command named a container that has no state in the root: the one
+/// error callers (containerd's shims) may read as "not found", marked so in
+/// the JSON log (`kind`, see `main.rs`).
+#[derive(Debug, thiserror::Error)]
+#[error("container {id} does not exist (no state in {})", root.display())]
+pub struct NoSuchContainer {
+    pub id: String,
+    pub root: PathBuf,
+}
+
 /// The state directory of container `id`.
 pub fn container_dir(ctx: &Ctx, id: &str) -> PathBuf {
     ctx.root.join(id)
@@ -115,10 +125,11 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
     check_id(id)?;
     let dir = container_dir(ctx, id);
     if !dir.join("state.json").is_file() {
-        bail!(
-            "container {id} does not exist (no state in {})",
-            ctx.root.display()
-        );
+        return Err(NoSuchContainer {
+            id: id.to_string(),
+            root: ctx.root.clone(),
+        }
+        .into());
     }
     let container = Container::load(dir.clone())
         .with_context(|| format!("load container {id} from {}", dir.display()))?;
