@@ -155,24 +155,13 @@ pub fn ps(ctx: &Ctx, a: &Ps) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parent pid and command line of `pid`, from /proc (empty if it is gone).
+/// Parent pid and command line of `pid`, from /proc (0 and empty if it is
+/// gone).
 fn proc_info(pid: i32) -> (i32, String) {
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
-    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            rest.split(' ').nth(1)?.parse().ok()
-        })
-        .unwrap_or(0);
+    let Ok(p) = procfs::process::Process::new(pid) else {
+        return (0, String::new());
+    };
+    let ppid = p.stat().map(|s| s.ppid).unwrap_or(0);
+    let cmd = p.cmdline().map(|args| args.join(" ")).unwrap_or_default();
     (ppid, cmd)
 }
