@@ -18,6 +18,7 @@ mod numa;
 mod overlay;
 mod pod;
 mod profile;
+mod views;
 mod volumes;
 
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! Small static C programs the tests copy into a busybox rootfs, for what
-//! busybox cannot do (mapping hugepages). Compiled with the host's `cc
-//! -static` on first use.
+//! busybox cannot do (mapping hugepages, keeping a setuid bit's ids).
+//! Compiled with the host's `cc -static` on first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +27,10 @@ pub enum HelperError {
 /// `hugetouch anon|file BYTES [PATH]`: maps and touches 2 MiB hugepages;
 /// prints `mmap=`, `touched=` or `sigbus=`, and `numa_maps=` lines.
 pub const HUGETOUCH: (&str, &str) = ("hugetouch", include_str!("helpers/hugetouch.c"));
+
+/// `ids`: prints `ruid= euid= suid= rgid= egid= sgid=` lines; keeps what a
+/// setuid bit gave it (busybox drops it for most applets).
+pub const IDS: (&str, &str) = ("ids", include_str!("helpers/ids.c"));
 
 /// Compiles helper `(name, source)` into `dir/name` and returns its path.
 pub fn build(helper: (&'static str, &str), dir: &Path) -> Result<PathBuf, HelperError> {
