@@ -538,14 +538,22 @@ fn pins_are_root_only(pin: &std::path::Path) {
         pin.display()
     );
     // Control: host root opens it.
-    assert!(std::fs::File::open(pin).is_ok(), "control: {}", pin.display());
+    assert!(
+        std::fs::File::open(pin).is_ok(),
+        "control: {}",
+        pin.display()
+    );
     let held = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["sh", "-c", &format!("exec 3< {}", pin.display())])
         .stderr(Stdio::null())
         .status()
         .expect("setpriv from util-linux");
-    assert!(!held.success(), "nobody opened the pod's pin {}", pin.display());
+    assert!(
+        !held.success(),
+        "nobody opened the pod's pin {}",
+        pin.display()
+    );
 }
 
 /// The pin cnfbox keeps of container `id`'s pod network namespace.
