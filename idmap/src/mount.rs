@@ -28,6 +28,14 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// `MOUNT_ATTR_NOSUID`: setuid/setgid bits and file capabilities are ignored.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+/// `MOUNT_ATTR_NODEV`: device nodes cannot be opened.
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+/// What cnfbox sets on every mount it leaves on the host side (a view's
+/// copy in the host's mount namespace, an overlay layer's staging bind):
+/// no host user gains privileges or device access through it.
+pub const HOST_SIDE_ATTRS: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0, 32 bytes).
 #[repr(C)]
@@ -58,6 +66,15 @@ pub enum MountError {
     SetIdmap {
         path: PathBuf,
         hint: String,
+        #[source]
+        source: Errno,
+    },
+    /// `mount_setattr` of other attributes (`nosuid`, `nodev`) on a
+    /// detached tree or an attached mount.
+    #[error("mount_setattr({attrs}) on {path}: {source:?}")]
+    SetAttr {
+        path: PathBuf,
+        attrs: &'static str,
         #[source]
         source: Errno,
     },
@@ -115,36 +132,76 @@ pub fn set_idmap(
     userns: BorrowedFd<'_>,
     path: &Path,
 ) -> Result<(), MountError> {
+    set_idmap_with_attrs(tree, userns, path, 0)
+}
+
+/// [`set_idmap`], setting `attrs` (e.g. [`HOST_SIDE_ATTRS`]) in the same
+/// mount_setattr(2) call.
+pub fn set_idmap_with_attrs(
+    tree: BorrowedFd<'_>,
+    userns: BorrowedFd<'_>,
+    path: &Path,
+    attrs: u64,
+) -> Result<(), MountError> {
     let fd = u64::try_from(userns.as_raw_fd()).map_err(|_| MountError::SetIdmap {
         path: path.to_owned(),
         hint: "negative user namespace fd".into(),
         source: Errno::EBADF,
     })?;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | attrs,
         userns_fd: fd,
         ..MountAttr::default()
     };
+    mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, &attr).map_err(|errno| {
+        MountError::SetIdmap {
+            path: path.to_owned(),
+            hint: refusal_hint(path, errno),
+            source: errno,
+        }
+    })
+}
+
+/// Sets [`HOST_SIDE_ATTRS`] (`nosuid,nodev`) recursively on the mount tree
+/// attached at `path` (which is not followed if it is a symlink).
+pub fn set_host_side_attrs(path: &Path) -> Result<(), MountError> {
+    let c = cpath(path)?;
+    let attr = MountAttr {
+        attr_set: HOST_SIDE_ATTRS,
+        ..MountAttr::default()
+    };
+    mount_setattr(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW, &attr).map_err(|source| {
+        MountError::SetAttr {
+            path: path.to_owned(),
+            attrs: "nosuid,nodev",
+            source,
+        }
+    })
+}
+
+/// mount_setattr(2) on `(dirfd, path)` with `flags | AT_RECURSIVE`.
+fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    attr: &MountAttr,
+) -> Result<(), Errno> {
     // SAFETY: `attr` is a live, properly aligned `struct mount_attr` whose
-    // size we pass; the empty path is a static NUL-terminated string; both
-    // fds are borrowed and open for the duration of the call.
+    // size we pass; `path` is a NUL-terminated string that outlives the
+    // call; `dirfd` is AT_FDCWD or a descriptor the caller keeps open for
+    // the duration of the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            std::ptr::from_ref(&attr),
+            dirfd,
+            path.as_ptr(),
+            (flags | libc::AT_RECURSIVE) as libc::c_uint,
+            std::ptr::from_ref(attr),
             std::mem::size_of::<MountAttr>(),
         )
     };
     if ret < 0 {
-        let errno = Errno::last();
-        return Err(MountError::SetIdmap {
-            path: path.to_owned(),
-            hint: refusal_hint(path, errno),
-            source: errno,
-        });
+        return Err(Errno::last());
     }
     Ok(())
 }
@@ -190,7 +247,7 @@ pub fn idmapped_bind(source: &Path, target: &Path, mapping: &PodMapping) -> Resu
             path: source.to_owned(),
             source: e,
         })?;
-    idmapped_bind_with(source, target, userns.as_fd())
+    idmapped_bind_attrs_with(source, target, userns.as_fd(), 0)
 }
 
 /// [`idmapped_bind`] with a user namespace the caller already has.
@@ -199,10 +256,41 @@ pub fn idmapped_bind_with(
     target: &Path,
     userns: BorrowedFd<'_>,
 ) -> Result<(), MountError> {
+    idmapped_bind_attrs_with(source, target, userns, 0)
+}
+
+/// [`idmapped_bind`] that also sets `attrs` (e.g. [`HOST_SIDE_ATTRS`]) on
+/// the tree before it is attached, so it is never reachable without them.
+///
+/// A bind of such a mount inherits them, and in a mount namespace owned by
+/// a pod's user namespace they are locked (MNT_LOCK_NOSUID, ...): use this
+/// only for a tree the container does not bind itself (overlay layers:
+/// overlayfs checks `nosuid` on its own mount, not on its layers').
+pub fn idmapped_bind_with_attrs(
+    source: &Path,
+    target: &Path,
+    mapping: &PodMapping,
+    attrs: u64,
+) -> Result<(), MountError> {
+    let userns = UsernsCache::global()
+        .get(mapping)
+        .map_err(|e| MountError::Userns {
+            path: source.to_owned(),
+            source: e,
+        })?;
+    idmapped_bind_attrs_with(source, target, userns.as_fd(), attrs)
+}
+
+fn idmapped_bind_attrs_with(
+    source: &Path,
+    target: &Path,
+    userns: BorrowedFd<'_>,
+    attrs: u64,
+) -> Result<(), MountError> {
     let tree = open_tree_clone(source)?;
-    set_idmap(tree.as_fd(), userns, source)?;
+    set_idmap_with_attrs(tree.as_fd(), userns, source, attrs)?;
     move_mount(tree.as_fd(), source, target)?;
-    tracing::info!(source = %source.display(), target = %target.display(), "id-mapped bind mount attached");
+    tracing::info!(source = %source.display(), target = %target.display(), attrs, "id-mapped bind mount attached");
     Ok(())
 }
 

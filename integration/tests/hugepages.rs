@@ -172,6 +172,26 @@ fn pinned_container_maps_hugepages_within_its_limit_only() {
         "{}",
         mounts[0]
     );
+    // nosuid,nodev,noexec on the host, in a directory only host root and
+    // the pod's root may walk (runtime/src/views.rs).
+    let per_mount: Vec<&str> = mounts[0].split(' ').nth(5).unwrap().split(',').collect();
+    for flag in ["nosuid", "nodev", "noexec"] {
+        assert!(per_mount.contains(&flag), "{}", mounts[0]);
+    }
+    let dir = common::mount_base_of(&env.root)
+        .unwrap()
+        .join("hugepages")
+        .join(&id);
+    let meta = fs::metadata(&dir).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid()),
+            (0o700, host_uid),
+            "{}",
+            dir.display()
+        );
+    }
 
     env.ok(&["start", &id]);
     let report = wait_report(&env, &id, &bundle.rootfs.join("tmp/report"));

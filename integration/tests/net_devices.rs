@@ -229,6 +229,7 @@ fn macvlan_pods_exchange_traffic_over_one_trunk() {
         "for i in 1 2 3 4 5; do ping -c 1 -W 1 10.213.0.2 >/dev/null && { echo reply; exit 0; }; done; echo none",
     );
     assert_eq!(ping.trim(), "reply", "pod 1 reaches pod 2 over the trunk");
+    pins_are_root_only(&pin_of(&env, &ids[0]));
 
     let inspect = ok(&env, &ns, &["inspect", &ids[1], "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
@@ -521,6 +522,37 @@ fn refusals_name_device_and_rule_and_change_nothing() {
         ns.snapshot(),
         before,
         "the moved device came back as it was"
+    );
+}
+
+/// A pod's namespace pins are in a root-only directory: another host user
+/// cannot open one and so hold the pod's namespace (and the devices moved
+/// into it) past delete.
+fn pins_are_root_only(pin: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::metadata(pin.parent().unwrap()).unwrap();
+    assert_eq!(
+        (dir.mode() & 0o7777, dir.uid(), dir.gid()),
+        (0o700, 0, 0),
+        "the directory of {}",
+        pin.display()
+    );
+    // Control: host root opens it.
+    assert!(
+        std::fs::File::open(pin).is_ok(),
+        "control: {}",
+        pin.display()
+    );
+    let held = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["sh", "-c", &format!("exec 3< {}", pin.display())])
+        .stderr(Stdio::null())
+        .status()
+        .expect("setpriv from util-linux");
+    assert!(
+        !held.success(),
+        "nobody opened the pod's pin {}",
+        pin.display()
     );
 }
 

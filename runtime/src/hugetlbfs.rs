@@ -162,6 +162,16 @@ pub fn mount_all(
     gid: u32,
 ) -> Result<Vec<PathBuf>, HugetlbfsError> {
     let mut done: Vec<PathBuf> = Vec::new();
+    // The container's directory, private to the pod's root (see `views`).
+    if !planned.is_empty() {
+        crate::views::guard(dir, crate::views::Owner { uid, gid }).map_err(|source| {
+            let _ = fs::remove_dir(dir);
+            HugetlbfsError::MountPoint {
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
+    }
     for (i, p) in planned.iter().enumerate() {
         let target = dir.join(i.to_string());
         if let Err(err) = mount_one(p, &target, uid, gid) {
@@ -192,10 +202,13 @@ pub fn mount_all(
 }
 
 fn mount_one(p: &Planned, target: &Path, uid: u32, gid: u32) -> Result<(), HugetlbfsError> {
-    fs::create_dir_all(target).map_err(|source| HugetlbfsError::MountPoint {
-        path: target.to_path_buf(),
-        source,
-    })?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .create(target)
+        .map_err(|source| HugetlbfsError::MountPoint {
+            path: target.to_path_buf(),
+            source,
+        })?;
     let mut options = format!(
         "uid={uid},gid={gid},mode=0770,pagesize={}",
         p.page.mount_option()

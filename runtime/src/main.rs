@@ -22,6 +22,7 @@ mod overlay;
 mod pod;
 mod profile;
 mod sysctl;
+mod views;
 mod volumes;
 
 use std::process::ExitCode;

@@ -21,7 +21,9 @@
 //! the kernel only warns about that, and the shim's own mount is never
 //! written through once the view exists. The staging binds are detached as
 //! soon as the view is mounted (overlayfs keeps private clones of its
-//! layers), so tearing the view down is the same as for a bind view.
+//! layers), so tearing the view down is the same as for a bind view. They
+//! live in the container's private directory and carry `nosuid,nodev`
+//! (`views`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -184,10 +186,14 @@ pub fn idmapped_view(
                 source,
             })?;
             points.push(p.clone());
-            idmap::idmapped_bind(src, &p, mapping).map_err(|source| OverlayError::Layer {
-                layer: src.to_owned(),
-                source,
-            })?;
+            // nosuid,nodev from the start: nothing binds these but
+            // overlayfs, which honours setuid bits and devices according
+            // to its own mount's flags, not its layers' (see `views`).
+            idmap::mount::idmapped_bind_with_attrs(src, &p, mapping, idmap::mount::HOST_SIDE_ATTRS)
+                .map_err(|source| OverlayError::Layer {
+                    layer: src.to_owned(),
+                    source,
+                })?;
             Ok(p)
         };
         let mut lowers = Vec::new();

@@ -81,6 +81,8 @@ pub enum ProfileError {
     },
     #[error(transparent)]
     Volume(#[from] Box<crate::volumes::VolumeError>),
+    #[error(transparent)]
+    Views(#[from] views::ViewsError),
     #[error("umount rootfs view {path}")]
     Umount {
         path: PathBuf,
@@ -116,39 +118,11 @@ fn allocator() -> Result<Allocator, ProfileError> {
     Allocator::from_config(&config, &etc).map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
-/// Where cnfbox attaches the mounts a container's init must reach after it
-/// entered the pod's user namespace (rootfs views, namespace pins).
-///
-/// Not under `--root`: the init then runs as the pod's unprivileged host
-/// uid and could not traverse a state root inside a 0700 directory. The
-/// base is root-owned and mode 0711 at every level; one subdirectory per
-/// state root (named by a hash of its path) keeps ids of different roots
-/// apart. Also outside the container's state dir on purpose: libcontainer
-/// removes that dir recursively on a failed create, and must never walk
-/// into the image.
-pub const MOUNT_BASE: &str = "/run/cnfbox-mnt";
+use crate::views::{self, mount_path, Owner};
 
-/// `MOUNT_BASE/<hash of the state root>/<kind>`, without creating it.
-fn mount_path(root: &Path, kind: &str) -> PathBuf {
-    use sha2::Digest;
-    let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Path::new(MOUNT_BASE).join(tag).join(kind)
-}
-
+/// `MOUNT_BASE/<hash of the state root>/<kind>`, created (see `views`).
 pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = mount_path(root, kind);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(&dir)
-        .map_err(|source| ProfileError::MountPoint {
-            path: dir.clone(),
-            source,
-        })?;
-    Ok(dir)
+    Ok(views::mount_dir(root, kind)?)
 }
 
 /// Pod or container annotation asking for the host's user namespace.
@@ -206,6 +180,15 @@ pub fn apply(
     let (mapping, granted_here, pinned, adopted_netns) = match &role {
         Role::Sandbox { pod } => {
             let (m, granted, adopted) = own_userns(&key, spec, pod)?;
+            // The container's directory, before anything goes into it.
+            if let Err(err) = container_dir(root, id, &m) {
+                if granted {
+                    if let Err(e) = release_unused(root, pod) {
+                        tracing::warn!(err = %e, pod, "release range after failed create");
+                    }
+                }
+                return Err(err);
+            }
             (m, granted, None, adopted)
         }
         Role::Member { pod } => {
@@ -213,21 +196,21 @@ pub fn apply(
             (m, false, Some(pin), None)
         }
     };
-    let attached = mount_dir(root, "rootfs").and_then(|dir| {
-        let view = dir.join(id);
-        attach_rootfs(rootfs, &view, &mapping)?;
+    let dir = views::container_dir(root, id);
+    let view = dir.join(views::VIEW);
+    let attached = attach_rootfs(rootfs, &view, &mapping).and_then(|()| {
         let volumes = mount_dir(root, "volumes").and_then(|d| {
             crate::volumes::apply(spec, &mapping, &d.join(id)).map_err(|e| Box::new(e).into())
         });
         match volumes {
-            Ok(v) => Ok((view, v)),
+            Ok(v) => Ok(v),
             Err(e) => {
                 let _ = detach(&view);
                 Err(e)
             }
         }
     });
-    let (view, volume_views) = match attached {
+    let volume_views = match attached {
         Ok(v) => v,
         Err(err) => {
             if granted_here {
@@ -238,6 +221,7 @@ pub fn apply(
             if let Some(pin) = &pinned {
                 unpin(pin);
             }
+            let _ = fs::remove_dir(&dir);
             return Err(err);
         }
     };
@@ -441,7 +425,10 @@ fn join_sandbox(
     if started {
         wait_for_exec(pod, pid)?;
     }
-    let pin = pin_netns(root, id, pid)?;
+    let dir = container_dir(root, id, &mapping)?;
+    let pin = pin_netns(&dir, pid).inspect_err(|_| {
+        let _ = fs::remove_dir(&dir);
+    })?;
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
@@ -494,16 +481,27 @@ fn wait_for_exec(pod: &str, pid: i32) -> Result<(), ProfileError> {
     })
 }
 
-/// Bind-mounts `/proc/PID/ns/net` on `<mount dir>/ns/<id>-net`.
-fn pin_netns(root: &Path, id: &str, pid: i32) -> Result<PathBuf, ProfileError> {
-    let dir = mount_dir(root, "ns")?;
-    let to = dir.join(format!("{id}-net"));
+/// Creates container `id`'s directory (`views::container_dir`), private to
+/// the pod's host root, which its init walks as that uid.
+fn container_dir(root: &Path, id: &str, mapping: &PodMapping) -> Result<PathBuf, ProfileError> {
+    let dir = views::container_dir(root, id);
+    mount_dir(root, "rootfs")?;
+    views::guard(&dir, Owner::pod_root(mapping)).map_err(|source| ProfileError::MountPoint {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// Bind-mounts `/proc/PID/ns/net` on `DIR/net` (the member's container
+/// directory, which only host root and the pod's root may walk).
+fn pin_netns(dir: &Path, pid: i32) -> Result<PathBuf, ProfileError> {
+    let to = dir.join(views::MEMBER_PIN);
     let from = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let io = |source| ProfileError::MountPoint {
+    create_pin_point(&to).map_err(|source| ProfileError::MountPoint {
         path: to.clone(),
         source,
-    };
-    fs::File::create(&to).map_err(io)?;
+    })?;
     nix::mount::mount(
         Some(&from),
         &to,
@@ -520,6 +518,20 @@ fn pin_netns(root: &Path, id: &str, pid: i32) -> Result<PathBuf, ProfileError> {
         }
     })?;
     Ok(to)
+}
+
+/// The empty file a namespace pin is bind-mounted on, mode 0600 (once
+/// mounted, the namespace file shows its own 0444; the directory is what
+/// keeps other users from opening it and holding the namespace).
+pub fn create_pin_point(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
 }
 
 /// Drops a namespace pin once the container's init has joined.
@@ -604,7 +616,7 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
     })?;
     if crate::overlay::is_overlay(rootfs) {
         // An overlay cannot be id-mapped, its layers can (see `overlay`).
-        let staging = view.with_extension("layers");
+        let staging = view.with_file_name(views::LAYERS);
         return crate::overlay::idmapped_view(rootfs, view, mapping, &staging).map_err(|source| {
             let _ = fs::remove_dir(view);
             ProfileError::OverlayRootfs {
@@ -648,6 +660,7 @@ pub fn detach(view: &Path) -> Result<(), ProfileError> {
     })?;
     // Only an empty mount point is removed: never the image below it.
     let _ = fs::remove_dir(view);
+    views::remove_container_dir_of(view);
     Ok(())
 }
 
@@ -662,13 +675,29 @@ pub fn teardown_by_id(root: &Path, id: &str) {
         crate::volumes::detach_all(&views);
     }
     let _ = fs::remove_dir(&volumes);
-    let view = mount_path(root, "rootfs").join(id);
-    if let Err(err) = detach(&view) {
-        tracing::warn!(%err, %id, "detach rootfs view of a half-created container");
-    }
-    let pin = mount_path(root, "ns").join(format!("{id}-net"));
+    let dir = views::container_dir(root, id);
+    let pin = dir.join(views::MEMBER_PIN);
     if pin.exists() {
         unpin(&pin);
+    }
+    if let Ok(entries) = fs::read_dir(dir.join(views::LAYERS)) {
+        for layer in entries.flatten() {
+            if let Err(err) = detach(&layer.path()) {
+                tracing::warn!(%err, %id, "detach overlay staging of a half-created container");
+            }
+        }
+        let _ = fs::remove_dir(dir.join(views::LAYERS));
+    }
+    // The view, then `rootfs/<id>` itself: the container's directory, or
+    // the view as cnfbox recorded it before views got one.
+    for view in [dir.join(views::VIEW), dir.clone()] {
+        if let Err(err) = detach(&view) {
+            tracing::warn!(%err, %id, "detach rootfs view of a half-created container");
+        }
+    }
+    let old_pin = mount_path(root, "ns").join(format!("{id}-net"));
+    if old_pin.exists() {
+        unpin(&old_pin);
     }
     let hugetlbfs = mount_path(root, "hugepages").join(id);
     if let Ok(entries) = fs::read_dir(&hugetlbfs) {

@@ -140,6 +140,9 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
         return Ok(Vec::new());
     };
     let mut views = Vec::new();
+    // The container's directory, private to the pod's root (see `views`),
+    // made with the first view.
+    let mut dir_made = false;
     let result = (|| {
         for (index, m) in mounts.iter_mut().enumerate() {
             if !is_bind(m) {
@@ -169,13 +172,19 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
                 source_path: src.clone(),
             })?;
             let view = dir.join(index.to_string());
-            let made = if meta.is_dir() {
-                fs::create_dir_all(&view)
+            let guarded = if dir_made {
+                Ok(())
             } else {
-                // A file source (CRI's /etc/hostname, ...) may come before
-                // any directory one: the view's directory may not exist yet.
-                fs::create_dir_all(dir).and_then(|()| fs::File::create(&view).map(|_| ()))
+                crate::views::guard(dir, crate::views::Owner::pod_root(pod))
             };
+            dir_made = true;
+            let made = guarded.and_then(|()| {
+                if meta.is_dir() {
+                    fs::DirBuilder::new().recursive(true).create(&view)
+                } else {
+                    fs::File::create(&view).map(drop)
+                }
+            });
             made.map_err(|source| VolumeError::ViewPoint {
                 index,
                 dest: m.destination().clone(),

@@ -1,6 +1,6 @@
 //! Small static C programs the tests copy into a busybox rootfs, for what
-//! busybox cannot do (mapping hugepages). Compiled with the host's `cc
-//! -static` on first use.
+//! busybox cannot do (mapping hugepages, keeping a setuid bit's ids).
+//! Compiled with the host's `cc -static` on first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +32,10 @@ pub const HUGETOUCH: (&str, &str) = ("hugetouch", include_str!("helpers/hugetouc
 /// (what `net.ipv4.ping_group_range` allows), as `UID GID` if given;
 /// prints `icmp=ok` or `icmp=<step>:<error>`.
 pub const ICMPECHO: (&str, &str) = ("icmpecho", include_str!("helpers/icmpecho.c"));
+
+/// `ids`: prints `ruid= euid= suid= rgid= egid= sgid=` lines; keeps what a
+/// setuid bit gave it (busybox drops it for most applets).
+pub const IDS: (&str, &str) = ("ids", include_str!("helpers/ids.c"));
 
 /// Compiles helper `(name, source)` into `dir/name` and returns its path.
 pub fn build(helper: (&'static str, &str), dir: &Path) -> Result<PathBuf, HelperError> {

@@ -199,7 +199,7 @@ impl Drop for Env {
         // root dies with the test, so its (by now empty) directory goes too.
         // remove_dir never removes anything still holding a mount point.
         if let Some(base) = mount_base_of(&self.root) {
-            for kind in ["rootfs", "volumes", "ns", "hugepages"] {
+            for kind in ["rootfs", "volumes", "ns", "hugepages", "netpins"] {
                 let _ = std::fs::remove_dir(base.join(kind));
             }
             let _ = std::fs::remove_dir(base);
@@ -237,7 +237,7 @@ pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
 }
 
 /// cnfbox's rootfs and volume views, namespace pins and hugetlbfs for
-/// container `id`.
+/// container `id` (layout: runtime/src/views.rs).
 pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for root in std::fs::read_dir("/run/cnfbox-mnt")
@@ -246,10 +246,14 @@ pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
         .flatten()
     {
         for p in [
+            // The container's directory (rootfs view, overlay layers, a
+            // member's netns pin), or the view itself before it had one.
             root.path().join("rootfs").join(id),
             root.path().join("ns").join(format!("{id}-net")),
             root.path().join("hugepages").join(id),
             root.path().join("volumes").join(id),
+            root.path().join("netpins").join(format!("{id}-hostnet")),
+            root.path().join("netpins").join(format!("{id}-podnet")),
         ] {
             if p.exists() {
                 found.push(p);

@@ -8,12 +8,15 @@
 //! - `mounts`: mount destinations and rootfs paths that leave the rootfs
 //!   (CVE-2021-30465);
 //! - `privileges`: masked paths, setuid, other pods, devices, the spec on
-//!   the host.
+//!   the host;
+//! - `host_views`: another host user against a pod's views, pins and
+//!   staging on the host.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod fds;
+mod host_views;
 mod mounts;
 mod privileges;
 

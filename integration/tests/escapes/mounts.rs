@@ -6,7 +6,7 @@ use super::*;
 // Mount destinations and rootfs paths that try to leave the rootfs.
 
 /// Where cnfbox attaches the id-mapped rootfs view of container `id` of
-/// `env` (see profile.rs `mount_dir`).
+/// `env` (see runtime/src/views.rs).
 fn view_path(env: &Env, id: &str) -> PathBuf {
     use sha2::Digest;
     let canonical = fs::canonicalize(&env.root).unwrap_or_else(|_| env.root.clone());
@@ -16,6 +16,7 @@ fn view_path(env: &Env, id: &str) -> PathBuf {
         .join(tag)
         .join("rootfs")
         .join(id)
+        .join("root")
 }
 
 fn tmpfs_at(dest: &str) -> serde_json::Value {

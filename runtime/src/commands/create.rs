@@ -236,7 +236,8 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         failpoint::hit("create:after-init");
     }
     let result = built.and_then(|mut c| {
-        if let Err(err) = join_hugetlb(&c, &meta)
+        if let Err(err) = harden_views(&spec, &meta)
+            .and_then(|()| join_hugetlb(&c, &meta))
             .and_then(|()| adopt_netns(&c, applied.adopted_netns.as_deref(), o.id))
         {
             let _ = super::delete_container(&mut c, true);
@@ -284,7 +285,7 @@ fn attach_interfaces(
     interfaces: &[crate::net::Request],
 ) -> anyhow::Result<crate::net::PodNetwork> {
     let pid = c.pid().context("created container has no init pid")?;
-    let pins = profile::mount_dir(&ctx.root, "ns")?;
+    let pins = crate::views::pins_dir(&ctx.root)?;
     crate::net::attach(&ctx.root, &pins, id, pid.as_raw(), interfaces, |net| {
         let mut m = meta.clone();
         m.network = Some(net.clone());
@@ -329,6 +330,26 @@ fn build(
         .with_no_pivot(o.no_pivot)
         .build()
         .with_context(|| format!("create container {}", o.id))
+}
+
+/// Sets `nosuid,nodev` on the host's copies of the container's views now
+/// that its init, in its own mount namespace, has bound its copies, which
+/// keep the spec's options (see `views`). A container without a mount
+/// namespace of its own would share the host's copies: left as they are.
+fn harden_views(spec: &oci_spec::runtime::Spec, meta: &ContainerMeta) -> anyhow::Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let own_mounts = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|v| v.iter().any(|n| n.typ() == LinuxNamespaceType::Mount));
+    if !own_mounts {
+        tracing::warn!("no mount namespace in the spec: host-side views keep suid,dev");
+        return Ok(());
+    }
+    let views = meta.rootfs_view.iter().chain(&meta.volume_views);
+    crate::views::harden(views.map(PathBuf::as_path))?;
+    Ok(())
 }
 
 /// Places the created (not yet started) init in the container's cgroup2

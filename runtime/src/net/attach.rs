@@ -121,7 +121,7 @@ fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
         to: to.to_path_buf(),
         source,
     };
-    fs::File::create(to).map_err(err)?;
+    crate::profile::create_pin_point(to).map_err(err)?;
     nix::mount::mount(
         Some(from),
         to,

@@ -1,0 +1,259 @@
+//! Where a container's host-side mounts live, and who may reach them.
+//!
+//! The container's init binds its rootfs view, volume views and hugetlbfs
+//! and opens a member's namespace pin *after* it entered the pod's user
+//! namespace, i.e. as the pod's host root uid, before `pivot_root`. So these
+//! cannot live under a root-only directory, yet other host users must not
+//! reach them: through a view they would read the pod's files as the view's
+//! id-mapping shows them, overwrite what the pod runs, run the image's
+//! setuid binaries as the pod's host uid, or plant files through a view's
+//! mapping. The layout under `MOUNT_BASE/<hash of the state root>/`:
+//!
+//! | path | mode, owner | holds |
+//! |---|---|---|
+//! | `<hash>`, `rootfs`, `volumes`, `hugepages` | 0711 root | (traversal only) |
+//! | `rootfs/<id>/` | 0700, the pod's host root uid:gid | `root` (the rootfs view), `layers/` (overlay layer staging, during create), `net` (a member's netns pin, during create) |
+//! | `volumes/<id>/` | 0700, the pod's host root | `<n>`, the view of `mounts[n]` |
+//! | `hugepages/<id>/` | 0700, the pod's host root | `<i>`, the container's hugetlbfs |
+//! | `netpins/` | 0700 root | `<id>-hostnet`, `<id>-podnet`: netns pins only cnfbox (host root) opens |
+//!
+//! Only host root and the pod's own host root uid can walk into a
+//! container's directory; the init walks it as the owner (no capability
+//! needed). Members of a pod share the sandbox's mapping, hence the owner.
+//!
+//! `nosuid,nodev` on the host side. Measured on Linux 6.18 (and documented
+//! in mount_namespaces(7), "locked mounts"): a bind of a `nosuid` mount is
+//! `nosuid`, and in a mount namespace owned by the pod's user namespace the
+//! flag is locked (`mount -o remount,bind,suid` gets EPERM). A rootfs or
+//! volume view attached with `nosuid` would therefore take setuid binaries
+//! away from the container whatever its spec says. But the init's mount
+//! namespace is a copy made when it unshared, and mount attributes do not
+//! propagate between copies (not even shared/slave peers): cnfbox sets
+//! `nosuid,nodev` on the host's copy of each view right after the init
+//! reported ready (`harden`), and the container keeps the spec's options.
+//! Until then the 0700 directory is what keeps other users out. Overlay
+//! layer staging binds get `nosuid,nodev` when they are made: overlayfs
+//! honours setuid according to its own mount, not its layers' (measured:
+//! a setuid binary in a `nosuid` lower layer runs setuid through the
+//! overlay). The hugetlbfs is mounted `nosuid,nodev,noexec` already.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use idmap::PodMapping;
+
+/// Where cnfbox attaches the mounts a container's init must reach after it
+/// entered the pod's user namespace.
+///
+/// Not under `--root`: the init could not traverse a state root inside a
+/// 0700 directory. One subdirectory per state root (named by a hash of its
+/// path) keeps ids of different roots apart. Also outside the container's
+/// state dir on purpose: libcontainer removes that dir recursively on a
+/// failed create, and must never walk into the image.
+pub const MOUNT_BASE: &str = "/run/cnfbox-mnt";
+
+/// The rootfs view's name in the container's `rootfs/<id>/` directory.
+pub const VIEW: &str = "root";
+/// Overlay layer staging in the container's `rootfs/<id>/` directory.
+pub const LAYERS: &str = "layers";
+/// A member's network namespace pin in the container's `rootfs/<id>/`.
+pub const MEMBER_PIN: &str = "net";
+/// The kind directory of netns pins only host root opens.
+pub const NETPINS: &str = "netpins";
+
+/// Errors creating the mount directories.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewsError {
+    #[error("create mount directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("set nosuid,nodev on the host side of {path}")]
+    Harden {
+        path: PathBuf,
+        #[source]
+        source: idmap::MountError,
+    },
+}
+
+/// `MOUNT_BASE/<hash of the state root>/<kind>`, without creating it.
+pub fn mount_path(root: &Path, kind: &str) -> PathBuf {
+    use sha2::Digest;
+    let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Path::new(MOUNT_BASE).join(tag).join(kind)
+}
+
+/// Creates `MOUNT_BASE/<hash>/<kind>` (mode 0711 for every level) and
+/// returns it; for [`NETPINS`] the last level is 0700.
+pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ViewsError> {
+    let dir = mount_path(root, kind);
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ViewsError::Dir { path, source }
+    };
+    let base = dir.parent().unwrap_or(Path::new(MOUNT_BASE));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(base)
+        .map_err(err(base))?;
+    let mode = if kind == NETPINS { 0o700 } else { 0o711 };
+    match fs::DirBuilder::new().mode(mode).create(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if kind == NETPINS {
+                // Made by a cnfbox that kept these pins elsewhere? Make sure.
+                fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(err(&dir))?;
+            }
+        }
+        other => other.map_err(err(&dir))?,
+    }
+    Ok(dir)
+}
+
+/// The root-only directory of the pins `net::attach` makes.
+pub fn pins_dir(root: &Path) -> Result<PathBuf, ViewsError> {
+    mount_dir(root, NETPINS)
+}
+
+/// Host uid and gid owning a container's directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// Host root (a container in the host's user namespace).
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+
+    /// The host ids the pod's root (container id 0) maps to. A mapping
+    /// without container id 0 gets root: its init could not run anyway.
+    pub fn pod_root(mapping: &PodMapping) -> Owner {
+        let host = |m: &idmap::Mapping| (m.container_id() == 0).then(|| m.host_id());
+        match (host(&mapping.uid), host(&mapping.gid)) {
+            (Some(uid), Some(gid)) => Owner { uid, gid },
+            _ => Owner::ROOT,
+        }
+    }
+}
+
+/// Creates the container directory `dir` (its parent exists): mode 0700,
+/// owned by `owner`. One left by a killed create is taken over.
+pub fn guard(dir: &Path, owner: Owner) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if !fs::symlink_metadata(dir)?.is_dir() {
+                return Err(e);
+            }
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        other => other?,
+    }
+    std::os::unix::fs::lchown(dir, Some(owner.uid), Some(owner.gid))
+}
+
+/// `rootfs/<id>/` of container `id`, without creating it.
+pub fn container_dir(root: &Path, id: &str) -> PathBuf {
+    mount_path(root, "rootfs").join(id)
+}
+
+/// Removes the container directory holding the rootfs view `view` once it
+/// is empty (a view recorded by an older cnfbox, `rootfs/<id>` itself, has
+/// none).
+pub fn remove_container_dir_of(view: &Path) {
+    let Some(dir) = view.parent() else {
+        return;
+    };
+    let in_rootfs_kind = dir
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "rootfs");
+    if view.file_name().is_some_and(|n| n == VIEW) && in_rootfs_kind {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// Sets `nosuid,nodev` on the host's copy of each view, once the init has
+/// its own copies (see the module doc): call after the init reported ready.
+pub fn harden<'a>(views: impl IntoIterator<Item = &'a Path>) -> Result<(), ViewsError> {
+    for v in views {
+        idmap::mount::set_host_side_attrs(v).map_err(|source| ViewsError::Harden {
+            path: v.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_guard_is_private_to_its_owner_and_taken_over() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIP guard: chown needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let owner = Owner {
+            uid: 3_000_000_000,
+            gid: 3_000_000_001,
+        };
+        guard(&dir, owner).unwrap();
+        let m = fs::metadata(&dir).unwrap();
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid()),
+            (0o700, owner.uid, owner.gid)
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        guard(&dir, owner).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
+        let link = tmp.path().join("l");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(guard(&link, owner).is_err(), "a symlink is not a guard");
+    }
+
+    #[test]
+    fn the_pod_root_owns_its_directories() {
+        let m = |c, h| idmap::Mapping::new(c, h, 65_536).unwrap();
+        let pod = PodMapping {
+            uid: m(0, 200_000),
+            gid: m(0, 300_000),
+        };
+        assert_eq!(
+            Owner::pod_root(&pod),
+            Owner {
+                uid: 200_000,
+                gid: 300_000
+            }
+        );
+        let shifted = PodMapping {
+            uid: m(1, 200_000),
+            gid: m(0, 300_000),
+        };
+        assert_eq!(Owner::pod_root(&shifted), Owner::ROOT);
+    }
+
+    #[test]
+    fn only_a_new_layout_view_takes_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let kind = tmp.path().join("rootfs");
+        let dir = kind.join("c1");
+        fs::create_dir_all(&dir).unwrap();
+        // An old record: the view is `rootfs/<id>`; its parent stays.
+        remove_container_dir_of(&kind.join("root"));
+        assert!(kind.exists());
+        remove_container_dir_of(&dir.join(VIEW));
+        assert!(!dir.exists());
+        assert!(kind.exists());
+    }
+}
