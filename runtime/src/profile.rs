@@ -52,8 +52,8 @@ pub enum ProfileError {
     },
     #[error("pod {pod}: no running sandbox container to join (create the sandbox first)")]
     NoSandbox { pod: String },
-    #[error("pod {pod}: its sandbox's init (pid {pid}) has not started its program yet; its namespaces cannot be joined from the pod's user namespace")]
-    SandboxNotStarted { pod: String, pid: i32 },
+    #[error("{what}: its init (pid {pid}) has not started its program yet; its namespaces cannot be joined from the pod's user namespace")]
+    NotStarted { what: String, pid: i32 },
     #[error("create rootfs mount point {path}")]
     MountPoint {
         path: PathBuf,
@@ -423,7 +423,7 @@ fn join_sandbox(
             pod: pod.to_string(),
         })?;
     if started {
-        wait_for_exec(pod, pid)?;
+        wait_for_exec(&format!("pod {pod}: the sandbox"), pid)?;
     }
     let dir = container_dir(root, id, &mapping)?;
     let pin = pin_netns(&dir, pid).inspect_err(|_| {
@@ -448,9 +448,10 @@ fn join_sandbox(
     Ok((mapping, pin))
 }
 
-/// Waits until the sandbox's init `pid` runs its own program.
+/// Waits until the started init `pid` of a sandbox (or of a container
+/// `cnfbox exec` enters) runs its own program.
 ///
-/// A member joins the sandbox's pid, ipc and uts namespaces through
+/// A member (or an exec'd process) joins the sandbox's pid, ipc and uts namespaces through
 /// `/proc/PID/ns/*` after entering the pod's user namespace, and the kernel
 /// lets it open them only once the init has exec'd (ptrace access mode
 /// READ, `proc_ns_get_link`): until then libcontainer's init is
@@ -460,7 +461,7 @@ fn join_sandbox(
 /// intermediate process). A sandbox that was only created (its init waits
 /// for `start`) can be joined. Until it execs, the init's `/proc/PID/exe`
 /// is this binary.
-fn wait_for_exec(pod: &str, pid: i32) -> Result<(), ProfileError> {
+pub fn wait_for_exec(what: &str, pid: i32) -> Result<(), ProfileError> {
     use std::os::unix::fs::MetadataExt;
     const TRIES: u32 = 2000;
     let id = |p: &str| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
@@ -475,8 +476,8 @@ fn wait_for_exec(pod: &str, pid: i32) -> Result<(), ProfileError> {
             _ => return Ok(()),
         }
     }
-    Err(ProfileError::SandboxNotStarted {
-        pod: pod.to_string(),
+    Err(ProfileError::NotStarted {
+        what: what.to_string(),
         pid,
     })
 }

@@ -433,8 +433,24 @@ fn cleanup_failed(dir: &Path, meta: &ContainerMeta, id: &str) {
         })
     {
         use libcgroups::common::CgroupManager;
-        if let Err(err) = manager.remove() {
-            tracing::warn!(%id, %err, "remove cgroup after failed create");
+        // The failed init may still be exiting (a loaded node took longer
+        // than libcgroups' own retries): what is left gets SIGKILL and the
+        // removal is tried again, as `delete_container` does.
+        const RETRIES: u32 = 100;
+        for tries in 0.. {
+            match manager.remove() {
+                Ok(()) => break,
+                Err(err) if tries >= RETRIES => {
+                    tracing::warn!(%id, %err, "remove cgroup after failed create");
+                    break;
+                }
+                Err(_) => {
+                    for pid in manager.get_all_pids().unwrap_or_default() {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
         }
     }
 }

@@ -37,6 +37,14 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     let process = ExecProcess::prepare(a, &dir, container.bundle(), &meta.bundle, mapped)
         .with_context(|| format!("exec in container {id}"))?;
     if mapped {
+        // An exec right after `start` can come before the init's exec,
+        // when its namespaces cannot be opened from the pod's user
+        // namespace (see `profile::wait_for_exec`).
+        if let (Some(pid), libcontainer::container::ContainerStatus::Running) =
+            (container.pid(), container.status())
+        {
+            crate::profile::wait_for_exec(&format!("container {id}"), pid.as_raw())?;
+        }
         // Files above were read and written as host root; from here on
         // this process is in the pod's user namespace.
         join_userns(&container, id)?;
