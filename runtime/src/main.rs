@@ -10,6 +10,7 @@ mod commands;
 mod failpoint;
 mod holders;
 mod hooks;
+mod host_ns;
 mod hugepages;
 mod hugetlb;
 mod hugetlbfs;
@@ -21,6 +22,7 @@ mod numa;
 mod overlay;
 mod pod;
 mod profile;
+mod propagation;
 mod sysctl;
 mod volumes;
 

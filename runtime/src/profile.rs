@@ -79,6 +79,10 @@ pub enum ProfileError {
     },
     #[error(transparent)]
     Volume(#[from] Box<crate::volumes::VolumeError>),
+    #[error(transparent)]
+    HostNamespaces(Box<crate::host_ns::HostNsError>),
+    #[error(transparent)]
+    Propagation(Box<crate::propagation::PropagationError>),
     #[error("umount rootfs view {path}")]
     Umount {
         path: PathBuf,
@@ -179,15 +183,26 @@ pub fn apply(
 ) -> Result<Applied, ProfileError> {
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
-    if let Some(how) = host_userns_request(spec) {
-        let etc = EtcRoot::default();
-        let config = Config::load(&etc).map_err(ProfileError::Config)?;
-        if !config.idmap.allow_host_userns {
-            return Err(ProfileError::HostUserns {
-                how,
-                config: etc.config_path(),
-            });
+    let etc = EtcRoot::default();
+    let host = match host_userns_request(spec) {
+        Some(how) => {
+            let config = Config::load(&etc).map_err(ProfileError::Config)?;
+            if !config.idmap.allow_host_userns {
+                return Err(ProfileError::HostUserns {
+                    how,
+                    config: etc.config_path(),
+                });
+            }
+            Some(how)
         }
+        // Host network/PID/IPC or privileged: by `[pods] host_namespaces`.
+        None => crate::host_ns::admit(spec, &etc.config_path())
+            .map_err(|e| ProfileError::HostNamespaces(Box::new(e)))?
+            .map(|r| format!("{r}, [pods] host_namespaces = \"host-userns\"")),
+    };
+    crate::propagation::fit(spec, host.is_none())
+        .map_err(|e| ProfileError::Propagation(Box::new(e)))?;
+    if let Some(how) = host {
         tracing::warn!(id, %how, "container runs in the host's user namespace (allowed by config)");
         return Ok(Applied {
             root: key,
