@@ -508,7 +508,26 @@ pub fn unpin(pin: &Path) {
 
 /// umount2(MNT_DETACH); a mount point that is already gone or unmounted
 /// (ENOENT, EINVAL) is fine.
+///
+/// The mount is made a recursive slave first. A view cloned from a shared
+/// hostPath mount is in that mount's peer group, and unmounting it would
+/// propagate to the peers (mount_namespaces(7), "MS_SHARED"): the host's
+/// own submounts under the hostPath, and the mounts the host made there
+/// while the pod ran (HostToContainer), would go with the view. A slave
+/// receives from its master but sends nothing back.
 pub fn lazy_umount(path: &Path) -> Result<(), nix::Error> {
+    use nix::mount::MsFlags;
+    match nix::mount::mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    }
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(e),
