@@ -869,3 +869,114 @@ fn cri_host_namespaces_refused_then_run_under_the_opt_in() {
     nothing_left(&n, "opt-in pods removed");
     n.stop();
 }
+
+/// Through CRI, cnfbox and runc side by side: a hostPath on a shared mount
+/// (with a submount) as `mountPropagation: HostToContainer` shows a mount
+/// the host makes after the start; as `readOnly` + `recursiveReadOnly`
+/// (containerd 2.x: the runtime must list `rro` in its features) it is
+/// read-only down to the submount; the host's submounts survive the pods.
+#[test]
+fn cri_host_to_container_propagation_and_recursive_read_only() {
+    use k8s_cri::v1::{Mount, MountPropagation};
+    let Some(mut n) = cri_node("cri_host_to_container_propagation_and_recursive_read_only") else {
+        return;
+    };
+    let v2 = n.cd().version().starts_with('2');
+    let dir = n.env.tmp.path().join("hostpath");
+    std::fs::create_dir_all(&dir).expect("hostpath dir");
+    let d = dir.display().to_string();
+    // containerd runs in a mount namespace of its own (private): the
+    // hostPath's mounts are made there, where its shims and cnfbox run.
+    let cd_pid = n.cd().pid().to_string();
+    let in_cd = |cmd: &str| {
+        let st = Command::new("nsenter")
+            .args(["-t", &cd_pid, "-m", "--", "sh", "-c", cmd])
+            .status()
+            .expect("nsenter");
+        assert!(st.success(), "in containerd's mount namespace: {cmd}");
+    };
+    in_cd(&format!(
+        "mount -t tmpfs -o mode=1777 hostpath {d} && mount --make-shared {d} && \
+         mkdir {d}/sub {d}/late && mount -t tmpfs -o mode=1777 hostpath-sub {d}/sub"
+    ));
+    // containerd 2.1.9 asks only runc-type handlers for their features
+    // and dereferences the missing ones of an `io.containerd.cnfbox.v2`
+    // handler when a mount asks for recursiveReadOnly (a nil-pointer panic
+    // in its CRI's withMounts): on 2.x rro is asked of configuration B
+    // (`cnfbox-runc`, whose shim's -info lists `rro`) and of runc.
+    let handlers: &[&str] = if v2 {
+        &["cnfbox", "cnfbox-runc", "runc"]
+    } else {
+        &["cnfbox", "runc"]
+    };
+    for &handler in handlers {
+        let rro = v2 && handler != "cnfbox";
+        let pod = n
+            .run_pod(&format!("prop-{handler}"), handler, &[])
+            .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", n.log_tail()));
+        let mut config = cri::sleep_container("c");
+        // As kubelet sets them (no shareProcessNamespace).
+        config.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config.mounts = vec![
+            Mount {
+                container_path: "/h2c".into(),
+                host_path: d.clone(),
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/ro".into(),
+                host_path: d.clone(),
+                readonly: true,
+                recursive_read_only: rro,
+                ..Default::default()
+            },
+        ];
+        let c = n.start_config(&pod, config);
+        in_cd(&format!(
+            "mount -t tmpfs hostpath-late {d}/late && echo from-host > {d}/late/marker"
+        ));
+        let (code, out, err) = n.exec(&c, &["cat", "/h2c/late/marker"]);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "from-host"),
+            "{handler}: HostToContainer: {err}"
+        );
+        let probe = "touch /ro/top 2>/dev/null && echo top=rw || echo top=ro; \
+                     touch /ro/sub/deep 2>/dev/null && echo sub=rw || echo sub=ro";
+        let (_, out, _) = n.exec(&c, &["/bin/sh", "-c", probe]);
+        let want_sub = if rro { "sub=ro" } else { "sub=rw" };
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["top=ro", want_sub],
+            "{handler}: readOnly (recursive: {rro})"
+        );
+        n.remove_pod(&pod);
+        in_cd(&format!("umount {d}/late"));
+        let mounts =
+            std::fs::read_to_string(format!("/proc/{cd_pid}/mountinfo")).expect("mountinfo");
+        assert!(
+            mounts.contains(&format!(" {d}/sub ")),
+            "{handler}: the hostPath's submount was unmounted by the pod's removal"
+        );
+    }
+    in_cd(&format!("umount -R -l {d}"));
+    assert!(
+        n.held_ranges().is_empty(),
+        "ranges left: {:?}",
+        n.held_ranges()
+    );
+    assert_eq!(n.shims(), 0, "shims left");
+    n.stop();
+}
