@@ -182,7 +182,9 @@ fn refusals_name_the_capability_and_leave_nothing() {
                         *s = serde_json::from_value(d).unwrap();
                     })
             }),
-            vec!["CAP_NET_ADMIN", "network namespace"],
+            // The host's network namespace is refused before capabilities
+            // are looked at ([pods] host_namespaces, `host_ns`).
+            vec!["no network namespace", "[pods]"],
         ),
     ];
     for (name, bundle, needles) in cases {

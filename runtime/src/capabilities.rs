@@ -158,7 +158,23 @@ impl Policy {
     /// Checks the spec's own capabilities against the allowlist, then adds
     /// those the annotation asks for to the bounding, effective and
     /// permitted sets.
+    // The binary calls `apply_with`; the fuzz entry point (lib) and the
+    // tests call this.
+    #[allow(dead_code)]
     pub fn apply(&self, spec: &mut Spec, private_userns: bool) -> Result<(), CapsError> {
+        self.apply_with(spec, private_userns, true)
+    }
+
+    /// `apply`, with the check of the spec's own capabilities against the
+    /// allowlist only when `bound_spec` (a privileged container admitted
+    /// to the host's user namespace by `[pods] host_namespaces` keeps
+    /// every capability, as under runc; see `host_ns::unbounded_caps`).
+    pub fn apply_with(
+        &self,
+        spec: &mut Spec,
+        private_userns: bool,
+        bound_spec: bool,
+    ) -> Result<(), CapsError> {
         let requested: Vec<Capability> =
             match spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION)) {
                 Some(list) => list
@@ -175,13 +191,18 @@ impl Policy {
             return Ok(());
         };
         let mut caps = process.capabilities().clone().unwrap_or_default();
-        for (name, set) in [
-            ("bounding", caps.bounding()),
-            ("effective", caps.effective()),
-            ("permitted", caps.permitted()),
-            ("inheritable", caps.inheritable()),
-            ("ambient", caps.ambient()),
-        ] {
+        let sets = if bound_spec {
+            vec![
+                ("bounding", caps.bounding()),
+                ("effective", caps.effective()),
+                ("permitted", caps.permitted()),
+                ("inheritable", caps.inheritable()),
+                ("ambient", caps.ambient()),
+            ]
+        } else {
+            Vec::new()
+        };
+        for (name, set) in sets {
             for cap in set.iter().flatten() {
                 self.check(&format!("process.capabilities.{name}"), *cap)?;
             }

@@ -83,6 +83,10 @@ pub enum ProfileError {
     Volume(#[from] Box<crate::volumes::VolumeError>),
     #[error(transparent)]
     Views(#[from] views::ViewsError),
+    #[error(transparent)]
+    HostNamespaces(Box<crate::host_ns::HostNsError>),
+    #[error(transparent)]
+    Propagation(Box<crate::propagation::PropagationError>),
     #[error("umount rootfs view {path}")]
     Umount {
         path: PathBuf,
@@ -155,15 +159,26 @@ pub fn apply(
 ) -> Result<Applied, ProfileError> {
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
-    if let Some(how) = host_userns_request(spec) {
-        let etc = EtcRoot::default();
-        let config = Config::load(&etc).map_err(ProfileError::Config)?;
-        if !config.idmap.allow_host_userns {
-            return Err(ProfileError::HostUserns {
-                how,
-                config: etc.config_path(),
-            });
+    let etc = EtcRoot::default();
+    let host = match host_userns_request(spec) {
+        Some(how) => {
+            let config = Config::load(&etc).map_err(ProfileError::Config)?;
+            if !config.idmap.allow_host_userns {
+                return Err(ProfileError::HostUserns {
+                    how,
+                    config: etc.config_path(),
+                });
+            }
+            Some(how)
         }
+        // Host network/PID/IPC or privileged: by `[pods] host_namespaces`.
+        None => crate::host_ns::admit(spec, &etc.config_path())
+            .map_err(|e| ProfileError::HostNamespaces(Box::new(e)))?
+            .map(|r| format!("{r}, [pods] host_namespaces = \"host-userns\"")),
+    };
+    crate::propagation::fit(spec, host.is_none())
+        .map_err(|e| ProfileError::Propagation(Box::new(e)))?;
+    if let Some(how) = host {
         tracing::warn!(id, %how, "container runs in the host's user namespace (allowed by config)");
         return Ok(Applied {
             root: key,
@@ -545,7 +560,26 @@ pub fn unpin(pin: &Path) {
 
 /// umount2(MNT_DETACH); a mount point that is already gone or unmounted
 /// (ENOENT, EINVAL) is fine.
+///
+/// The mount is made a recursive slave first. A view cloned from a shared
+/// hostPath mount is in that mount's peer group, and unmounting it would
+/// propagate to the peers (mount_namespaces(7), "MS_SHARED"): the host's
+/// own submounts under the hostPath, and the mounts the host made there
+/// while the pod ran (HostToContainer), would go with the view. A slave
+/// receives from its master but sends nothing back.
 pub fn lazy_umount(path: &Path) -> Result<(), nix::Error> {
+    use nix::mount::MsFlags;
+    match nix::mount::mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    }
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(e),

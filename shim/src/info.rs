@@ -126,6 +126,23 @@ mod tests {
             features["linux"]["mountExtensions"]["idmap"]["enabled"],
             serde_json::Value::Bool(true)
         );
+        // containerd 2.x's CRI runs recursive read-only mounts only when
+        // the runtime lists `rro` (pkg/cri: "runtime does not support rro").
+        let options = features["mountOptions"].as_array().expect("mountOptions");
+        for o in [
+            "rro", "rrw", "rnosuid", "rnodev", "rnoexec", "idmap", "rslave",
+        ] {
+            assert!(options.iter().any(|v| v == o), "{o} in {options:?}");
+        }
+        let direct = std::process::Command::new(&cnfbox)
+            .arg("features")
+            .output()
+            .expect("cnfbox features");
+        let direct: serde_json::Value = serde_json::from_slice(&direct.stdout).expect("JSON");
+        assert_eq!(
+            direct["mountOptions"], features["mountOptions"],
+            "-info reports what cnfbox features does"
+        );
         assert!(features["linux"]["namespaces"]
             .as_array()
             .expect("namespaces")

@@ -26,7 +26,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{assert_nothing_left, can_run, Env};
+use common::{assert_nothing_left, assert_one_line_error, can_run, Env};
 use serde_json::json;
 use test_bundles::Scenario;
 

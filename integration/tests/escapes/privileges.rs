@@ -185,28 +185,45 @@ fn a_pod_cannot_reach_another_pods_container() {
     env.create(&victim_bundle, &victim);
     env.ok(&["start", &victim]);
     let pid = env.state(&victim)["pid"].as_i64().unwrap();
-    // The attacker pod shares the host's pid namespace (hostPID), so it can
-    // name the victim's init at all; it is root in its own user namespace
-    // and holds every capability containerd grants by default.
-    let pid_s = pid.to_string();
-    let (ok, out, err) = run_script(&env, "attacker", CROSS_POD, move |b| {
-        // procfs of the host's pid namespace cannot be mounted from a pod's
-        // user namespace (the kernel refuses): bind the host's /proc.
-        b.env("TARGET", pid_s)
-            .annotation("cnfbox.io/idmap-volumes", "none")
-            .modify(edit(|d| {
-                d["linux"]["namespaces"]
-                    .as_array_mut()
-                    .unwrap()
-                    .retain(|n| n["type"] != "pid");
-                for m in d["mounts"].as_array_mut().unwrap() {
-                    if m["destination"] == "/proc" {
-                        *m = json!({"destination": "/proc", "type": "bind", "source": "/proc",
-                                    "options": ["rbind", "nosuid", "noexec", "nodev"]});
-                    }
-                }
-            }))
+    // A hostPID pod (no pid namespace of its own) is refused by default
+    // ([pods] host_namespaces); with the opt-in it runs as host root, as
+    // under runc, so there is no pod-userns attacker in the host's pid
+    // namespace any more.
+    let hostpid = env.bundle("attacker-hostpid", |b| {
+        b.scenario(&Scenario::True).modify(edit(|d| {
+            d["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "pid");
+        }))
     });
+    let hostpid_id = env.id("attacker-hostpid");
+    let refused = env.run(&["create", "-b", hostpid.dir.to_str().unwrap(), &hostpid_id]);
+    assert_one_line_error(&refused, &["no pid namespace", "[pods]", "host_namespaces"]);
+    assert_nothing_left(&env, &hostpid_id);
+    // The attack as such a pod was: root of another pod's user namespace
+    // (every capability of it, more than containerd's default set) that
+    // still sees the host's pid namespace and /proc, so it can name the
+    // victim's init at all. nsenter puts a host shell in the attacker
+    // pod's user namespace and nothing else.
+    let attacker_bundle = env.bundle("attacker", |b| b.scenario(&Scenario::Sleep));
+    let attacker = env.id("attacker");
+    env.create(&attacker_bundle, &attacker);
+    env.ok(&["start", &attacker]);
+    let apid = env.state(&attacker)["pid"].as_i64().unwrap().to_string();
+    let run = std::process::Command::new("nsenter")
+        .args(["-t", &apid, "-U", "--", "/bin/sh", "-c", CROSS_POD])
+        .env("TARGET", pid.to_string())
+        .current_dir("/")
+        .output()
+        .expect("nsenter");
+    let (ok, out, err) = (
+        run.status.success(),
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    );
+    env.ok(&["delete", "--force", &attacker]);
+    assert_nothing_left(&env, &attacker);
     assert!(ok, "{err}");
     assert_eq!(kv(&out, "done"), "1");
     assert_eq!(

@@ -188,8 +188,11 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         }
         profile::undo(&applied);
     };
-    let caps = capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
-        .and_then(|policy| policy.apply(&mut spec, applied.mapping.is_some()))
+    let config = idmap::EtcRoot::default().config_path();
+    let private_userns = applied.mapping.is_some();
+    let bound = !crate::host_ns::unbounded_caps(&spec, private_userns, &config);
+    let caps = capabilities::Policy::load(&config)
+        .and_then(|policy| policy.apply_with(&mut spec, private_userns, bound))
         .map_err(anyhow::Error::from)
         .and_then(|()| match &applied.mapping {
             Some(m) => crate::sysctl::fit_to_mapping(&mut spec, &m.gid).map_err(Into::into),

@@ -106,6 +106,9 @@ impl ExecProcess {
 /// `cnfbox.io/capabilities` annotation granted the init, each one checked
 /// against `[capabilities] allow` as at create.
 fn grant(spec: &mut Spec, process: Process, mapped: bool) -> anyhow::Result<Process> {
+    let config = idmap::EtcRoot::default().config_path();
+    // Judged on the container's own spec, not on the exec's process.
+    let bound = !crate::host_ns::unbounded_caps(spec, mapped, &config);
     spec.set_process(Some(process));
     // The create checked that the container's network namespace is the
     // pod's own; a member's was joined through a pin that is gone by now.
@@ -121,8 +124,8 @@ fn grant(spec: &mut Spec, process: Process, mapped: bool) -> anyhow::Result<Proc
             linux.set_namespaces(Some(namespaces));
         }
     }
-    crate::capabilities::Policy::load(&idmap::EtcRoot::default().config_path())
-        .and_then(|policy| policy.apply(spec, mapped))
+    crate::capabilities::Policy::load(&config)
+        .and_then(|policy| policy.apply_with(spec, mapped, bound))
         .context("capabilities of the exec process")?;
     Ok(spec.process().clone().unwrap_or_default())
 }

@@ -136,12 +136,19 @@ pub fn features() -> anyhow::Result<()> {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci_spec::runtime::VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        // The recursive (`r`-prefixed) attributes are libcontainer 0.7's
+        // mount_setattr(2) with AT_RECURSIVE; idmap/ridmap are cnfbox's
+        // views (`volumes`). rshared/shared are accepted only in the host's
+        // user namespace (`propagation`).
         "mountOptions": [
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
-            "iversion", "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime",
+            "idmap", "iversion", "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime",
             "noexec", "noiversion", "nolazytime", "nomand", "norelatime", "nostrictatime",
-            "nosuid", "nosymfollow", "private", "rbind", "relatime", "remount", "ro",
-            "rprivate", "rshared", "rslave", "runbindable", "rw", "shared", "silent",
+            "nosuid", "nosymfollow", "private", "ratime", "rbind", "rdev", "rdiratime",
+            "relatime", "remount", "rexec", "ridmap", "rnoatime", "rnodev", "rnodiratime",
+            "rnoexec", "rnorelatime", "rnostrictatime", "rnosuid", "rnosymfollow", "ro",
+            "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave", "rstrictatime",
+            "rsuid", "rsymfollow", "runbindable", "rw", "shared", "silent",
             "slave", "strictatime", "suid", "symfollow", "sync", "unbindable"
         ],
         "linux": {
