@@ -53,10 +53,15 @@ impl Plan {
     }
 }
 
-/// Validates limits and hugetlbfs mounts; on a hybrid host takes the
-/// limits out of `spec` (libcontainer's v1 manager would fail on them).
-pub fn check(spec: &mut Spec, roots: &Roots) -> Result<Plan, HugepagesError> {
+/// Validates limits and hugetlbfs mounts (and, for a container pinned to
+/// NUMA node `node`, that the node has the free pages for them); on a
+/// hybrid host takes the limits out of `spec` (libcontainer's v1 manager
+/// would fail on them).
+pub fn check(spec: &mut Spec, roots: &Roots, node: Option<u32>) -> Result<Plan, HugepagesError> {
     let limits = hugetlb::spec_limits(spec, &roots.sys)?;
+    if let Some(node) = node {
+        hugetlb::check_node(&limits, node, &roots.sys)?;
+    }
     let mut cgroup2 = None;
     let mut unified = None;
     if !limits.is_empty() {
