@@ -49,10 +49,10 @@ export CNFBOX_VM_LANE=1 TMPDIR=/vmtmp RUST_BACKTRACE=1
 cd "$repo" || fail "cd $repo"
 status=0
 for e in "${exes[@]}"; do
-  name=${e%%=*} exe=${e#*=}
-  echo "vm-guest: == $name ($exe)"
+  IFS='=' read -r name exe only <<< "$e"
+  echo "vm-guest: == $name ($exe) ${only:+only: $only}"
   # shellcheck disable=SC2086
-  "$exe" --test-threads=1 --nocapture $filter 2>&1 | tee "/tmp/$name.log"
+  "$exe" --test-threads=1 --nocapture ${only:-$filter} 2>&1 | tee "/tmp/$name.log"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 done
 echo "vm-guest: == summary"

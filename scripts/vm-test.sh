@@ -23,7 +23,8 @@ if [[ $EUID -ne 0 ]]; then
   exit 1
 fi
 cache="${CNFBOX_CACHE:-/var/cache/cnfbox}"
-# The lane's integration test targets, in run order.
+# The lane's integration test targets, in run order; `target:a,b` runs only
+# the tests of `target` whose names contain `a` or `b`.
 read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages}"
 filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
@@ -117,7 +118,7 @@ log "kernel $(basename "$kdir")"
 log "building (cargo build + cargo test --no-run)"
 cargo build --workspace --locked >&2
 test_args=()
-for t in "${lane[@]}"; do test_args+=(--test "$t"); done
+for t in "${lane[@]}"; do test_args+=(--test "${t%%:*}"); done
 declare -A exe_of=()
 while IFS=$'\t' read -r name exe; do
   exe_of[$name]=$exe
@@ -126,8 +127,10 @@ done < <(cargo test -p integration --locked --no-run --message-format=json "${te
                    | [.target.name, .executable] | @tsv')
 exes=()
 for t in "${lane[@]}"; do
-  [[ -n "${exe_of[$t]:-}" ]] || { log "no test executable for $t"; exit 1; }
-  exes+=("$t=${exe_of[$t]}")
+  name=${t%%:*} only=
+  [[ "$t" == *:* ]] && only=${t#*:}
+  [[ -n "${exe_of[$name]:-}" ]] || { log "no test executable for $name"; exit 1; }
+  exes+=("$name=${exe_of[$name]}=${only//,/ }")
 done
 
 # ---- the initramfs ---------------------------------------------------------
