@@ -25,11 +25,11 @@ fi
 cache="${CNFBOX_CACHE:-/var/cache/cnfbox}"
 # The lane's integration test targets, in run order; `target:a,b` runs only
 # the tests of `target` whose names contain `a` or `b`.
-read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages}"
+read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes}"
 filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
 run_timeout="${CNFBOX_VM_RUN_TIMEOUT:-1500}"   # the whole boot, tests included
-mods=(9pnet_virtio 9p overlay 8021q veth macvlan dummy)
+mods=(9pnet_virtio 9p overlay 8021q veth macvlan dummy bridge)
 mkdir -p "$cache"
 
 log() { echo "vm-test: $*" >&2; }
@@ -77,7 +77,12 @@ fi
 kernel_dir() {
   local d
   d=$(ls -d "$cache"/vm-kernel-6.12.*/ 2>/dev/null | sort -V | tail -n1)
-  [[ -n "$d" && -f "$d/vmlinuz" && -f "$d/modules.order" ]] && echo "${d%/}"
+  [[ -n "$d" && -f "$d/vmlinuz" && -f "$d/modules.order" ]] || return 1
+  local m
+  for m in "${mods[@]}"; do
+    grep -qx "$m" "$d/modules.order" || { rm -rf "$d"; return 1; }  # a module was added: unpack again
+  done
+  echo "${d%/}"
 }
 kdir=$(kernel_dir || true)
 if [[ -z "$kdir" ]]; then
