@@ -69,8 +69,12 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
     apt-get "${apt_opts[@]}" install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 >&2
   fi
 fi
-if [[ ! -x /bin/busybox ]] || ! file -L /bin/busybox 2>/dev/null | grep -q static; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >&2
+need=()
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v jq >/dev/null || need+=(jq)
+command -v xz >/dev/null || need+=(xz-utils)
+if (( ${#need[@]} )); then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
 fi
 
 # ---- the guest kernel (unpacked, never installed) -------------------------
