@@ -55,6 +55,10 @@ for e in "${exes[@]}"; do
   "$exe" --test-threads=1 --nocapture ${only:-$filter} 2>&1 | tee "/tmp/$name.log"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 done
+if (( ${#bench[@]} )); then
+  echo "vm-guest: == benchmark numa_start (${bench[1]} rounds; does not change the status)"
+  "${bench[0]}" "${bench[1]}" 2>&1 || echo "vm-guest: the benchmark failed"
+fi
 echo "vm-guest: == summary"
 for e in "${exes[@]}"; do
   name=${e%%=*}

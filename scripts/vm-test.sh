@@ -10,6 +10,7 @@
 #   bash scripts/vm-test.sh            # the lane's tests (see LANE below)
 #   CNFBOX_VM_TESTS="numa vm_node" bash scripts/vm-test.sh
 #   CNFBOX_VM_FILTER=node1 bash scripts/vm-test.sh   # test-name filter
+#   CNFBOX_VM_BENCH=30 bash scripts/vm-test.sh       # also the numa_start benchmark, 30 rounds
 #
 # Downloads (qemu from bookworm-backports, the kernel package) go through
 # private apt directories in $CNFBOX_CACHE (default /var/cache/cnfbox):
@@ -142,6 +143,16 @@ for t in "${lane[@]}"; do
   exes+=("$name=${exe_of[$name]}=${only//,/ }")
 done
 
+# The benchmark (CNFBOX_VM_BENCH=ROUNDS): NUMA + hugepages start latency
+# against a plain pod-profile start, in the guest. Dev profile: the lane's
+# binaries are debug builds; the ratio is what it reports.
+bench=()
+if [[ -n "${CNFBOX_VM_BENCH:-}" ]]; then
+  bench_exe=$(cargo bench -p integration --locked --profile dev --no-run --bench numa_start --message-format=json \
+    | jq -r 'select(.reason == "compiler-artifact" and .target.name == "numa_start" and .executable != null) | .executable')
+  bench=("$bench_exe" "$CNFBOX_VM_BENCH")
+fi
+
 # ---- the initramfs ---------------------------------------------------------
 work=$(mktemp -d /var/tmp/cnfbox-vm.XXXXXX)
 qemu_pid=
@@ -185,6 +196,7 @@ cp scripts/vm-guest.sh "$work/results/guest.sh"
   printf 'repo=%q\n' "$repo"
   printf 'filter=%q\n' "$filter"
   printf 'exes=(%s)\n' "$(printf '%q ' "${exes[@]}")"
+  printf 'bench=(%s)\n' "$( ((${#bench[@]})) && printf '%q ' "${bench[@]}")"
 } > "$work/results/plan.sh"
 
 # ---- boot, with a watchdog and one retry ------------------------------------
