@@ -184,6 +184,17 @@ fn container_pinned_to_node_1_runs_and_maps_hugepages_on_node_1() {
     let ev: serde_json::Value = serde_json::from_str(&env.ok(&["events", "--stats", &id])).unwrap();
     assert_eq!(ev["data"]["hugetlb"]["2MB"]["usage"], 4 * MIB, "{ev}");
 
+    // update on cgroup v2: libcontainer writes the limit, under the
+    // kernel's name for the page size (`2048KB` is `2MB`).
+    let res = env.tmp.path().join("res.json");
+    fs::write(
+        &res,
+        json!({ "hugepageLimits": [{ "pageSize": "2048KB", "limit": 16 * MIB }] }).to_string(),
+    )
+    .unwrap();
+    env.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
+    assert_eq!(read("hugetlb.2MB.max"), (16 * MIB).to_string());
+
     env.ok(&["delete", "--force", &id]);
     assert_eq!(free(1), free1, "node 1's pages not freed at delete");
     assert_nothing_left(&env, &id);

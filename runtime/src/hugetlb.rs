@@ -425,6 +425,19 @@ pub fn spec_limits(spec: &Spec, sys: &Path) -> Result<Vec<Limit>, HugetlbError> 
     validate(&limits, sys)
 }
 
+/// The limits in OCI form, with the kernel's page size names.
+pub fn named(limits: &[Limit]) -> Vec<LinuxHugepageLimit> {
+    limits
+        .iter()
+        .map(|l| {
+            let mut out = LinuxHugepageLimit::default();
+            out.set_page_size(l.page.cgroup_name());
+            out.set_limit(l.bytes as i64);
+            out
+        })
+        .collect()
+}
+
 /// Rewrites the spec's limits with the kernel's page size names.
 pub fn canonicalize(spec: &mut Spec, limits: &[Limit]) {
     if let Some(res) = spec
@@ -432,16 +445,7 @@ pub fn canonicalize(spec: &mut Spec, limits: &[Limit]) {
         .as_mut()
         .and_then(|l| l.resources_mut().as_mut())
     {
-        let named = limits
-            .iter()
-            .map(|l| {
-                let mut out = LinuxHugepageLimit::default();
-                out.set_page_size(l.page.cgroup_name());
-                out.set_limit(l.bytes as i64);
-                out
-            })
-            .collect();
-        res.set_hugepage_limits(Some(named));
+        res.set_hugepage_limits(Some(named(limits)));
     }
 }
 
