@@ -68,6 +68,7 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   else
     private_apt
     apt-get "${apt_opts[@]}" install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86 >&2
+    apt-get "${apt_opts[@]}" clean >&2
   fi
 fi
 need=()
