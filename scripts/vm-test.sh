@@ -203,7 +203,7 @@ cp scripts/vm-guest.sh "$work/results/guest.sh"
 # ---- boot, with a watchdog and one retry ------------------------------------
 boot() {
   rm -f "$work/results/booted" "$work/results/status" "$work/results/output"
-  timeout --kill-after=10 "$run_timeout" qemu-system-x86_64 \
+  qemu-system-x86_64 \
     -accel tcg -cpu max -smp 3 -m 3G \
     -object memory-backend-ram,id=m0,size=1536M -object memory-backend-ram,id=m1,size=1536M \
     -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2,memdev=m1 \
@@ -217,6 +217,11 @@ boot() {
   while kill -0 "$qemu_pid" 2>/dev/null; do
     if [[ ! -f "$work/results/booted" ]] && (( t >= boot_timeout )); then
       log "no sign of the guest's init after ${boot_timeout}s: killing the boot"
+      kill -9 "$qemu_pid" 2>/dev/null || true
+      break
+    fi
+    if (( t >= run_timeout )); then
+      log "the guest ran for ${run_timeout}s: killing it (a test hangs?)"
       kill -9 "$qemu_pid" 2>/dev/null || true
       break
     fi
