@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use common::{assert_nothing_left, assert_one_line_error, can_run, Env};
@@ -141,7 +141,7 @@ fn pinned_container_maps_hugepages_within_its_limit_only() {
 
     // Between create and start: the init already sits in its cgroup2
     // hugetlb cgroup, with the limit and its reservation twin set.
-    let cg = PathBuf::from("/sys/fs/cgroup/unified/cnfbox").join(&id);
+    let cg = common::hugetlb_cgroup_dir(&id);
     let rsvd = cg.join("hugetlb.2MB.rsvd.max").exists();
     assert_eq!(
         fs::read_to_string(cg.join("hugetlb.2MB.max"))
@@ -402,9 +402,7 @@ fn bad_hugepage_and_policy_input_is_refused_and_leaves_nothing() {
     assert_one_line_error(&out, &["SYS_MODULE"]);
     assert_nothing_left(&env, &id);
     assert!(hugetlbfs_mounts(&id).is_empty(), "latefail: hugetlbfs left");
-    assert!(!PathBuf::from("/sys/fs/cgroup/unified/cnfbox")
-        .join(&id)
-        .exists());
+    assert!(!common::hugetlb_cgroup_dir(&id).exists());
 
     // A hint that contradicts the spec's memory policy.
     let bundle = env.bundle("conflict", |b| {

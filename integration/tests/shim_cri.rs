@@ -459,14 +459,25 @@ fn cri_pods_on_cnfbox_and_runc() {
         serde_json::from_str(verbose.info.get("info").expect("info")).expect("info JSON");
     let pid = info["pid"].as_u64().expect("pid");
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
-    let mem = cg
-        .lines()
-        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
-        .expect("memory cgroup");
-    let got = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
-        .expect("memory.limit_in_bytes");
+    // The limit file: v1's memory hierarchy here, cgroup v2's memory.max on
+    // a unified host (the VM lane).
+    let limit_file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let p = cg
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("cgroup v2 line");
+        format!("/sys/fs/cgroup{p}/memory.max")
+    } else {
+        let mem = cg
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+            .expect("memory cgroup");
+        format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes")
+    };
+    let got = std::fs::read_to_string(&limit_file).expect(&limit_file);
     assert_eq!(got.trim(), limit.to_string(), "limit after Update");
-    // ContainerStats reads the shim's Stats (cgroup v1 metrics).
+    // ContainerStats reads the shim's Stats (cgroup v1 metrics, or v2 on a
+    // unified host).
     let stats =
         n.rt.block_on(n.client.container_stats(ContainerStatsRequest {
             container_id: ca.clone(),

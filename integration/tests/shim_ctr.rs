@@ -333,8 +333,15 @@ fn ctr_exec_kill_pause_metrics_and_cleanup() {
     n.wait_task(&id, "RUNNING");
 
     let metrics = n.ctr_ok(&["tasks", "metrics", &id]);
+    // ctr prints io.containerd.cgroups.v1.Metrics as memory.usage_in_bytes,
+    // v2 (what a unified host gets) as memory.usage_limit.
+    let memory = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "memory.usage_limit"
+    } else {
+        "memory.usage_in_bytes"
+    };
     assert!(
-        metrics.contains("memory.usage_in_bytes") && metrics.contains("pids.current"),
+        metrics.contains(memory) && metrics.contains("pids.current"),
         "metrics: {metrics}"
     );
 

@@ -97,6 +97,19 @@ pub fn resolve(
     }
 }
 
+/// Where cgroup path `path` (as `resolve` returned it) lives below a
+/// cgroup2 mount: a systemd `slice:prefix:name` is expanded as systemd
+/// expands it, a plain path is itself.
+pub fn fs_path(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    match systemd_parts(&text) {
+        Some((slice, prefix, name)) => {
+            expand_systemd(slice, prefix, name, &text).unwrap_or_else(|_| path.to_path_buf())
+        }
+        None => path.to_path_buf(),
+    }
+}
+
 /// Splits `slice:prefix:name`; a plain path (which may not contain `:`) is `None`.
 fn systemd_parts(text: &str) -> Option<(&str, &str, &str)> {
     let mut it = text.splitn(3, ':');
@@ -202,6 +215,18 @@ mod tests {
         assert_eq!(fs(Some("-.slice::n")).unwrap(), PathBuf::from("/n.scope"));
         assert!(fs(Some("bad:cri:x")).is_err());
         assert!(fs(Some("a.slice:p:")).is_err());
+    }
+
+    #[test]
+    fn fs_path_expands_only_the_systemd_form() {
+        assert_eq!(
+            fs_path(Path::new("system.slice:cnfbox:c1")),
+            PathBuf::from("/system.slice/cnfbox-c1.scope")
+        );
+        assert_eq!(
+            fs_path(Path::new("/cnfbox/c1")),
+            PathBuf::from("/cnfbox/c1")
+        );
     }
 
     #[test]

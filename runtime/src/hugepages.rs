@@ -41,6 +41,8 @@ pub struct Plan {
     limits: Vec<Limit>,
     /// The cgroup2 tree cnfbox enforces the limits on (hybrid hosts).
     cgroup2: Option<PathBuf>,
+    /// The unified tree libcontainer enforces them on (cgroup v2 hosts).
+    unified: Option<PathBuf>,
     mounts: Vec<hugetlbfs::Planned>,
 }
 
@@ -51,17 +53,29 @@ impl Plan {
     }
 }
 
-/// Validates limits and hugetlbfs mounts; on a hybrid host takes the
-/// limits out of `spec` (libcontainer's v1 manager would fail on them).
-pub fn check(spec: &mut Spec, roots: &Roots) -> Result<Plan, HugepagesError> {
+/// Validates limits and hugetlbfs mounts (and, for a container pinned to
+/// NUMA node `node`, that the node has the free pages for them); on a
+/// hybrid host takes the limits out of `spec` (libcontainer's v1 manager
+/// would fail on them).
+pub fn check(spec: &mut Spec, roots: &Roots, node: Option<u32>) -> Result<Plan, HugepagesError> {
     let limits = hugetlb::spec_limits(spec, &roots.sys)?;
+    if let Some(node) = node {
+        hugetlb::check_node(&limits, node, &roots.sys)?;
+    }
     let mut cgroup2 = None;
+    let mut unified = None;
     if !limits.is_empty() {
         match hugetlb::enforcer(&roots.sys.join("fs/cgroup")) {
             Enforcer::None => return Err(HugetlbError::NoController.into()),
             // libcontainer writes `hugetlb.<pageSize>.*` as given: use the
             // kernel's name (`2048KB` is `2MB`).
-            Enforcer::Libcontainer => hugetlb::canonicalize(spec, &limits),
+            Enforcer::Libcontainer => {
+                hugetlb::canonicalize(spec, &limits);
+                let root = roots.sys.join("fs/cgroup");
+                if root.join("cgroup.controllers").exists() {
+                    unified = Some(root);
+                }
+            }
             Enforcer::Cgroup2(mount) => {
                 hugetlb::strip(spec);
                 cgroup2 = Some(mount);
@@ -74,6 +88,7 @@ pub fn check(spec: &mut Spec, roots: &Roots) -> Result<Plan, HugepagesError> {
     Ok(Plan {
         limits,
         cgroup2,
+        unified,
         mounts,
     })
 }
@@ -85,6 +100,10 @@ pub struct Record {
     /// The cgroup2 cgroup enforcing the limits, when cnfbox does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup2: Option<PathBuf>,
+    /// The container's own cgroup on a unified host, where libcontainer
+    /// enforces the limits (and removes it): read for usage and stats only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unified: Option<PathBuf>,
     /// Host mount points of the container's hugetlbfs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<PathBuf>,
@@ -115,9 +134,14 @@ pub fn setup(
             return Err(err.into());
         }
     };
+    let unified = plan.unified.as_ref().map(|root| {
+        let fs_path = crate::cgroups::fs_path(cgroup_path);
+        root.join(fs_path.strip_prefix("/").unwrap_or(&fs_path))
+    });
     Ok(Record {
         limits: plan.limits,
         cgroup2: cgroup.map(|c| c.dir),
+        unified,
         mounts,
     })
 }
@@ -138,9 +162,21 @@ impl Record {
         Ok(())
     }
 
+    /// The cgroup holding the container's hugetlb charges: cnfbox's own,
+    /// else libcontainer's on a unified host.
+    fn charged(&self) -> Option<Cgroup2> {
+        self.cgroup2
+            .clone()
+            .or_else(|| self.unified.clone())
+            .map(|dir| Cgroup2 {
+                dir,
+                limits: self.limits.clone(),
+            })
+    }
+
     /// `(page size, limit, faulted bytes, reserved bytes)` per limit.
     pub fn usage(&self) -> Vec<(String, u64, Option<u64>, Option<u64>)> {
-        let cg = self.cgroup();
+        let cg = self.charged();
         self.limits
             .iter()
             .map(|l| {
@@ -151,9 +187,10 @@ impl Record {
     }
 
     /// `(page size, faulted bytes, times the limit was hit)` per limit, from
-    /// the cgroup2 cgroup (none when libcontainer enforces the limits).
+    /// the cgroup2 cgroup (cnfbox's own, or libcontainer's on a unified
+    /// host; none on a v1 hugetlb hierarchy, where libcontainer reports).
     pub fn stats(&self) -> Vec<(String, u64, u64)> {
-        let Some(cg) = self.cgroup() else {
+        let Some(cg) = self.charged() else {
             return Vec::new();
         };
         self.limits

@@ -41,6 +41,14 @@ pub enum HugetlbError {
     },
     #[error("linux.resources.hugepageLimits[{index}].pageSize {value:?}: given twice")]
     Duplicate { index: usize, value: String },
+    #[error("linux.resources.hugepageLimits[{index}] ({page} pages, limit {limit}): NUMA node {node} (annotation cnfbox.io/numa-node) has {free} free {page} hugepages, not enough for the limit")]
+    NodeShort {
+        index: usize,
+        node: u32,
+        page: String,
+        limit: u64,
+        free: u64,
+    },
     #[error("linux.resources.hugepageLimits: no cgroup hierarchy on this host has the hugetlb controller")]
     NoController,
     #[error("read hugepage sizes in {path}")]
@@ -203,6 +211,43 @@ pub fn validate(limits: &[LinuxHugepageLimit], sys: &Path) -> Result<Vec<Limit>,
         out.push(Limit { page, bytes });
     }
     Ok(out)
+}
+
+/// Free hugepages of size `page` on NUMA node `node`
+/// (`<sys>/devices/system/node/node<N>/hugepages/hugepages-<kB>kB/free_hugepages`);
+/// 0 when the node has no pool of that size.
+pub fn node_free(sys: &Path, node: u32, page: PageSize) -> u64 {
+    let path = sys.join(format!(
+        "devices/system/node/node{node}/hugepages/hugepages-{}kB/free_hugepages",
+        page.0 >> 10
+    ));
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A container pinned to `node` gets its hugepages from that node only
+/// (its memory is bound there): each non-zero limit must fit in the
+/// node's free pages now, or the container would fault (SIGBUS) or fail
+/// its mmaps later.
+pub fn check_node(limits: &[Limit], node: u32, sys: &Path) -> Result<(), HugetlbError> {
+    for (index, l) in limits.iter().enumerate() {
+        if l.bytes == 0 {
+            continue;
+        }
+        let free = node_free(sys, node, l.page);
+        if free.saturating_mul(l.page.0) < l.bytes {
+            return Err(HugetlbError::NodeShort {
+                index,
+                node,
+                page: l.page.cgroup_name(),
+                limit: l.bytes,
+                free,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Which hierarchy enforces hugetlb limits on this host.
@@ -380,6 +425,19 @@ pub fn spec_limits(spec: &Spec, sys: &Path) -> Result<Vec<Limit>, HugetlbError> 
     validate(&limits, sys)
 }
 
+/// The limits in OCI form, with the kernel's page size names.
+pub fn named(limits: &[Limit]) -> Vec<LinuxHugepageLimit> {
+    limits
+        .iter()
+        .map(|l| {
+            let mut out = LinuxHugepageLimit::default();
+            out.set_page_size(l.page.cgroup_name());
+            out.set_limit(l.bytes as i64);
+            out
+        })
+        .collect()
+}
+
 /// Rewrites the spec's limits with the kernel's page size names.
 pub fn canonicalize(spec: &mut Spec, limits: &[Limit]) {
     if let Some(res) = spec
@@ -387,16 +445,7 @@ pub fn canonicalize(spec: &mut Spec, limits: &[Limit]) {
         .as_mut()
         .and_then(|l| l.resources_mut().as_mut())
     {
-        let named = limits
-            .iter()
-            .map(|l| {
-                let mut out = LinuxHugepageLimit::default();
-                out.set_page_size(l.page.cgroup_name());
-                out.set_limit(l.bytes as i64);
-                out
-            })
-            .collect();
-        res.set_hugepage_limits(Some(named));
+        res.set_hugepage_limits(Some(named(limits)));
     }
 }
 
@@ -504,6 +553,30 @@ mod tests {
         );
         strip(&mut spec);
         assert!(spec_limits(&spec, sys.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_pinned_limit_must_fit_in_the_node() {
+        let sys = tempfile::tempdir().unwrap();
+        let pool = sys
+            .path()
+            .join("devices/system/node/node1/hugepages/hugepages-2048kB");
+        fs::create_dir_all(&pool).unwrap();
+        fs::write(pool.join("free_hugepages"), "2\n").unwrap();
+        let limit = |bytes| Limit {
+            page: PageSize(2 << 20),
+            bytes,
+        };
+        check_node(&[limit(4 << 20)], 1, sys.path()).unwrap();
+        check_node(&[limit(0)], 0, sys.path()).unwrap();
+        let e = check_node(&[limit(0), limit(6 << 20)], 1, sys.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "linux.resources.hugepageLimits[1] (2MB pages, limit 6291456): NUMA node 1 \
+             (annotation cnfbox.io/numa-node) has 2 free 2MB hugepages, not enough for the limit"
+        );
+        let e = check_node(&[limit(2 << 20)], 0, sys.path()).unwrap_err();
+        assert!(e.to_string().contains("has 0 free 2MB hugepages"), "{e}");
     }
 
     #[test]

@@ -136,6 +136,7 @@ mod tests {
                     bytes: 4 << 20,
                 }],
                 cgroup2: Some("/sys/fs/cgroup/unified/cnfbox/x".into()),
+                unified: None,
                 mounts: vec!["/run/cnfbox-mnt/x/hugepages/x/0".into()],
             }),
             network: None,

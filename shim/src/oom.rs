@@ -1,9 +1,13 @@
 //! TaskOOM: cgroup v1 memory OOM notifications (cgroup-v1/memory.rst,
 //! "Memory thresholds"/"OOM Control": an eventfd registered through
-//! `cgroup.event_control` with the fd of `memory.oom_control`).
+//! `cgroup.event_control` with the fd of `memory.oom_control`), and on a
+//! unified host the `oom_kill` count of cgroup v2's `memory.events`
+//! (cgroup-v2.rst: a value change raises a file modified event, which
+//! poll(2) reports as POLLPRI).
 //!
 //! The kernel also signals the eventfd when the cgroup is removed, so the
-//! watcher ends by itself with the container.
+//! v1 watcher ends by itself with the container; the v2 watcher ends when
+//! `memory.events` is gone.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -98,6 +102,71 @@ pub fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Result<(), OomError> 
     Ok(())
 }
 
+/// The cgroup v2 directory of `pid` (its `0::` line), when it has the
+/// memory controller.
+pub fn memory_cgroup_v2(
+    proc_root: &Path,
+    cgroup_root: &Path,
+    pid: i32,
+) -> Result<PathBuf, OomError> {
+    let path = proc_root.join(pid.to_string()).join("cgroup");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|cg| cgroup_root.join(cg.trim_start_matches('/')))
+        .filter(|d| d.join("memory.events").exists())
+        .ok_or(OomError::NoMemoryCgroup { pid, path })
+}
+
+/// `oom_kill` of a `memory.events` text.
+fn oom_kills(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Watches `dir` (a cgroup v2 cgroup); sends `()` on `tx` for every OOM
+/// kill counted in its `memory.events` from now on, until the cgroup goes
+/// away or the receiver is dropped.
+pub fn watch_v2(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Result<(), OomError> {
+    let events = dir.join("memory.events");
+    let file = File::open(&events).map_err(|source| OomError::Open {
+        path: events.clone(),
+        source,
+    })?;
+    let read = |f: &File| -> Option<u64> {
+        let mut buf = [0u8; 512];
+        let n = std::os::unix::fs::FileExt::read_at(f, &mut buf, 0).ok()?;
+        Some(oom_kills(&String::from_utf8_lossy(&buf[..n])))
+    };
+    let mut seen = read(&file).unwrap_or(0);
+    std::thread::spawn(move || loop {
+        let mut pfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd on this stack frame; the fd stays
+        // open (owned by `file`) for the call. The timeout bounds the wait so
+        // a missed notification costs at most a second.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        let Some(now) = read(&file) else {
+            break;
+        };
+        if !events.exists() {
+            break;
+        }
+        for _ in seen..now {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+        seen = seen.max(now);
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +191,34 @@ mod tests {
             memory_cgroup(&proc, &cg, 6),
             Err(OomError::NoMemoryCgroup { pid: 6, .. })
         ));
+    }
+
+    #[test]
+    fn finds_the_v2_cgroup_and_counts_oom_kills() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let proc = t.path().join("proc");
+        let cg = t.path().join("cg");
+        std::fs::create_dir_all(proc.join("5")).expect("mkdir");
+        std::fs::write(proc.join("5/cgroup"), "0::/cnfbox/c\n").expect("write");
+        std::fs::create_dir_all(cg.join("cnfbox/c")).expect("mkdir");
+        assert!(
+            memory_cgroup_v2(&proc, &cg, 5).is_err(),
+            "no memory controller"
+        );
+        let events = cg.join("cnfbox/c/memory.events");
+        std::fs::write(&events, "low 0\noom 1\noom_kill 1\n").expect("write");
+        let dir = memory_cgroup_v2(&proc, &cg, 5).expect("found");
+        assert_eq!(dir, cg.join("cnfbox/c"));
+
+        // Only kills after the watch started are reported, one per kill.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        watch_v2(&dir, tx).expect("watch");
+        std::fs::write(&events, "low 0\noom 3\noom_kill 3\n").expect("write");
+        for _ in 0..2 {
+            rx.blocking_recv().expect("an OOM event");
+        }
+        // The cgroup goes: the watcher ends and drops its sender.
+        std::fs::remove_file(&events).expect("rm");
+        assert!(rx.blocking_recv().is_none());
     }
 }

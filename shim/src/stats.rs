@@ -1,4 +1,5 @@
-//! Task metrics from cgroup v1, in containerd's `io.containerd.cgroups.v1.Metrics`.
+//! Task metrics from cgroup v1, in containerd's `io.containerd.cgroups.v1.Metrics`
+//! (a unified host gets `io.containerd.cgroups.v2.Metrics` from `stats_v2`).
 //!
 //! The container's cgroups are read off `/proc/<init>/cgroup`, so the
 //! metrics follow wherever the runtime put it (spec `cgroupsPath` or the
@@ -24,6 +25,8 @@ pub enum StatsError {
     },
     #[error("pid {pid} is in no cgroup v1 hierarchy (hybrid or v1 cgroups expected)")]
     NoV1 { pid: i32 },
+    #[error("pid {pid} has no cgroup v2 (0::) line in /proc/{pid}/cgroup")]
+    NoV2 { pid: i32 },
 }
 
 /// Where `/proc` and the cgroup v1 hierarchies are.

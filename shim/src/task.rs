@@ -34,7 +34,7 @@ use crate::options::{self, ShimState};
 use crate::process::{ExitInfo, Proc};
 use crate::rootfs;
 use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
-use crate::{oom, stats, stop};
+use crate::{oom, stats, stats_v2, stop};
 
 /// How long an exited process's output may take to drain (a daemon it
 /// left behind can hold its stdout open forever).
@@ -170,15 +170,14 @@ impl Service {
 
     /// Publishes TaskOOM for every OOM kill in the container's memory cgroup.
     fn watch_oom(&self, container_id: &str, pid: i32) {
-        let dir = match oom::memory_cgroup(Path::new("/proc"), Path::new("/sys/fs/cgroup"), pid) {
-            Ok(d) => d,
-            Err(err) => {
-                log::warn!("no OOM events for {container_id}: {err}");
-                return;
-            }
-        };
+        let (proc_root, cgroup_root) = (Path::new("/proc"), Path::new("/sys/fs/cgroup"));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        if let Err(err) = oom::watch(&dir, tx) {
+        let watched = if stats_v2::is_unified(cgroup_root) {
+            oom::memory_cgroup_v2(proc_root, cgroup_root, pid).and_then(|d| oom::watch_v2(&d, tx))
+        } else {
+            oom::memory_cgroup(proc_root, cgroup_root, pid).and_then(|d| oom::watch(&d, tx))
+        };
+        if let Err(err) = watched {
             log::warn!("no OOM events for {container_id}: {err}");
             return;
         }
@@ -682,8 +681,13 @@ impl Task for Service {
         if p.exit().is_some() {
             return Err(not_found(format!("running container {}", req.id)));
         }
-        let metrics = stats::collect(&stats::Roots::default(), pid).map_err(internal)?;
-        let any = convert_to_any(Box::new(metrics)).map_err(internal)?;
+        let roots = stats::Roots::default();
+        let any = if stats_v2::is_unified(&roots.cgroup) {
+            convert_to_any(Box::new(stats_v2::collect(&roots, pid).map_err(internal)?))
+        } else {
+            convert_to_any(Box::new(stats::collect(&roots, pid).map_err(internal)?))
+        }
+        .map_err(internal)?;
         Ok(StatsResponse {
             stats: MessageField::some(any),
             ..Default::default()

@@ -380,3 +380,16 @@ pub fn all_caps() -> Vec<&'static str> {
         .map(|(_, c)| *c)
         .collect()
 }
+
+/// The cgroup2 directory holding container `id`'s hugetlb limits: cnfbox's
+/// own under `/sys/fs/cgroup/unified` on a hybrid host, libcontainer's
+/// under `/sys/fs/cgroup` on a unified one (the VM lane's guest).
+pub fn hugetlb_cgroup_dir(id: &str) -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let base = if unified.join("cgroup.controllers").exists() {
+        unified
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
+    base.join("cnfbox").join(id)
+}

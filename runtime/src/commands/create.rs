@@ -144,8 +144,12 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         &idmap::EtcRoot::default().config_path(),
     )
     .with_context(|| format!("create container {}", o.id))?;
-    let hugepage_plan = hugepages::check(&mut spec, &hugepages::Roots::default())
-        .with_context(|| format!("create container {}", o.id))?;
+    let hugepage_plan = hugepages::check(
+        &mut spec,
+        &hugepages::Roots::default(),
+        numa.as_ref().map(|r| r.node),
+    )
+    .with_context(|| format!("create container {}", o.id))?;
     // Secondary interfaces are checked against the spec and the policy
     // before any range or mount; libcontainer never sees netDevices.
     let interfaces = crate::net::plan(o.id, &spec, &idmap::EtcRoot::default().config_path())

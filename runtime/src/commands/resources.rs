@@ -209,6 +209,10 @@ fn hugepage_update(meta: &ContainerMeta, r: &mut LinuxResources) -> anyhow::Resu
         };
         crate::hugetlb::Cgroup2 { dir, limits }.set_limits()?;
         r.set_hugepage_limits(None);
+    } else {
+        // libcontainer writes `hugetlb.<pageSize>.max` as given: on a
+        // unified host `2048KB` must become the kernel's `2MB`.
+        r.set_hugepage_limits(Some(crate::hugetlb::named(&limits)));
     }
     Ok(())
 }

@@ -1,0 +1,73 @@
+#!/bin/bash
+# Runs inside the VM lane's guest (scripts/vm-test.sh boots it), started by
+# busybox init as its sysinit step, on the overlay of the host's `/`.
+# Sets the node up (cgroup v2 only, hugepages on both NUMA nodes, tmpfs
+# for everything the tests make), runs the lane's test executables from
+# /vmresults/plan.sh and leaves their output and exit status in
+# /vmresults, then powers the guest off.
+set -u
+res=/vmresults
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
+fail() {
+  echo "vm-guest: $*"
+  echo 1 > "$res/status"
+  sync
+  echo o > /proc/sysrq-trigger
+  exit 1
+}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+ln -sfn /proc/self/fd /dev/fd
+exec > >(tee -a "$res/output") 2>&1
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
+mkdir -p /dev/pts /dev/shm /dev/hugepages
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 shm /dev/shm
+mount -t hugetlbfs hugetlbfs /dev/hugepages
+mount -t tmpfs -o mode=0755 run /run
+mount -t tmpfs -o mode=1777 tmp /tmp
+mkdir -p /vmtmp && mount -t tmpfs -o mode=1777 vmtmp /vmtmp
+echo 1 > /proc/sys/kernel/sysrq
+ip link set lo up
+hostname cnfbox-vm
+for c in cpuset cpu io memory hugetlb pids; do
+  echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control || fail "enable the $c controller"
+done
+for n in /sys/devices/system/node/node[0-9]*; do
+  echo 16 > "$n/hugepages/hugepages-2048kB/nr_hugepages" || fail "reserve hugepages on $n"
+done
+echo "vm-guest: kernel $(uname -r), nodes $(ls -d /sys/devices/system/node/node[0-9]* | wc -l)," \
+  "cgroup $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+for n in /sys/devices/system/node/node[0-9]*; do
+  echo "vm-guest: $(basename "$n") cpus $(cat "$n/cpulist")" \
+    "free 2M pages $(cat "$n/hugepages/hugepages-2048kB/free_hugepages")"
+done
+
+# shellcheck source=/dev/null
+. "$res/plan.sh"
+export CNFBOX_VM_LANE=1 TMPDIR=/vmtmp RUST_BACKTRACE=1
+cd "$repo" || fail "cd $repo"
+status=0
+for e in "${exes[@]}"; do
+  IFS='=' read -r name exe only <<< "$e"
+  echo "vm-guest: == $name ($exe) ${only:+only: $only}"
+  # shellcheck disable=SC2086
+  "$exe" --test-threads=1 --nocapture ${only:-$filter} 2>&1 | tee "/tmp/$name.log"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+done
+if (( ${#bench[@]} )); then
+  echo "vm-guest: == benchmark numa_start (${bench[1]} rounds; does not change the status)"
+  "${bench[0]}" "${bench[1]}" 2>&1 || echo "vm-guest: the benchmark failed"
+fi
+echo "vm-guest: == summary"
+for e in "${exes[@]}"; do
+  name=${e%%=*}
+  echo "vm-guest: $name: $(grep -E '^test result:' "/tmp/$name.log" || echo 'no result (crashed?)')"
+  grep -E '^SKIP' "/tmp/$name.log" | sed "s/^/vm-guest: $name: /"
+done
+echo "$status" > "$res/status"
+exec >/dev/console 2>&1
+sleep 1
+sync
+echo o > /proc/sysrq-trigger
+sleep 60
