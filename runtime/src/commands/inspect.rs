@@ -106,8 +106,8 @@ fn devices(meta: &ContainerMeta) -> Vec<DeviceView> {
         .iter()
         .flat_map(|d| &d.nodes)
         .map(|n| {
-            let (uid, gid, mode) = crate::devices::host_owner(n)
-                .unwrap_or((n.host_uid, n.host_gid, n.mode));
+            let (uid, gid, mode) =
+                crate::devices::host_owner(n).unwrap_or((n.host_uid, n.host_gid, n.mode));
             DeviceView {
                 path: n.path.display().to_string(),
                 device: n.device(),

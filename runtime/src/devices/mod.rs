@@ -200,12 +200,9 @@ pub fn plan(spec: &Spec, policy: &Policy) -> Result<Vec<Planned>, DevicesError> 
             LinuxDeviceType::C | LinuxDeviceType::U => 'c',
             LinuxDeviceType::B => 'b',
             LinuxDeviceType::P => 'p',
-            LinuxDeviceType::A => {
-                return Err(bad("type \"a\" names no single device node".into()))
-            }
+            LinuxDeviceType::A => return Err(bad("type \"a\" names no single device node".into())),
         };
-        if typ != 'p' && !((0..=MAX_MAJOR).contains(&major) && (0..=MAX_MINOR).contains(&minor))
-        {
+        if typ != 'p' && !((0..=MAX_MAJOR).contains(&major) && (0..=MAX_MINOR).contains(&minor)) {
             return Err(bad(format!(
                 "major {major} / minor {minor} out of range (0-{MAX_MAJOR} / 0-{MAX_MINOR})"
             )));
@@ -372,8 +369,7 @@ fn owners_of_root(
         _ => Err(DevicesError::Entry {
             index: planned.first().map_or(0, |p| p.index),
             path: planned.first().map(|p| p.path.clone()).unwrap_or_default(),
-            reason: "the pod's root (uid/gid 0) is not mapped: nobody could reach the node"
-                .into(),
+            reason: "the pod's root (uid/gid 0) is not mapped: nobody could reach the node".into(),
         }),
     }
 }
@@ -393,7 +389,10 @@ fn make_nodes(
         })?;
     // Host root only while the nodes are made; nosuid and noexec, but not
     // nodev. A few inodes and no data blocks: nodes need none.
-    let options = format!("mode=0700,uid=0,gid=0,size=4k,nr_inodes={}", planned.len() + 2);
+    let options = format!(
+        "mode=0700,uid=0,gid=0,size=4k,nr_inodes={}",
+        planned.len() + 2
+    );
     mount(
         Some("cnfbox-dev"),
         dir,
@@ -452,13 +451,11 @@ fn make_nodes(
     // Now the pod's root may traverse it (libcontainer's init resolves the
     // bind sources as the pod's root); nobody else on the host may.
     let (uid, gid) = root_owner;
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|source| {
-        DevicesError::Chown {
-            path: dir.to_path_buf(),
-            uid,
-            gid,
-            source,
-        }
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|source| DevicesError::Chown {
+        path: dir.to_path_buf(),
+        uid,
+        gid,
+        source,
     })?;
     Ok(nodes)
 }

@@ -242,7 +242,16 @@ mod tests {
         let r = Rule::parse("a *:*").unwrap();
         assert!(r.matches(&dev('b', 259, 0)));
         assert!(Rule::parse("b  8:0 ").is_ok());
-        for bad in ["", "c", "c 10", "x 1:2", "c 1:2 rwm", "c -1:2", "c a:b", "c 1:"] {
+        for bad in [
+            "",
+            "c",
+            "c 10",
+            "x 1:2",
+            "c 1:2 rwm",
+            "c -1:2",
+            "c a:b",
+            "c 1:",
+        ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -12,7 +12,9 @@ fn entry(path: &str, typ: LinuxDeviceType, major: i64, minor: i64) -> LinuxDevic
 fn spec_with(devices: Vec<LinuxDeviceBuilder>) -> Spec {
     let mut spec = Spec::default();
     let devices: Vec<_> = devices.into_iter().map(|d| d.build().unwrap()).collect();
-    spec.set_linux(Some(LinuxBuilder::default().devices(devices).build().unwrap()));
+    spec.set_linux(Some(
+        LinuxBuilder::default().devices(devices).build().unwrap(),
+    ));
     spec
 }
 
@@ -60,13 +62,21 @@ fn plans_allowed_entries_with_defaults() {
 #[test]
 fn refuses_what_the_policy_does_not_allow() {
     let (_d, p) = policy(&["c 10:232"]);
-    let spec = spec_with(vec![entry("/dev/loop-control", LinuxDeviceType::C, 10, 237)]);
+    let spec = spec_with(vec![entry(
+        "/dev/loop-control",
+        LinuxDeviceType::C,
+        10,
+        237,
+    )]);
     let e = plan(&spec, &p).unwrap_err().to_string();
     assert!(
         e.starts_with("linux.devices[0] (/dev/loop-control): device c 10:237 is not allowed"),
         "{e}"
     );
-    assert!(e.contains("c 10:232") && e.contains("[devices] allow"), "{e}");
+    assert!(
+        e.contains("c 10:232") && e.contains("[devices] allow"),
+        "{e}"
+    );
     // Block devices need their own rule.
     let spec = spec_with(vec![entry("/dev/vda", LinuxDeviceType::B, 254, 0)]);
     assert!(matches!(
@@ -82,8 +92,14 @@ fn refuses_bad_entries() {
         (entry("/tmp/kvm", LinuxDeviceType::C, 10, 232), "under /dev"),
         (entry("/dev/../etc/x", LinuxDeviceType::C, 10, 232), ".."),
         (entry("/dev/all", LinuxDeviceType::A, 0, 0), "type \"a\""),
-        (entry("/dev/big", LinuxDeviceType::C, 4096, 0), "out of range"),
-        (entry("/dev/neg", LinuxDeviceType::C, 10, -1), "out of range"),
+        (
+            entry("/dev/big", LinuxDeviceType::C, 4096, 0),
+            "out of range",
+        ),
+        (
+            entry("/dev/neg", LinuxDeviceType::C, 10, -1),
+            "out of range",
+        ),
         (
             entry("/dev/suid", LinuxDeviceType::C, 10, 232).file_mode(0o4666u32),
             "fileMode 4666",
@@ -103,7 +119,10 @@ fn refuses_bad_entries() {
         entry("/dev/kvm", LinuxDeviceType::C, 10, 232),
     ]);
     let err = plan(&spec, &p).unwrap_err().to_string();
-    assert!(err.contains("linux.devices[1]") && err.contains("[0]"), "{err}");
+    assert!(
+        err.contains("linux.devices[1]") && err.contains("[0]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -121,7 +140,9 @@ fn owners_map_through_the_pod_range() {
         owners(&planned, &mapping).unwrap(),
         vec![(200_000, 201_000), (265_535, 200_000)]
     );
-    let spec = spec_with(vec![entry("/dev/kvm", LinuxDeviceType::C, 10, 232).uid(65_536u32)]);
+    let spec = spec_with(vec![
+        entry("/dev/kvm", LinuxDeviceType::C, 10, 232).uid(65_536u32)
+    ]);
     let err = owners(&plan(&spec, &p).unwrap(), &mapping)
         .unwrap_err()
         .to_string();
