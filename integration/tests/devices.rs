@@ -142,6 +142,27 @@ fn a_node_at_a_path_the_host_lacks_works() {
 }
 
 #[test]
+fn the_node_is_made_by_number_never_by_host_path() {
+    if !can_run("node by number") || !have("/dev/kvm", "node by number") {
+        return;
+    }
+    // An entry at the path of the host's /dev/kvm with the numbers of
+    // /dev/null gets a null: the host's node at that path plays no part.
+    let env = Env::new();
+    let b = bundle(
+        &env,
+        "bynumber",
+        "echo dev=$(stat -c %t:%T /dev/kvm); echo data=$(head -c 4 /dev/kvm | wc -c)",
+        vec![device("/dev/kvm", (1, 3), 0o666, 0, 0)],
+        vec![],
+        None,
+    );
+    let out = run(&env, &b, "bynumber");
+    assert_eq!(kv(&out, "dev"), "1:3", "{out}");
+    assert_eq!(kv(&out, "data"), "0", "{out}");
+}
+
+#[test]
 fn pod_root_with_net_admin_makes_a_tap_in_the_pod_netns() {
     if !can_run("tun") || !have("/dev/net/tun", "tun") {
         return;
@@ -213,6 +234,35 @@ fn a_device_outside_the_allowlist_is_refused() {
         &["linux.devices[0] (/dev/kvm)", "c 10:232", "[devices] allow"],
     );
     assert_nothing_left(&env, &id);
+    // /dev/mem and a disk, asked for by a hostile bundle, at paths of
+    // their own.
+    for (entry, dev) in [
+        (device("/dev/cnf/mem", (1, 1), 0o666, 0, 0), "c 1:1"),
+        (
+            json!({ "path": "/dev/cnf/sda", "type": "b", "major": 8, "minor": 0 }),
+            "b 8:0",
+        ),
+    ] {
+        let path = entry["path"].as_str().unwrap().to_string();
+        let b = bundle(
+            &env,
+            &format!("refused-{}", &dev[..1]),
+            "true",
+            vec![entry],
+            vec![],
+            None,
+        );
+        let out = env.run(&["run", "-b", b.dir.to_str().unwrap(), &id]);
+        assert_one_line_error(
+            &out,
+            &[
+                &format!("linux.devices[0] ({path})"),
+                dev,
+                "[devices] allow",
+            ],
+        );
+        assert_nothing_left(&env, &id);
+    }
     // A malformed rule names itself.
     allow(&env, &["c 10"]);
     let out = env.run(&["run", "-b", b.dir.to_str().unwrap(), &id]);
