@@ -382,7 +382,13 @@ fn harden_views(spec: &oci_spec::runtime::Spec, meta: &ContainerMeta) -> anyhow:
         tracing::warn!("no mount namespace in the spec: host-side views keep suid,dev");
         return Ok(());
     }
-    let views = meta.rootfs_view.iter().chain(&meta.volume_views);
+    // The device tmpfs too: the container's binds of its nodes are copies
+    // made in the init's mount namespace and keep `dev`.
+    let views = meta
+        .rootfs_view
+        .iter()
+        .chain(&meta.volume_views)
+        .chain(meta.devices.iter().map(|d| &d.dir));
     crate::views::harden(views.map(PathBuf::as_path))?;
     Ok(())
 }

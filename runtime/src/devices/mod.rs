@@ -9,7 +9,9 @@
 //! so it makes each node itself, by type, major and minor (never by
 //! looking up a host path), on a tmpfs of the container's own
 //! (`/run/cnfbox-mnt/<root hash>/devices/<id>`, mounted without `nodev`,
-//! its root mode 0700 and owned by the pod's root), owned by the host ids
+//! its root mode 0700 and owned by the pod's root; `nodev` is set on the
+//! host's copy once the init has bound its nodes, see `views`), owned by
+//! the host ids
 //! the entry's `uid`/`gid` map to, with the entry's `fileMode`, and hands
 //! each to libcontainer as a bind mount at the entry's path.
 //!
