@@ -20,13 +20,15 @@ const STEPS: &[&str] = &[
     "create:after-range",
     "create:after-mounts",
     "create:after-hugepages",
+    "create:after-devices",
     "create:after-stage",
     "create:after-init",
     "create:after-state",
 ];
 
 /// A bundle with a bind-mounted volume, so a create also attaches a volume
-/// view, and (where the kernel has 2 MiB hugepages) a hugepage limit, so it
+/// view, a device (c 1:3 at a path of its own, so cnfbox makes the node on
+/// a tmpfs of the container's), and (where the kernel has 2 MiB hugepages) a hugepage limit, so it
 /// also makes a hugetlb cgroup and a hugetlbfs.
 fn bundle_with_volume(env: &Env, name: &str, scenario: &Scenario) -> test_bundles::Bundle {
     let hugepages = Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
@@ -39,6 +41,9 @@ fn bundle_with_volume(env: &Env, name: &str, scenario: &Scenario) -> test_bundle
             doc["mounts"].as_array_mut().unwrap().push(json!({
                 "destination": "/data", "type": "bind", "source": vol_s, "options": ["rbind", "rw"]
             }));
+            doc["linux"]["devices"] = json!([{
+                "path": "/dev/cnf/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666
+            }]);
             if hugepages {
                 doc["linux"]["resources"]["hugepageLimits"] =
                     json!([{ "pageSize": "2MB", "limit": 2 << 20 }]);
@@ -468,6 +473,14 @@ fn member_create_killed_at_each_step_keeps_the_pods_range() {
             b.scenario(&Scenario::Sleep)
                 .annotation("io.kubernetes.cri.sandbox-id", pod)
                 .annotation("io.kubernetes.cri.container-type", kind)
+                .modify(|s| {
+                    // A device node, made on a tmpfs of the member's own.
+                    let mut doc = serde_json::to_value(&*s).unwrap();
+                    doc["linux"]["devices"] = json!([{
+                        "path": "/dev/cnf/null", "type": "c", "major": 1, "minor": 3
+                    }]);
+                    *s = serde_json::from_value(doc).unwrap();
+                })
         })
     };
     let sandbox = annotated("ksandbox", "sandbox");

@@ -1089,3 +1089,64 @@ fn cri_host_to_container_propagation_and_recursive_read_only() {
     assert_eq!(n.shims(), 0, "shims left");
     n.stop();
 }
+
+/// Through CRI: CreateContainer's `devices` (what kubelet's device plugins
+/// and CDI produce) reach a cnfbox container as `linux.devices` with
+/// containerd's cgroup allow rules; cnfbox makes the nodes, owned by pod
+/// root as the host's nodes are by host root, so pod root opens them, also
+/// at a container path the host lacks. Nothing is left after the pod goes.
+#[test]
+fn cri_devices_reach_a_cnfbox_pod() {
+    let Some(mut n) = cri_node("cri_devices_reach_a_cnfbox_pod") else {
+        return;
+    };
+    for dev in ["/dev/net/tun", "/dev/kvm"] {
+        if !Path::new(dev).exists() {
+            eprintln!("SKIP cri_devices_reach_a_cnfbox_pod: this host has no {dev}");
+            n.stop();
+            return;
+        }
+    }
+    let config = n.env.config.clone().expect("config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[devices]\nallow = [\"c 10:232\"]\n");
+    std::fs::write(&config, text).unwrap();
+    let pod = n
+        .run_pod("devices", "cnfbox", &[])
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.log_tail()));
+    let mut c = cri::sleep_container("devices");
+    c.devices = vec![
+        k8s_cri::v1::Device {
+            host_path: "/dev/net/tun".into(),
+            container_path: "/dev/net/tun".into(),
+            permissions: "rwm".into(),
+        },
+        k8s_cri::v1::Device {
+            host_path: "/dev/kvm".into(),
+            container_path: "/dev/cnf/kvm0".into(),
+            permissions: "rwm".into(),
+        },
+    ];
+    let id = n.start_config(&pod, c);
+    let probe = "for d in /dev/net/tun /dev/cnf/kvm0; do \
+                   echo $d=$(stat -c %u:%g:%a $d):$(if exec 3<>$d; then echo open; else echo denied; fi); \
+                 done";
+    let (code, out, err) = n.exec(&id, &["/bin/sh", "-c", probe]);
+    assert_eq!(code, 0, "{err}");
+    // The host's nodes are root's, mode 0600: pod root's own here.
+    assert!(out.contains("/dev/net/tun=0:0:600:open"), "{out}{err}");
+    assert!(out.contains("/dev/cnf/kvm0=0:0:600:open"), "{out}{err}");
+    assert!(
+        !n.mounts("/devices/").is_empty(),
+        "no device tmpfs on the host"
+    );
+    n.remove_pod(&pod);
+    let left = n.mounts("/devices/");
+    assert!(left.is_empty(), "device tmpfs left: {left:?}");
+    assert!(
+        n.held_ranges().is_empty(),
+        "ranges left: {:?}",
+        n.held_ranges()
+    );
+    n.stop();
+}

@@ -23,6 +23,7 @@ pub const STEPS: &[&str] = &[
     "create:after-range",
     "create:after-mounts",
     "create:after-hugepages",
+    "create:after-devices",
     "create:after-stage",
     "create:after-init",
     "create:after-state",

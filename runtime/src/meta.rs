@@ -72,6 +72,9 @@ pub struct ContainerMeta {
     /// The pod's secondary interfaces (sandbox only) and where they go back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::net::PodNetwork>,
+    /// The device nodes cnfbox made for `linux.devices` and their tmpfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<crate::devices::Record>,
 }
 
 /// Whether the container whose state lives in `container_dir` has a record.
@@ -140,6 +143,19 @@ mod tests {
                 mounts: vec!["/run/cnfbox-mnt/x/hugepages/x/0".into()],
             }),
             network: None,
+            devices: Some(crate::devices::Record {
+                dir: "/run/cnfbox-mnt/x/devices/x".into(),
+                nodes: vec![crate::devices::Node {
+                    path: "/dev/kvm".into(),
+                    host_path: "/run/cnfbox-mnt/x/devices/x/0".into(),
+                    typ: 'c',
+                    major: 10,
+                    minor: 232,
+                    mode: 0o600,
+                    host_uid: 100_000,
+                    host_gid: 100_000,
+                }],
+            }),
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

@@ -677,6 +677,9 @@ pub fn teardown(root: &Path, meta: &ContainerMeta) -> Result<(), ProfileError> {
         h.teardown()
             .map_err(|e| ProfileError::Hugepages(Box::new(e)))?;
     }
+    if let Some(d) = &meta.devices {
+        crate::devices::detach(&d.dir);
+    }
     crate::volumes::detach_all(&meta.volume_views);
     if let Some(view) = &meta.rootfs_view {
         detach(view)?;
@@ -740,4 +743,5 @@ pub fn teardown_by_id(root: &Path, id: &str) {
         crate::hugetlbfs::detach_all(&mounts);
     }
     let _ = fs::remove_dir(&hugetlbfs);
+    crate::devices::detach(&mount_path(root, "devices").join(id));
 }

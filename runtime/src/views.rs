@@ -15,6 +15,7 @@
 //! | `rootfs/<id>/` | 0700, the pod's host root uid:gid | `root` (the rootfs view), `layers/` (overlay layer staging, during create), `net` (a member's netns pin, during create) |
 //! | `volumes/<id>/` | 0700, the pod's host root | `<n>`, the view of `mounts[n]` |
 //! | `hugepages/<id>/` | 0700, the pod's host root | `<i>`, the container's hugetlbfs |
+//! | `devices/<id>/` (a tmpfs) | 0700, the pod's host root | `<i>`, the node of `linux.devices[i]` (see `devices`) |
 //! | `netpins/` | 0700 root | `<id>-hostnet`, `<id>-podnet`: netns pins only cnfbox (host root) opens |
 //!
 //! Only host root and the pod's own host root uid can walk into a

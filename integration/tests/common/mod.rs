@@ -199,7 +199,7 @@ impl Drop for Env {
         // root dies with the test, so its (by now empty) directory goes too.
         // remove_dir never removes anything still holding a mount point.
         if let Some(base) = mount_base_of(&self.root) {
-            for kind in ["rootfs", "volumes", "ns", "hugepages", "netpins"] {
+            for kind in ["rootfs", "volumes", "ns", "hugepages", "netpins", "devices"] {
                 let _ = std::fs::remove_dir(base.join(kind));
             }
             let _ = std::fs::remove_dir(base);
@@ -236,8 +236,8 @@ pub fn cgroup_dirs_named(id: &str) -> Vec<PathBuf> {
     found
 }
 
-/// cnfbox's rootfs and volume views, namespace pins and hugetlbfs for
-/// container `id` (layout: runtime/src/views.rs).
+/// cnfbox's rootfs and volume views, namespace pins, hugetlbfs and device
+/// tmpfs for container `id` (layout: runtime/src/views.rs).
 pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for root in std::fs::read_dir("/run/cnfbox-mnt")
@@ -254,6 +254,7 @@ pub fn mount_points_of(id: &str) -> Vec<PathBuf> {
             root.path().join("volumes").join(id),
             root.path().join("netpins").join(format!("{id}-hostnet")),
             root.path().join("netpins").join(format!("{id}-podnet")),
+            root.path().join("devices").join(id),
         ] {
             if p.exists() {
                 found.push(p);

@@ -184,7 +184,38 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
             }
         }
     };
+    // Device nodes: made on the host after the mapping is known (their
+    // owners are the pod's host ids). The tmpfs at its fixed path
+    // (`<mount base>/devices/<id>`) is the journal a killed create leaves
+    // for `delete --force`; a failed one is undone here.
+    let devices = crate::devices::setup(
+        &ctx.root,
+        o.id,
+        &mut spec,
+        applied.mapping.as_ref(),
+        &idmap::EtcRoot::default().config_path(),
+    );
+    let devices = match devices {
+        Ok(d) => {
+            if d.is_some() {
+                failpoint::hit("create:after-devices");
+            }
+            d
+        }
+        Err(err) => {
+            if let Some(h) = &hugepages {
+                if let Err(err) = h.teardown() {
+                    tracing::warn!(%err, "remove hugepages after failed create");
+                }
+            }
+            profile::undo(&applied);
+            return Err(err).with_context(|| format!("create container {}", o.id));
+        }
+    };
     let undo = || {
+        if let Some(d) = &devices {
+            crate::devices::detach(&d.dir);
+        }
         if let Some(h) = &hugepages {
             if let Err(err) = h.teardown() {
                 tracing::warn!(%err, "remove hugepages after failed create");
@@ -234,6 +265,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         numa,
         hugepages: hugepages.clone(),
         network: None,
+        devices: devices.clone(),
     };
     let built = build(ctx, o, &stage, driver);
     if let Some(pin) = &applied.pinned {
@@ -354,7 +386,13 @@ fn harden_views(spec: &oci_spec::runtime::Spec, meta: &ContainerMeta) -> anyhow:
         tracing::warn!("no mount namespace in the spec: host-side views keep suid,dev");
         return Ok(());
     }
-    let views = meta.rootfs_view.iter().chain(&meta.volume_views);
+    // The device tmpfs too: the container's binds of its nodes are copies
+    // made in the init's mount namespace and keep `dev`.
+    let views = meta
+        .rootfs_view
+        .iter()
+        .chain(&meta.volume_views)
+        .chain(meta.devices.iter().map(|d| &d.dir));
     crate::views::harden(views.map(PathBuf::as_path))?;
     Ok(())
 }

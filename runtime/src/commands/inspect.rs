@@ -82,6 +82,42 @@ struct ContainerView {
     numa: Option<NumaView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hugepages: Vec<HugepageView>,
+    /// Device nodes cnfbox made for `linux.devices`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    devices: Vec<DeviceView>,
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    /// Where the container sees it.
+    path: String,
+    /// `c 10:232`.
+    device: String,
+    /// The node on the host.
+    host_path: String,
+    /// Its host owner and mode as they are now (as made, if it is gone).
+    host_uid: u32,
+    host_gid: u32,
+    mode: String,
+}
+
+fn devices(meta: &ContainerMeta) -> Vec<DeviceView> {
+    meta.devices
+        .iter()
+        .flat_map(|d| &d.nodes)
+        .map(|n| {
+            let (uid, gid, mode) =
+                crate::devices::host_owner(n).unwrap_or((n.host_uid, n.host_gid, n.mode));
+            DeviceView {
+                path: n.path.display().to_string(),
+                device: n.device(),
+                host_path: n.host_path.display().to_string(),
+                host_uid: uid,
+                host_gid: gid,
+                mode: format!("{mode:04o}"),
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -212,6 +248,7 @@ fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView 
         idmapped_mounts: mounts,
         numa: numa(spec.as_ref(), meta),
         hugepages,
+        devices: devices(meta),
     }
 }
 
@@ -328,6 +365,13 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                         h.limit,
                         opt(h.usage),
                         opt(h.reserved)
+                    )?;
+                }
+                for d in &c.devices {
+                    writeln!(
+                        out,
+                        "    device {} {} mode {} host owner {}:{} ({})",
+                        d.path, d.device, d.mode, d.host_uid, d.host_gid, d.host_path
                     )?;
                 }
             }
