@@ -127,9 +127,12 @@ fn is_dead(stat: &str) -> bool {
         .is_some_and(|state| state == "Z" || state == "X")
 }
 
-/// ENOENT or ESRCH: the process exited while we looked.
+/// ENOENT or ESRCH: the process exited while we looked. EINVAL too: it is
+/// what opening `uid_map`/`gid_map` of a task that is already gone returns
+/// (`proc_id_map_open` finds no task, hence no user namespace).
 fn gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::EINVAL))
 }
 
 fn read_gone_ok(path: &Path) -> Result<Option<String>, ProcScanError> {

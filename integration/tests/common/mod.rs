@@ -40,6 +40,27 @@ pub fn can_run(test: &str) -> bool {
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// Slices of host IDs for test environments: 500 of `ENV_POOL` above 2^31.
+const SLOTS: u64 = 500;
+
+/// A slice no live environment holds: an exclusive flock on its file in
+/// `/run/cnfbox-it-slots`, held until the environment is dropped.
+fn claim_slot() -> (u64, nix::fcntl::Flock<std::fs::File>) {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = Path::new("/run/cnfbox-it-slots");
+    std::fs::create_dir_all(dir).expect("slot dir");
+    let first =
+        (u64::from(std::process::id()) * 131 + ENVS.fetch_add(1, Ordering::Relaxed) as u64) % SLOTS;
+    for i in 0..SLOTS {
+        let slot = (first + i) % SLOTS;
+        let file = std::fs::File::create(dir.join(format!("{slot}.lock"))).expect("slot file");
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return (slot, lock);
+        }
+    }
+    panic!("all {SLOTS} test ID slots are held by live test environments");
+}
+
 /// A private state root and bundle area for one test.
 pub struct Env {
     pub tmp: tempfile::TempDir,
@@ -47,6 +68,8 @@ pub struct Env {
     /// The host ID pool config every command gets through `CNFBOX_CONFIG`
     /// (`None`: the variable is removed).
     pub config: Option<PathBuf>,
+    /// This environment's slice of host IDs, held across test processes.
+    _slot: nix::fcntl::Flock<std::fs::File>,
 }
 
 static ENVS: AtomicUsize = AtomicUsize::new(0);
@@ -68,11 +91,12 @@ impl Env {
         )
         .expect("chmod 0700 test dir");
         let root = tmp.path().join("state");
-        // Each environment gets its own ledger and, as far as chance allows,
-        // its own slice of host IDs above 2^31.
-        let slot = (u64::from(std::process::id()) * 131
-            + ENVS.fetch_add(1, Ordering::Relaxed) as u64)
-            % 500;
+        // Each environment gets its own ledger and its own slice of host
+        // IDs above 2^31, never one another live environment holds, in this
+        // test process or another (`ranges gc` keeps a range that a live
+        // user namespace is mapped on, so two environments on one slice
+        // would see each other's pods).
+        let (slot, lock) = claim_slot();
         let start = (1u64 << 31) + slot * ENV_POOL;
         let config = tmp.path().join("cnfbox.toml");
         std::fs::write(
@@ -87,6 +111,7 @@ impl Env {
             tmp,
             root,
             config: Some(config),
+            _slot: lock,
         }
     }
 
