@@ -179,7 +179,54 @@ pub fn set_host_side_attrs(path: &Path) -> Result<(), MountError> {
     })
 }
 
-/// mount_setattr(2) on `(dirfd, path)` with `flags | AT_RECURSIVE`.
+/// The atime behaviour of a mount (mount_setattr(2)): one mode, and
+/// whether directories skip it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Atime {
+    /// `MOUNT_ATTR_RELATIME` (0), `_NOATIME` (0x10) or `_STRICTATIME` (0x20).
+    pub mode: Option<u64>,
+    /// `MOUNT_ATTR_NODIRATIME`.
+    pub nodiratime: bool,
+}
+
+/// `MOUNT_ATTR__ATIME`: the atime mode bits.
+const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+/// `MOUNT_ATTR_NODIRATIME`.
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+/// Sets `atime` on the mount at `path` (and, if `recursive`, its
+/// submounts). Done on a host-side view before a container's user
+/// namespace exists: in a mount namespace owned by a user namespace the
+/// kernel locks a mount's atime flags (`MNT_LOCK_ATIME`), so the container's
+/// runtime may then only repeat them, never change them.
+pub fn set_atime(path: &Path, atime: Atime, recursive: bool) -> Result<(), MountError> {
+    let c = cpath(path)?;
+    let mut attr = MountAttr::default();
+    if let Some(mode) = atime.mode {
+        attr.attr_set |= mode;
+        attr.attr_clr |= MOUNT_ATTR_ATIME_MASK;
+    }
+    if atime.nodiratime {
+        attr.attr_set |= MOUNT_ATTR_NODIRATIME;
+    }
+    let flags = if recursive {
+        libc::AT_SYMLINK_NOFOLLOW
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW | NOT_RECURSIVE
+    };
+    mount_setattr(libc::AT_FDCWD, &c, flags, &attr).map_err(|source| MountError::SetAttr {
+        path: path.to_owned(),
+        attrs: "atime",
+        source,
+    })
+}
+
+/// A flag bit outside the kernel's, telling [`mount_setattr`] not to add
+/// `AT_RECURSIVE`.
+const NOT_RECURSIVE: libc::c_int = 1 << 30;
+
+/// mount_setattr(2) on `(dirfd, path)` with `flags | AT_RECURSIVE` (unless
+/// `flags` holds [`NOT_RECURSIVE`]).
 fn mount_setattr(
     dirfd: libc::c_int,
     path: &std::ffi::CStr,
@@ -195,7 +242,11 @@ fn mount_setattr(
             libc::SYS_mount_setattr,
             dirfd,
             path.as_ptr(),
-            (flags | libc::AT_RECURSIVE) as libc::c_uint,
+            (if flags & NOT_RECURSIVE != 0 {
+                flags & !NOT_RECURSIVE
+            } else {
+                flags | libc::AT_RECURSIVE
+            }) as libc::c_uint,
             std::ptr::from_ref(attr),
             std::mem::size_of::<MountAttr>(),
         )

@@ -206,3 +206,65 @@ fn idmap_on_a_mount_that_is_not_a_bind_is_refused() {
     }
     assert!(env.allocator().list().unwrap().is_empty());
 }
+
+/// atime options on a bind volume (`rnoatime`, `noatime`, `strictatime`,
+/// `rnodiratime`) take effect inside, on the mount and, for the recursive
+/// forms, its submounts. They failed with EPERM: the kernel locks atime
+/// flags on the mounts of a user-namespace-owned mount namespace, so cnfbox
+/// sets them on the host-side view first.
+#[test]
+fn atime_options_on_volumes_take_effect() {
+    if !can_run("volume atime options") {
+        return;
+    }
+    let env = Env::new();
+    let dir = volume_dir(&env, "atime-src");
+    let sub = dir.join("sub");
+    fs::create_dir_all(&sub).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "cnfbox-atime-sub"])
+        .arg(&sub)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    // mountinfo field 6 holds the per-mount options.
+    let script =
+        "awk '$5 == \"/data\" || $5 == \"/data/sub\" {print $5\"=\"$6}' /proc/self/mountinfo";
+    for (opts, top, below) in [
+        (vec!["rbind", "rnoatime"], "noatime", "noatime"),
+        (vec!["rbind", "noatime", "ro"], "noatime", "relatime"),
+        (vec!["rbind", "rstrictatime"], "", ""),
+        (vec!["rbind", "rnodiratime"], "nodiratime", "nodiratime"),
+    ] {
+        let name = format!("atime-{}", opts[1]);
+        let opts_json: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+        let bundle = with_volume(&env, &name, &dir, script, move |d| {
+            let mounts = d["mounts"].as_array_mut().unwrap();
+            mounts.last_mut().unwrap()["options"] = json!(opts_json);
+        });
+        let id = env.id(&name);
+        let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+        assert!(out.status.success(), "{opts:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let flags = |mnt: &str| kv(&text, mnt);
+        let (t, b) = (flags("/data"), flags("/data/sub"));
+        let has = |f: &str, want: &str| {
+            if want.is_empty() {
+                // strictatime shows as neither noatime nor relatime.
+                !f.contains("noatime") && !f.contains("relatime")
+            } else {
+                f.split(',').any(|x| x == want)
+            }
+        };
+        assert!(
+            has(&t, top),
+            "{opts:?}: /data has {t:?}, want {top:?} ({text})"
+        );
+        assert!(
+            has(&b, below),
+            "{opts:?}: /data/sub has {b:?}, want {below:?} ({text})"
+        );
+        common::assert_nothing_left(&env, &id);
+    }
+    let _ = std::process::Command::new("umount").arg(&sub).status();
+}

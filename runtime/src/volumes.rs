@@ -205,6 +205,7 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
                 });
             }
             views.push(view.clone());
+            host_side_atime(index, m, &view)?;
             m.set_source(Some(view));
             m.set_uid_mappings(None);
             m.set_gid_mappings(None);
@@ -231,6 +232,45 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
             Err(e)
         }
     }
+}
+
+/// The bind's atime options (`noatime`, `rnoatime`, `strictatime`,
+/// `nodiratime`, ...) set on its host-side view. The kernel locks atime
+/// flags on every mount of the container's (user-namespace-owned) mount
+/// namespace, so libcontainer's remount with them failed with EPERM; set
+/// here first, its remount repeats what is already there. The options stay
+/// in the spec: a later remount (`ro`) without them would change them back,
+/// which the lock refuses.
+fn host_side_atime(index: usize, m: &Mount, view: &Path) -> Result<(), VolumeError> {
+    let mut flat = idmap::mount::Atime::default();
+    let mut deep = idmap::mount::Atime::default();
+    for o in m.options().iter().flatten() {
+        let known = |n: &str| matches!(n, "noatime" | "strictatime" | "relatime" | "nodiratime");
+        let (rec, name) = match o.strip_prefix('r') {
+            Some(n) if known(n) => (true, n),
+            _ => (false, o.as_str()),
+        };
+        let which = if rec { &mut deep } else { &mut flat };
+        match name {
+            "noatime" => which.mode = Some(0x10),
+            "strictatime" => which.mode = Some(0x20),
+            "relatime" => which.mode = Some(0),
+            "nodiratime" => which.nodiratime = true,
+            _ => {}
+        }
+    }
+    for (atime, recursive) in [(deep, true), (flat, false)] {
+        if atime == idmap::mount::Atime::default() {
+            continue;
+        }
+        idmap::mount::set_atime(view, atime, recursive).map_err(|source| VolumeError::Idmap {
+            index,
+            dest: m.destination().clone(),
+            source_path: view.to_path_buf(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
 }
 
 /// A detached recursive clone of `src` attached at `view`, unmapped.
