@@ -153,7 +153,7 @@ pub fn set_idmap_with_attrs(
         userns_fd: fd,
         ..MountAttr::default()
     };
-    mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, &attr).map_err(|errno| {
+    mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, true, &attr).map_err(|errno| {
         MountError::SetIdmap {
             path: path.to_owned(),
             hint: refusal_hint(path, errno),
@@ -170,7 +170,7 @@ pub fn set_host_side_attrs(path: &Path) -> Result<(), MountError> {
         attr_set: HOST_SIDE_ATTRS,
         ..MountAttr::default()
     };
-    mount_setattr(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW, &attr).map_err(|source| {
+    mount_setattr(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW, true, &attr).map_err(|source| {
         MountError::SetAttr {
             path: path.to_owned(),
             attrs: "nosuid,nodev",
@@ -209,30 +209,34 @@ pub fn set_atime(path: &Path, atime: Atime, recursive: bool) -> Result<(), Mount
     if atime.nodiratime {
         attr.attr_set |= MOUNT_ATTR_NODIRATIME;
     }
-    let flags = if recursive {
-        libc::AT_SYMLINK_NOFOLLOW
-    } else {
-        libc::AT_SYMLINK_NOFOLLOW | NOT_RECURSIVE
-    };
-    mount_setattr(libc::AT_FDCWD, &c, flags, &attr).map_err(|source| MountError::SetAttr {
+    mount_setattr(
+        libc::AT_FDCWD,
+        &c,
+        libc::AT_SYMLINK_NOFOLLOW,
+        recursive,
+        &attr,
+    )
+    .map_err(|source| MountError::SetAttr {
         path: path.to_owned(),
         attrs: "atime",
         source,
     })
 }
 
-/// A flag bit outside the kernel's, telling [`mount_setattr`] not to add
-/// `AT_RECURSIVE`.
-const NOT_RECURSIVE: libc::c_int = 1 << 30;
-
-/// mount_setattr(2) on `(dirfd, path)` with `flags | AT_RECURSIVE` (unless
-/// `flags` holds [`NOT_RECURSIVE`]).
+/// mount_setattr(2) on `(dirfd, path)` with `flags`, plus `AT_RECURSIVE`
+/// when `recursive`.
 fn mount_setattr(
     dirfd: libc::c_int,
     path: &std::ffi::CStr,
     flags: libc::c_int,
+    recursive: bool,
     attr: &MountAttr,
 ) -> Result<(), Errno> {
+    let flags = if recursive {
+        flags | libc::AT_RECURSIVE
+    } else {
+        flags
+    };
     // SAFETY: `attr` is a live, properly aligned `struct mount_attr` whose
     // size we pass; `path` is a NUL-terminated string that outlives the
     // call; `dirfd` is AT_FDCWD or a descriptor the caller keeps open for
@@ -242,11 +246,7 @@ fn mount_setattr(
             libc::SYS_mount_setattr,
             dirfd,
             path.as_ptr(),
-            (if flags & NOT_RECURSIVE != 0 {
-                flags & !NOT_RECURSIVE
-            } else {
-                flags | libc::AT_RECURSIVE
-            }) as libc::c_uint,
+            flags as libc::c_uint,
             std::ptr::from_ref(attr),
             std::mem::size_of::<MountAttr>(),
         )
