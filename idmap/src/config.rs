@@ -179,6 +179,25 @@ pub struct IdmapConfig {
     /// Whether pods may share the host user namespace (`hostUsers: true`).
     #[serde(default)]
     pub allow_host_userns: bool,
+    /// Who decides a pod's user namespace (`always` or `kubelet`).
+    #[serde(default)]
+    pub mode: IdmapMode,
+}
+
+/// `[idmap] mode`: who decides whether and how a pod gets its own user
+/// namespace.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IdmapMode {
+    /// Every pod of the handler gets its own user namespace: a range from
+    /// the pool, or the mapping kubelet put in the spec (`hostUsers: false`).
+    #[default]
+    Always,
+    /// Follow the CRI, as runc does: a spec without a user namespace
+    /// (`NamespaceMode_NODE`, `hostUsers: true`) runs in the host's; one
+    /// with kubelet's mappings runs with them as given, host IDs below
+    /// 65536 included (kubelet is then the authority over its ranges).
+    Kubelet,
 }
 
 fn default_range_size() -> u32 {
@@ -198,6 +217,7 @@ impl Default for IdmapConfig {
             range_size: default_range_size(),
             ledger_dir: default_ledger_dir(),
             allow_host_userns: false,
+            mode: IdmapMode::Always,
         }
     }
 }

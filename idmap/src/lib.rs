@@ -29,7 +29,7 @@ pub mod subid;
 pub mod userns;
 
 pub use alloc::{AllocError, Allocator, Release, RepairReport};
-pub use config::{Config, ConfigError, EtcRoot, IdmapConfig, Pools};
+pub use config::{Config, ConfigError, EtcRoot, IdmapConfig, IdmapMode, Pools};
 pub use ledger::{Ledger, LedgerError};
 pub use mount::{idmapped_bind, idmapped_bind_with, MountError};
 pub use procscan::{InUse, ProcScanError};

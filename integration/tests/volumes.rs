@@ -158,6 +158,35 @@ fn per_mount_mappings_are_honoured() {
     assert_nothing_left(&env, &id);
 }
 
+/// A mount's own mapping may only name the pod's host IDs: one naming a
+/// host user's (here uid 1000's) would let pod root write as that user.
+#[test]
+fn per_mount_mappings_outside_the_pods_range_are_refused() {
+    if !can_run("per-mount mappings outside the pod") {
+        return;
+    }
+    let env = Env::new();
+    let vol = volume_dir(&env, "vol");
+    let host: u64 = 3_100_065_536;
+    let bundle = with_volume(&env, "o", &vol, "true", move |d| {
+        d["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        let pod = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+        d["linux"]["uidMappings"] = pod.clone();
+        d["linux"]["gidMappings"] = pod;
+        let last = d["mounts"].as_array_mut().unwrap().last_mut().unwrap();
+        last["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        last["gidMappings"] = json!([{"containerID": 0, "hostID": host, "size": 1}]);
+    });
+    let id = env.id("outside");
+    let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+    assert_one_line_error(&out, &["/data", "uidMappings", "outside the pod's range"]);
+    assert_nothing_left(&env, &id);
+    assert!(env.allocator().list().unwrap().is_empty());
+}
+
 #[test]
 fn a_filesystem_that_cannot_be_idmapped_is_a_clear_error() {
     if !can_run("ramfs volume") {

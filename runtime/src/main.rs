@@ -25,6 +25,7 @@ mod pod;
 mod profile;
 mod propagation;
 mod sysctl;
+mod userns_path;
 mod views;
 mod volumes;
 

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use idmap::{Allocator, Config, EtcRoot, Mapping, PodMapping};
+use idmap::{Allocator, Config, EtcRoot, IdmapMode, Mapping, PodMapping};
 use libcontainer::container::{Container, ContainerStatus};
 use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::{
@@ -37,9 +37,11 @@ pub enum ProfileError {
     #[error("linux.{field}: {reason}")]
     Mappings { field: &'static str, reason: String },
     #[error(
-        "linux.namespaces: a user namespace path ({path}) is only set by cnfbox for pod members"
+        "linux.namespaces: a user namespace path ({path}) is only set by cnfbox for pod members or by the CRI for a sandbox"
     )]
     UsernsPath { path: PathBuf },
+    #[error("linux.namespaces: the sandbox's user namespace path")]
+    JoinedUserns(#[source] crate::userns_path::UsernsPathError),
     #[error("running in the host's user namespace ({how}) is refused: set `allow_host_userns = true` under [idmap] in {config} to permit it")]
     HostUserns { how: String, config: PathBuf },
     #[error("linux.namespaces: network path {path} belongs to the host's user namespace; a pod with its own user namespace cannot join it (omit the path and cnfbox creates the pod's network namespace)")]
@@ -160,9 +162,10 @@ pub fn apply(
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
     let etc = EtcRoot::default();
+    let config = Config::load(&etc).map_err(ProfileError::Config)?;
+    let kubelet = config.idmap.mode == IdmapMode::Kubelet;
     let host = match host_userns_request(spec) {
         Some(how) => {
-            let config = Config::load(&etc).map_err(ProfileError::Config)?;
             if !config.idmap.allow_host_userns {
                 return Err(ProfileError::HostUserns {
                     how,
@@ -170,6 +173,10 @@ pub fn apply(
                 });
             }
             Some(how)
+        }
+        // The CRI's NamespaceMode_NODE, followed as runc follows it.
+        None if kubelet && user_ns(spec).is_none() => {
+            Some("no user namespace in the spec, [idmap] mode = \"kubelet\"".to_string())
         }
         // Host network/PID/IPC or privileged: by `[pods] host_namespaces`.
         None => crate::host_ns::admit(spec, &etc.config_path())
@@ -194,7 +201,7 @@ pub fn apply(
     }
     let (mapping, granted_here, pinned, adopted_netns) = match &role {
         Role::Sandbox { pod } => {
-            let (m, granted, adopted) = own_userns(&key, spec, pod)?;
+            let (m, granted, adopted) = own_userns(&key, spec, pod, kubelet)?;
             // The container's directory, before anything goes into it.
             if let Err(err) = container_dir(root, id, &m) {
                 if granted {
@@ -336,14 +343,26 @@ fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
 
 /// The sandbox's own user namespace: kubelet's mapping registered, or a
 /// fresh range allocated, for pod `pod` of state root `root` (a ledger key).
+///
+/// containerd 2.x gives a kubelet user-namespace sandbox the path of a user
+/// namespace of kubelet's mappings that owns the pod's network namespace
+/// (`userns_path`): the sandbox joins it, with the mappings the kernel
+/// holds for it. In `kubelet` mode a mapping below 65536 is taken as given
+/// and not recorded (cnfbox's pool never reaches there).
 fn own_userns(
     root: &Path,
     spec: &mut Spec,
     pod: &str,
+    kubelet: bool,
 ) -> Result<(PodMapping, bool, Option<PathBuf>), ProfileError> {
-    if let Some(path) = user_ns(spec).and_then(|n| n.path().clone()) {
-        return Err(ProfileError::UsernsPath { path });
-    }
+    let joined = match user_ns(spec).and_then(|n| n.path().clone()) {
+        Some(path) if is_cri_sandbox(spec) => {
+            let m = crate::userns_path::mappings(&path).map_err(ProfileError::JoinedUserns)?;
+            Some((path, m))
+        }
+        Some(path) => return Err(ProfileError::UsernsPath { path }),
+        None => None,
+    };
     let adopted = match check_netns_path(spec) {
         Err(ProfileError::HostOwnedNetns { path })
             if is_cri_sandbox(spec) && crate::adopt::adoptable(&path) =>
@@ -365,24 +384,55 @@ fn own_userns(
         .show_in(Some(root), pod)
         .map_err(|e| ProfileError::Alloc(Box::new(e)))?
         .is_some();
-    let mapping = if given_uid.is_empty() && given_gid.is_empty() {
-        alloc
-            .allocate_in(Some(root), pod)
-            .map_err(|e| ProfileError::Alloc(Box::new(e)))?
+    let given = if given_uid.is_empty() && given_gid.is_empty() {
+        None
     } else {
-        let mapping = PodMapping {
+        Some(PodMapping {
             uid: one_line("uidMappings", &given_uid)?,
             gid: one_line("gidMappings", &given_gid)?,
-        };
-        alloc
-            .register_in(Some(root), pod, mapping)
-            .map_err(|source| ProfileError::Register {
-                pod: pod.to_string(),
-                source: Box::new(source),
-            })?;
-        mapping
+        })
+    };
+    let given = match (&joined, given) {
+        (Some((path, held)), Some(g)) if g != *held => {
+            return Err(ProfileError::Mappings {
+                field: "uidMappings",
+                reason: format!(
+                    "{g} differs from the mappings {held} of the user namespace {}",
+                    path.display()
+                ),
+            })
+        }
+        (Some((_, held)), _) => Some(*held),
+        (None, g) => g,
+    };
+    let low = |m: &PodMapping| {
+        m.uid.host_range().touches_host_reserved() || m.gid.host_range().touches_host_reserved()
+    };
+    let mapping = match given {
+        None => alloc
+            .allocate_in(Some(root), pod)
+            .map_err(|e| ProfileError::Alloc(Box::new(e)))?,
+        Some(mapping) if kubelet && low(&mapping) => {
+            tracing::warn!(pod, %mapping, "kubelet's mapping reaches below 65536: used as given and not recorded ([idmap] mode = \"kubelet\")");
+            mapping
+        }
+        Some(mapping) => {
+            alloc
+                .register_in(Some(root), pod, mapping)
+                .map_err(|source| ProfileError::Register {
+                    pod: pod.to_string(),
+                    source: Box::new(source),
+                })?;
+            mapping
+        }
     };
     crate::failpoint::hit("create:after-range");
+    if joined.is_some() {
+        // libcontainer joins the namespace; its mappings are the kernel's.
+        linux.set_uid_mappings(None);
+        linux.set_gid_mappings(None);
+        return Ok((mapping, !existed, adopted));
+    }
     linux.set_uid_mappings(Some(vec![to_oci("uidMappings", mapping.uid)?]));
     linux.set_gid_mappings(Some(vec![to_oci("gidMappings", mapping.gid)?]));
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();

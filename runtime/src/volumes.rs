@@ -103,10 +103,33 @@ fn wanted(
     let opts: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
     let asked = opts.iter().any(|o| *o == "idmap" || *o == "ridmap");
     match (m.uid_mappings(), m.gid_mappings()) {
-        (Some(u), Some(g)) => Ok(Some(PodMapping {
-            uid: one_line(index, m, "uidMappings", u)?,
-            gid: one_line(index, m, "gidMappings", g)?,
-        })),
+        (Some(u), Some(g)) => {
+            let own = PodMapping {
+                uid: one_line(index, m, "uidMappings", u)?,
+                gid: one_line(index, m, "gidMappings", g)?,
+            };
+            // A mount's host IDs are the pod's own: outside them the pod
+            // could only ever see unmapped owners, and a mapping that names
+            // other host IDs is a mistake or an attempt on them.
+            for (field, mine, pods) in [
+                ("uidMappings", own.uid, pod.uid),
+                ("gidMappings", own.gid, pod.gid),
+            ] {
+                if !pods.host_range().contains_range(&mine.host_range()) {
+                    return Err(VolumeError::Mappings {
+                        index,
+                        dest: m.destination().clone(),
+                        field,
+                        reason: format!(
+                            "host IDs {} lie outside the pod's range {}",
+                            mine.host_range(),
+                            pods.host_range()
+                        ),
+                    });
+                }
+            }
+            Ok(Some(own))
+        }
         (Some(_), None) | (None, Some(_)) => Err(VolumeError::Mappings {
             index,
             dest: m.destination().clone(),

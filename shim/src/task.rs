@@ -250,9 +250,13 @@ impl Service {
         let cnfbox = state.cnfbox(self.exits.clone());
         let rootfs_mounted = !req.rootfs.is_empty();
         if rootfs_mounted {
-            rootfs::mount_all(&req.rootfs, &bundle.join("rootfs"))
-                .await
-                .map_err(internal)?;
+            rootfs::mount_all(
+                &req.rootfs,
+                &bundle.join("rootfs"),
+                &bundle.join("config.json"),
+            )
+            .await
+            .map_err(internal)?;
         }
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
