@@ -246,3 +246,75 @@ fn cri_kubelet_userns_pod_runs_with_kubelets_mappings() {
     assert_eq!(n.shims(), 0, "shims left");
     n.stop();
 }
+
+/// `[idmap] mode = "kubelet"`: cnfbox follows the CRI as runc does. A pod
+/// kubelet runs with `hostUsers: true` (`NamespaceMode_NODE`) is in the
+/// host's user namespace; a `hostUsers: false` one gets exactly kubelet's
+/// mapping, host IDs below 65536 included (refused in the default
+/// `always` mode, where every pod of the handler gets a range of its own).
+#[test]
+fn cri_kubelet_mode_follows_the_cri() {
+    let test = "cri_kubelet_mode_follows_the_cri";
+    let Some(n) = cri_node(test) else {
+        return;
+    };
+    let Some(mut n) = skip_unless_containerd2(n, test) else {
+        return;
+    };
+    let handler = "cnfbox-runc";
+    let low = userns(NamespaceMode::Pod, 0);
+    // The default mode refuses a mapping onto the host's own IDs.
+    let err = run_userns_pod(&mut n, "klow-always", handler, &low)
+        .map(|p| p.id)
+        .expect_err("always mode must refuse host IDs below 65536");
+    assert!(
+        err.message().contains("65536") || err.message().contains("reserved"),
+        "names the reserved IDs: {}",
+        err.message()
+    );
+    let config = n.env.config.clone().expect("config");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("[idmap]\n", "[idmap]\nmode = \"kubelet\"\n"),
+    )
+    .expect("write config");
+
+    let vol = n.env.tmp.path().join("kvol");
+    std::fs::create_dir(&vol).expect("volume dir");
+    let vol_s = vol.to_string_lossy().into_owned();
+    let node = userns(NamespaceMode::Node, 0);
+    let block = kubelet_block(&n, 0);
+    for (name, ns, want) in [
+        ("knode", &node, (0, 0, 4_294_967_295)),
+        (
+            "kpod",
+            &userns(NamespaceMode::Pod, block),
+            (0, u64::from(block), 65536),
+        ),
+        ("klow", &low, (0, 0, 65536)),
+    ] {
+        let pod = run_userns_pod(&mut n, name, handler, ns)
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", n.log_tail()));
+        let c = start_userns_container(&mut n, &pod, ns, &vol_s);
+        let (code, out, err) = n.exec(&c, &["cat", "/proc/self/uid_map"]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_eq!(uid_map(&out), want, "{name}: {out}");
+        let held = n.held_ranges();
+        match name {
+            "kpod" => assert!(
+                held.iter().any(|r| r.contains(&block.to_string())),
+                "{name}: kubelet's mapping is recorded: {held:?}"
+            ),
+            _ => assert!(held.is_empty(), "{name}: nothing recorded: {held:?}"),
+        }
+        n.remove_pod(&pod);
+    }
+    assert!(
+        n.held_ranges().is_empty(),
+        "ranges left: {:?}",
+        n.held_ranges()
+    );
+    assert_eq!(n.shims(), 0, "shims left");
+    n.stop();
+}

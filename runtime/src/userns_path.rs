@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use idmap::{Mapping, PodMapping};
@@ -124,7 +124,7 @@ fn read_in_child(ns: &File, path: &Path) -> Result<String, UsernsPathError> {
     };
     drop(wr);
     let mut text = String::new();
-    let read = File::from(OwnedFd::from(rd)).read_to_string(&mut text);
+    let read = File::from(rd).read_to_string(&mut text);
     let status = nix::sys::wait::waitpid(child, None);
     match (read, status) {
         (Ok(_), Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) => Ok(text),
@@ -136,15 +136,16 @@ fn read_in_child(ns: &File, path: &Path) -> Result<String, UsernsPathError> {
 
 /// The forked child: never returns.
 fn child_main(ns: i32, out: i32) -> ! {
-    const MAPS: [&[u8]; 2] = [b"/proc/self/uid_map\0", b"/proc/self/gid_map\0"];
+    const MAPS: [&std::ffi::CStr; 2] = [c"/proc/self/uid_map", c"/proc/self/gid_map"];
+    const NUL: [u8; 1] = [0];
     // SAFETY: raw syscalls on fds this process holds and on its own stack
-    // buffer; the path literals are NUL-terminated.
+    // buffer; the paths are C strings.
     unsafe {
         if libc::setns(ns, libc::CLONE_NEWUSER) != 0 {
             libc::_exit(1);
         }
         for (i, p) in MAPS.iter().enumerate() {
-            if i > 0 && libc::write(out, b"\0".as_ptr().cast(), 1) != 1 {
+            if i > 0 && libc::write(out, NUL.as_ptr().cast(), 1) != 1 {
                 libc::_exit(1);
             }
             let fd = libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
