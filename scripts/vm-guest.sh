@@ -42,6 +42,23 @@ for n in /sys/devices/system/node/node[0-9]*; do
   echo "vm-guest: $(basename "$n") cpus $(cat "$n/cpulist")" \
     "free 2M pages $(cat "$n/hugepages/hugepages-2048kB/free_hugepages")"
 done
+# The VFIO test's device: QEMU's e1000e (8086:10d3, no driver in the
+# guest) in its own IOMMU group, bound to vfio-pci.
+vfio_dev=
+for d in /sys/bus/pci/devices/*; do
+  [[ "$(cat "$d/vendor"):$(cat "$d/device")" == 0x8086:0x10d3 ]] && vfio_dev=$(basename "$d")
+done
+if [[ -n "$vfio_dev" && -e "/sys/bus/pci/devices/$vfio_dev/iommu_group" ]]; then
+  echo vfio-pci > "/sys/bus/pci/devices/$vfio_dev/driver_override" || fail "driver_override of $vfio_dev"
+  echo "$vfio_dev" > /sys/bus/pci/drivers/vfio-pci/bind || fail "bind $vfio_dev to vfio-pci"
+  group=$(basename "$(readlink "/sys/bus/pci/devices/$vfio_dev/iommu_group")")
+  [[ -c "/dev/vfio/$group" && -c /dev/vfio/vfio ]] || fail "no /dev/vfio/$group or /dev/vfio/vfio after binding $vfio_dev"
+  export CNFBOX_VM_VFIO=$vfio_dev
+  echo "vm-guest: $vfio_dev (e1000e) bound to vfio-pci, IOMMU group $group" \
+    "($(ls "/sys/kernel/iommu_groups/$group/devices" | tr '\n' ' '))"
+else
+  echo "vm-guest: no e1000e behind an IOMMU (found '${vfio_dev}'): the VFIO test will skip"
+fi
 
 # shellcheck source=/dev/null
 . "$res/plan.sh"

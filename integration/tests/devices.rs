@@ -431,3 +431,102 @@ fn a_failed_create_leaves_no_device_tmpfs() {
     let base = mount_base_of(&env.root).unwrap();
     assert!(!base.join("devices").join(&id).exists());
 }
+
+/// VFIO's container node (misc 10:196).
+const VFIO_CONTAINER: (i64, i64) = (10, 196);
+
+/// The VFIO group node of the lane's vfio-pci device (`CNFBOX_VM_VFIO`, a
+/// PCI address set by `scripts/vm-guest.sh`): its path, numbers and the
+/// device's address.
+fn lane_vfio_group(test: &str) -> Option<(String, (i64, i64), String)> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let Some(dev) = std::env::var_os("CNFBOX_VM_VFIO") else {
+        eprintln!(
+            "SKIP {test}: runs in the VM lane only (bash scripts/vm-test.sh binds an emulated \
+             NIC behind QEMU's IOMMU to vfio-pci; this host has no IOMMU group)"
+        );
+        return None;
+    };
+    let dev = dev.to_string_lossy().into_owned();
+    let link = std::fs::read_link(format!("/sys/bus/pci/devices/{dev}/iommu_group"))
+        .unwrap_or_else(|e| panic!("{dev}: no IOMMU group: {e}"));
+    let group = link.file_name().unwrap().to_string_lossy().into_owned();
+    let path = format!("/dev/vfio/{group}");
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(meta.file_type().is_char_device(), "{path}");
+    let rdev = meta.rdev();
+    let nums = (
+        i64::from(nix::sys::stat::major(rdev) as u32),
+        i64::from(nix::sys::stat::minor(rdev) as u32),
+    );
+    Some((path, nums, dev))
+}
+
+/// DPDK's use of an SR-IOV VF, on the VM lane's e1000e bound to vfio-pci
+/// behind QEMU's emulated IOMMU: pod root opens `/dev/vfio/vfio` and the
+/// group's node (made by number, owned by pod root), attaches the group,
+/// sets the type1 IOMMU, maps a page for DMA and gets the device's fd.
+/// Without `[devices] allow` for vfio's major, the create is refused.
+/// (type1 refuses `VFIO_SET_IOMMU` with EPERM where the IOMMU cannot remap
+/// interrupts: the lane's vIOMMU has `intremap=on`.) Not checked here: a
+/// group without a cgroup rule. On the lane's cgroup v2 no device rule is
+/// enforced (libcgroups is built without `cgroupsv2_devices`; README).
+///
+/// No-IOMMU mode (`/dev/vfio/noiommu-N`) is not what this tests: Debian's
+/// kernels are built without `CONFIG_VFIO_NOIOMMU`, and where it exists the
+/// kernel refuses to open a no-IOMMU group without `CAP_SYS_RAWIO` in the
+/// initial user namespace, which pod root never has.
+#[test]
+fn vfio_pod_root_uses_a_vfio_group() {
+    if !can_run("vfio") {
+        return;
+    }
+    let Some((group, nums, dev)) = lane_vfio_group("vfio") else {
+        return;
+    };
+    let env = Env::new();
+    let (major, minor) = nums;
+    let script = format!(
+        "echo owner=$(stat -c %u:%g:%a {group}); /bin/devopen vfio {group} /dev/vfio/vfio {dev}"
+    );
+    let devices = vec![
+        device("/dev/vfio/vfio", VFIO_CONTAINER, 0o666, 0, 0),
+        device(&group, nums, 0o600, 0, 0),
+    ];
+    let rules = vec![cgroup_allow(VFIO_CONTAINER), cgroup_allow(nums)];
+
+    // Only the container node allowed: the group is refused by name.
+    allow(&env, &["c 10:196"]);
+    let b = bundle(
+        &env,
+        "vfio-refused",
+        &script,
+        devices.clone(),
+        rules.clone(),
+        None,
+    );
+    let id = env.id("vfio-refused");
+    let out = env.run(&["run", "-b", b.dir.to_str().unwrap(), &id]);
+    assert_one_line_error(
+        &out,
+        &[
+            &format!("linux.devices[1] ({group})"),
+            &format!("c {major}:{minor}"),
+            "[devices] allow",
+        ],
+    );
+    assert_nothing_left(&env, &id);
+
+    // `allow` appends a second [devices] table: start from a fresh config.
+    let env = Env::new();
+    allow(&env, &["c 10:196", &format!("c {major}:*")]);
+    let b = bundle(&env, "vfio", &script, devices, rules, None);
+    let out = run(&env, &b, "vfio");
+    assert_eq!(kv(&out, "owner"), "0:0:600", "{out}");
+    for key in ["container", "open", "attach", "iommu", "dma", "device"] {
+        assert_eq!(kv(&out, key), "ok", "{key}: {out}");
+    }
+    assert_eq!(kv(&out, "viable"), "yes", "{out}");
+    let regions: u32 = kv(&out, "regions").parse().unwrap_or(0);
+    assert!(regions > 0, "{out}");
+}

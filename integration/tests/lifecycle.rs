@@ -397,10 +397,11 @@ fn error_lines_say_error_and_a_stopped_container_is_not_running() {
     assert_nothing_left(&env, &id);
 }
 
-/// Hooks in the runtime's namespaces read the state on their stdin and
-/// find the bundle the user gave (runc's behaviour, and what `state`
-/// reports), not cnfbox's staged copy; their argv and exit status are
-/// theirs; the in-container hooks still run.
+/// Hooks of every kind read the state on their stdin and find the bundle
+/// the user gave (runc's behaviour, and what `state` reports), not
+/// cnfbox's staged copy: those in the runtime's namespaces, and
+/// createContainer and startContainer, which libcontainer runs from the
+/// container's init; the runtime-namespace hooks' argv are theirs.
 #[test]
 fn hooks_get_the_users_bundle() {
     if !can_run("hooks") {
@@ -432,9 +433,28 @@ fn hooks_get_the_users_bundle() {
                     .build()
                     .unwrap()]
             };
+            // The in-container hooks run as pod root, which cannot reach the
+            // test's private directory: they print their state on the
+            // init's stderr (the create's), one marked line each. The
+            // createContainer path resolves on the host (the host's sh),
+            // startContainer's in the rootfs (busybox sh).
+            let shout = |kind: &str| {
+                vec![oci_spec::runtime::HookBuilder::default()
+                    .path("/bin/sh")
+                    .args(vec![
+                        "sh".to_string(),
+                        "-c".to_string(),
+                        format!("printf '\\nhook-state {kind} ' >&2; cat >&2; echo >&2"),
+                    ])
+                    .env(vec!["PATH=/usr/bin:/bin".to_string()])
+                    .build()
+                    .unwrap()]
+            };
             let hooks = oci_spec::runtime::HooksBuilder::default()
                 .prestart(mk("prestart"))
                 .create_runtime(mk("createRuntime"))
+                .create_container(shout("createContainer"))
+                .start_container(shout("startContainer"))
                 .poststart(mk("poststart"))
                 .poststop(mk("poststop"))
                 .build()
@@ -448,6 +468,18 @@ fn hooks_get_the_users_bundle() {
     let want = fs::canonicalize(&bundle.dir).unwrap();
     assert_eq!(env.state(&id)["bundle"], want.to_str().unwrap());
     env.ok(&["delete", "--force", &id]);
+    let printed = fs::read_to_string(env.tmp.path().join(format!("{id}.create.err"))).unwrap();
+    for kind in ["createContainer", "startContainer"] {
+        let marker = format!("hook-state {kind} ");
+        let line = printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&marker))
+            .unwrap_or_else(|| panic!("{kind} hook did not run: {printed}"));
+        let state: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{kind}: state is not JSON ({e}): {line}"));
+        assert_eq!(state["bundle"], want.to_str().unwrap(), "{kind}: {state}");
+        assert_eq!(state["id"], id, "{kind}");
+    }
     for kind in kinds {
         let state: serde_json::Value = serde_json::from_slice(
             &fs::read(out.join(format!("{kind}.json")))

@@ -11,7 +11,11 @@
 //! status; libcontainer's timeout still applies to the relay, and the hook
 //! dies with it. Hooks that run inside the container (`createContainer`,
 //! `startContainer`) are left as they are: the relay is the host's cnfbox
-//! binary, which is never executed in a container's namespaces.
+//! binary, which is never executed in a container's namespaces. They get
+//! the user's bundle from libcontainer's state itself, because `create`
+//! gives libcontainer the staged spec at a path whose realpath is the
+//! user's bundle (`bundle_alias`); that also covers `prestart` and
+//! `createRuntime`, which stay relayed for when the alias cannot be made.
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};

@@ -2,6 +2,7 @@
 
 mod adopt;
 mod bundle;
+mod bundle_alias;
 mod capabilities;
 mod causes;
 mod cgroups;

@@ -12,6 +12,7 @@ use liboci_cli::{Create, Run};
 
 use super::{check_console, check_id, console_socket_path, container_dir, wait, Ctx};
 use crate::bundle::{self, Bundle};
+use crate::bundle_alias::BundleAlias;
 use crate::capabilities;
 use crate::cgroups;
 use crate::failpoint;
@@ -267,7 +268,15 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
         network: None,
         devices: devices.clone(),
     };
-    let built = build(ctx, o, &stage, driver);
+    // libcontainer records the path it loads the spec from as the bundle
+    // that the in-container hooks see: give it the alias (see
+    // `bundle_alias`), which names the user's bundle.
+    let alias = staged_alias(&bundle.dir, &spec);
+    let spec_dir = alias
+        .as_ref()
+        .map_or_else(|| stage.clone(), BundleAlias::path);
+    let built = build(ctx, o, &spec_dir, driver);
+    drop(alias);
     if let Some(pin) = &applied.pinned {
         profile::unpin(pin);
     }
@@ -348,6 +357,21 @@ pub fn give_back(meta: &ContainerMeta, force: bool) -> anyhow::Result<()> {
             Ok(())
         }
         Err(err) => Err(err).with_context(|| format!("give back pod {pod}'s interfaces")),
+    }
+}
+
+/// The staged spec at a path naming `bundle`; without it (a kernel or
+/// sandbox refusing fsopen) hooks see the staging directory.
+fn staged_alias(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Option<BundleAlias> {
+    let made = serde_json::to_vec(spec)
+        .map_err(|e| e.to_string())
+        .and_then(|body| BundleAlias::new(bundle, &body).map_err(|e| e.to_string()));
+    match made {
+        Ok(alias) => Some(alias),
+        Err(err) => {
+            tracing::warn!(%err, bundle = %bundle.display(), "hooks will see the staged bundle path");
+            None
+        }
     }
 }
 

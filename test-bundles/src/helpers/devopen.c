@@ -5,9 +5,15 @@
  *   devopen open PATH [UID GID [GROUP]]
  *                                 drop to UID:GID (supplementary GROUP or
  *                                 none) first, then open O_RDWR
+ *   devopen vfio GROUP CONTAINER DEVICE
+ *                                 what DPDK does with a VFIO group: open
+ *                                 the container and the group, attach, set
+ *                                 the type1 IOMMU, map one page for DMA,
+ *                                 get the fd of PCI device DEVICE
  *
  * Prints key=value lines: open=ok|<errno name>, then vm=ok|<errno name>
- * or tap=ok|<errno name> and ifindex=<n>. Exit status 0 when every step
+ * or tap=ok|<errno name> and ifindex=<n>, or container=, viable=, attach=,
+ * iommu=, dma=, device= and regions=<n>. Exit status 0 when every step
  * worked. Built static by the tests, so it runs in a busybox rootfs.
  */
 #define _GNU_SOURCE
@@ -15,11 +21,13 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/if_tun.h>
+#include <linux/vfio.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define KVM_CREATE_VM 0xAE01
@@ -47,6 +55,60 @@ static int open_dev(const char *path) {
     return fd;
 }
 
+/* Each step prints KEY=ok or KEY=<errno name>; returns -1 on failure. */
+static int step(const char *key, long ret) {
+    if (ret < 0) {
+        printf("%s=%s\n", key, errname(errno));
+        return -1;
+    }
+    printf("%s=ok\n", key);
+    return 0;
+}
+
+static int vfio(const char *group_path, const char *container_path, const char *device) {
+    int container = open(container_path, O_RDWR | O_CLOEXEC);
+    if (step("container", container) < 0)
+        return 1;
+    if (ioctl(container, VFIO_GET_API_VERSION) != VFIO_API_VERSION ||
+        ioctl(container, VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) <= 0) {
+        printf("api=unsupported\n");
+        return 1;
+    }
+    int group = open_dev(group_path);
+    if (group < 0)
+        return 1;
+    struct vfio_group_status status = { .argsz = sizeof status };
+    if (step("status", ioctl(group, VFIO_GROUP_GET_STATUS, &status)) < 0)
+        return 1;
+    printf("viable=%s\n", (status.flags & VFIO_GROUP_FLAGS_VIABLE) ? "yes" : "no");
+    if (step("attach", ioctl(group, VFIO_GROUP_SET_CONTAINER, &container)) < 0 ||
+        step("iommu", ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU)) < 0)
+        return 1;
+    long page = sysconf(_SC_PAGESIZE);
+    void *buf = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        printf("mmap=%s\n", errname(errno));
+        return 1;
+    }
+    struct vfio_iommu_type1_dma_map map = {
+        .argsz = sizeof map,
+        .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        .vaddr = (unsigned long)buf,
+        .iova = 0x100000,
+        .size = (unsigned long)page,
+    };
+    if (step("dma", ioctl(container, VFIO_IOMMU_MAP_DMA, &map)) < 0)
+        return 1;
+    int dev = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, device);
+    if (step("device", dev) < 0)
+        return 1;
+    struct vfio_device_info info = { .argsz = sizeof info };
+    if (step("info", ioctl(dev, VFIO_DEVICE_GET_INFO, &info)) < 0)
+        return 1;
+    printf("regions=%u\n", info.num_regions);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 3) {
@@ -54,6 +116,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *mode = argv[1], *path = argv[2];
+    if (strcmp(mode, "vfio") == 0) {
+        if (argc < 5) {
+            fprintf(stderr, "usage: devopen vfio GROUP CONTAINER DEVICE\n");
+            return 2;
+        }
+        return vfio(path, argv[3], argv[4]);
+    }
     if (strcmp(mode, "open") == 0 && argc >= 5) {
         gid_t groups[1];
         int n = 0;
