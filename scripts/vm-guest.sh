@@ -24,8 +24,20 @@ mkdir -p /dev/pts /dev/shm /dev/hugepages
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t hugetlbfs hugetlbfs /dev/hugepages
+# The checkout (and its target/) may live under /tmp or /run (a CI
+# clone): keep it reachable across the tmpfs mounts below.
+# shellcheck source=/dev/null
+. "$res/plan.sh"
+case "$repo" in
+  /tmp/*|/run/*)
+    mkdir -p /vmrepo && mount --bind "$repo" /vmrepo || fail "bind $repo"
+    ;;
+esac
 mount -t tmpfs -o mode=0755 run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
+if mountpoint -q /vmrepo 2>/dev/null; then
+  mkdir -p "$repo" && mount --move /vmrepo "$repo" || fail "move $repo back"
+fi
 mkdir -p /vmtmp && mount -t tmpfs -o mode=1777 vmtmp /vmtmp
 echo 1 > /proc/sys/kernel/sysrq
 ip link set lo up
@@ -60,8 +72,6 @@ else
   echo "vm-guest: no e1000e behind an IOMMU (found '${vfio_dev}'): the VFIO test will skip"
 fi
 
-# shellcheck source=/dev/null
-. "$res/plan.sh"
 export CNFBOX_VM_LANE=1 TMPDIR=/vmtmp RUST_BACKTRACE=1
 cd "$repo" || fail "cd $repo"
 status=0
