@@ -341,6 +341,9 @@ impl ProcfsHandleBuilder {
         // MSRV(1.70): Use std::sync::OnceLock.
         static CACHED_PROCFS_HANDLE: OnceLock<OwnedFd> = OnceLock::new();
         static CACHED_HANDLE_IS_BAD: OnceLock<()> = OnceLock::new();
+        // PATCH(cnfbox): the unique mount id (STATX_MNT_ID_UNIQUE, Linux 6.8+)
+        // of the cached handle, when the kernel has one.
+        static CACHED_HANDLE_UNIQUE_MNT_ID: OnceLock<u64> = OnceLock::new();
 
         // Helper to make the lower conditional a bit easier to read.
         fn is_cached_handle_bad() -> bool {
@@ -351,7 +354,14 @@ impl ProcfsHandleBuilder {
         if self.is_cache_friendly() && !is_cached_handle_bad() {
             // If there is already a cached filesystem available, use that.
             if let Some(fd) = CACHED_PROCFS_HANDLE.get() {
-                if let Ok(procfs) = ProcfsHandle::try_from_borrowed_fd(fd.as_fd()) {
+                // PATCH(cnfbox): with a unique mount id, revalidate the cached
+                // handle by that id instead of re-deriving all its properties
+                // (see `try_from_cached_fd`).
+                let revalidated = match CACHED_HANDLE_UNIQUE_MNT_ID.get() {
+                    Some(&mnt_id) => ProcfsHandle::try_from_cached_fd(fd.as_fd(), mnt_id),
+                    None => ProcfsHandle::try_from_borrowed_fd(fd.as_fd()),
+                };
+                if let Ok(procfs) = revalidated {
                     debug_assert!(
                         procfs.is_subset && procfs.is_detached,
                         "cached procfs handle should be subset=pid and detached"
@@ -399,6 +409,11 @@ impl ProcfsHandleBuilder {
                     Ok(inner) => MaybeOwnedFd::BorrowedFd(inner.as_fd()),
                     Err((inner, _)) => MaybeOwnedFd::BorrowedFd(inner.as_fd()),
                 };
+                // PATCH(cnfbox): remember the cached handle's unique mount id
+                // (racing threads record the same handle's id).
+                if let Some(mnt_id) = unique_mnt_id(cached_inner.as_fd()) {
+                    let _ = CACHED_HANDLE_UNIQUE_MNT_ID.set(mnt_id);
+                }
                 // Do not return an error here -- it should be impossible for
                 // this validation to fail after we get here.
                 Ok(ProcfsHandle::try_from_maybe_owned_fd(cached_inner)
@@ -722,6 +737,31 @@ impl<'fd> ProcfsHandleRef<'fd> {
         Self::try_from_maybe_owned_fd(inner.into().into())
     }
 
+    /// PATCH(cnfbox): revalidates the cached handle, which was checked to be
+    /// a detached `subset=pid` procfs root when it was cached, by its unique
+    /// mount id. A unique mount id is never reused while the system runs, so
+    /// an fd that is still a procfs root (`fstatfs`, inode) on that mount is
+    /// still the cached handle, with the same `subset=pid` and detached
+    /// properties; a closed or `dup2`ed-over fd fails one of the checks, as
+    /// it fails `try_from_borrowed_fd`. Three syscalls instead of about
+    /// twenty (the `subset=pid` probe, `..` and its procfs check, and the fd
+    /// paths read for the error of the expected failed probe).
+    fn try_from_cached_fd(inner: BorrowedFd<'static>, mnt_id: u64) -> Result<ProcfsHandle, Error> {
+        verify_is_procfs_root(inner)?;
+        if unique_mnt_id(inner) != Some(mnt_id) {
+            Err(ErrorImpl::SafetyViolation {
+                description: "cached procfs handle is no longer on its procfs mount".into(),
+            })?
+        }
+        Ok(ProcfsHandle {
+            inner: MaybeOwnedFd::BorrowedFd(inner),
+            mnt_id: Some(mnt_id),
+            is_subset: true,
+            is_detached: true,
+            resolver: ProcfsResolver::default(),
+        })
+    }
+
     fn try_from_maybe_owned_fd(inner: MaybeOwnedFd<'fd, OwnedFd>) -> Result<Self, Error> {
         let inner_fd = inner.as_fd();
 
@@ -970,6 +1010,19 @@ impl ProcfsHandle {
     pub fn try_from_fd<Fd: Into<OwnedFd>>(inner: Fd) -> Result<Self, Error> {
         Self::try_from_maybe_owned_fd(inner.into().into())
     }
+}
+
+/// PATCH(cnfbox): the mount id of `fd` if the kernel gave the unique one
+/// (`STATX_MNT_ID_UNIQUE`, Linux 6.8+), which is never reused.
+fn unique_mnt_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+    let stx = syscalls::statx(
+        fd,
+        "",
+        rustix_fs::StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+    )
+    .ok()?;
+    (stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
 }
 
 pub(crate) fn verify_is_procfs(fd: impl AsFd) -> Result<(), Error> {
