@@ -740,7 +740,22 @@ pub(crate) mod openat2 {
     /// it to return `true` at some point in the future.
     pub(crate) fn openat2_is_not_supported() -> bool {
         SAW_OPENAT2_FAILURE.get().map_or_else(
-            || match openat2(AT_FDCWD, ".", Default::default()) {
+            // PATCH(cnfbox): probe "/" with O_PATH rather than opening the
+            // cwd for reading. A process whose cwd it may not read (the
+            // container init of a runtime called from a root-only
+            // directory, mapped to an unprivileged uid) got EACCES here,
+            // took openat2(2) for unsupported and fell back to the emulated
+            // resolvers for the rest of its life. An absolute "/" walks no
+            // directory and O_PATH checks no permission on it, so only an
+            // unsupported or filtered openat2(2) fails.
+            || match openat2(
+                AT_FDCWD,
+                "/",
+                OpenHow {
+                    flags: OpenFlags::O_PATH,
+                    ..Default::default()
+                },
+            ) {
                 Ok(_) => false,
                 Err(_) => {
                     // Stash that we saw a failure, ignore if we lost the race.
