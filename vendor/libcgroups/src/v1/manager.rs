@@ -85,9 +85,20 @@ pub enum V1ManagerError {
 impl Manager {
     /// Constructs a new cgroup manager with cgroups_path being relative to the root of the subsystem
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
+        // PATCH(cnfbox): mountinfo and /proc/self/cgroup are read once for
+        // all controllers instead of once per controller (24 procfs opens);
+        // each lookup (`find_subsystem_path`, which replaces the per-controller
+        // `get_subsystem_path`) runs on them as that did. A
+        // failed read fails every controller, as it did one by one.
+        let mountinfo = util::read_mountinfo().map_err(V1ManagerError::from);
+        let cgroups = Self::read_process_cgroups();
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
-            if let Ok(subsystem_path) = Self::get_subsystem_path(cgroup_path, subsystem) {
+            let found = match (&mountinfo, &cgroups) {
+                (Ok(m), Ok(c)) => Self::find_subsystem_path(cgroup_path, subsystem, m, c),
+                _ => Err(V1ManagerError::SubsystemDoesNotExist),
+            };
+            if let Ok(subsystem_path) = found {
                 subsystems.insert(*subsystem, subsystem_path);
             } else {
                 tracing::warn!("cgroup {} not supported on this system", subsystem);
@@ -97,21 +108,37 @@ impl Manager {
         Ok(Manager { subsystems })
     }
 
-    fn get_subsystem_path(
+    /// PATCH(cnfbox): `/proc/self/cgroup`, read once for
+    /// [`Self::find_subsystem_path`].
+    fn read_process_cgroups() -> Result<Vec<u8>, V1ManagerError> {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(
+            &mut ProcfsHandle::new()?.open(
+                ProcfsBase::ProcSelf,
+                "cgroup",
+                OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+            )?,
+            &mut text,
+        )
+        .map_err(|err| V1ManagerError::from(util::V1MountPointError::Io(err)))?;
+        Ok(text)
+    }
+
+    /// PATCH(cnfbox): upstream's `get_subsystem_path` on mountinfo and
+    /// `/proc/self/cgroup` text already read.
+    fn find_subsystem_path(
         cgroup_path: &Path,
         subsystem: &CtrlType,
+        mountinfo: &[u8],
+        cgroups: &[u8],
     ) -> Result<PathBuf, V1ManagerError> {
         tracing::debug!("Get path for subsystem: {}", subsystem);
-        let mount_point = util::get_subsystem_mount_point(subsystem)?;
+        let mount_point = util::find_subsystem_mount_point(mountinfo, subsystem)?;
 
-        let cgroup = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
-            ProcfsBase::ProcSelf,
-            "cgroup",
-            OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-        )?)?
-        .into_iter()
-        .find(|c| c.controllers.contains(&subsystem.to_string()))
-        .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
+        let cgroup = ProcessCGroups::from_read(cgroups)?
+            .into_iter()
+            .find(|c| c.controllers.contains(&subsystem.to_string()))
+            .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
 
         let p = if cgroup_path.as_os_str().is_empty() {
             mount_point.join_safely(Path::new(&cgroup.pathname))?

@@ -62,13 +62,36 @@ pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>,
 }
 
 pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, V1MountPointError> {
-    let subsystem_name = subsystem.to_string();
     let reader = BufReader::new(ProcfsHandle::new()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",
         OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
     )?);
+    find_subsystem_mount_point(reader, subsystem)
+}
 
+/// PATCH(cnfbox): `/proc/self/mountinfo`, read once for several lookups by
+/// [`find_subsystem_mount_point`].
+pub(crate) fn read_mountinfo() -> Result<Vec<u8>, V1MountPointError> {
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut ProcfsHandle::new()?.open(
+            ProcfsBase::ProcSelf,
+            "mountinfo",
+            OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+        )?,
+        &mut text,
+    )?;
+    Ok(text)
+}
+
+/// PATCH(cnfbox): the lookup of [`get_subsystem_mount_point`] in mountinfo
+/// text already read (`reader`), line by line as before.
+pub(crate) fn find_subsystem_mount_point(
+    reader: impl BufRead,
+    subsystem: &ControllerType,
+) -> Result<PathBuf, V1MountPointError> {
+    let subsystem_name = subsystem.to_string();
     reader
         .lines()
         .map(|lr| {
