@@ -7,6 +7,7 @@ mod causes;
 mod cgroups;
 mod cli;
 mod commands;
+mod config_file;
 mod devices;
 mod failpoint;
 mod holders;

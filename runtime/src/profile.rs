@@ -118,7 +118,8 @@ pub struct Applied {
 
 fn allocator() -> Result<Allocator, ProfileError> {
     let etc = EtcRoot::default();
-    let config = Config::load(&etc).map_err(ProfileError::Config)?;
+    let config = Config::load_with(&etc, crate::config_file::read_to_string)
+        .map_err(ProfileError::Config)?;
     Allocator::from_config(&config, &etc).map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
@@ -162,7 +163,8 @@ pub fn apply(
     let etc = EtcRoot::default();
     let host = match host_userns_request(spec) {
         Some(how) => {
-            let config = Config::load(&etc).map_err(ProfileError::Config)?;
+            let config = Config::load_with(&etc, crate::config_file::read_to_string)
+                .map_err(ProfileError::Config)?;
             if !config.idmap.allow_host_userns {
                 return Err(ProfileError::HostUserns {
                     how,
