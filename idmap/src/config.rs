@@ -323,14 +323,31 @@ impl Config {
     /// A missing default file gives the defaults (no pool); a missing file
     /// named by `CNFBOX_CONFIG` is an error, since someone asked for it.
     pub fn load(etc: &EtcRoot) -> Result<Self, ConfigError> {
+        Self::load_with(etc, |p| std::fs::read_to_string(p))
+    }
+
+    /// [`Config::load`] with the file read by `read` (a caller that reads
+    /// the file once for several parsers).
+    pub fn load_with(
+        etc: &EtcRoot,
+        read: impl FnOnce(&Path) -> io::Result<String>,
+    ) -> Result<Self, ConfigError> {
         let explicit = std::env::var_os(CONFIG_ENV).is_some_and(|p| !p.is_empty());
-        Self::load_from(&etc.config_path(), explicit)
+        Self::load_text(&etc.config_path(), explicit, read)
     }
 
     /// Loads the config at `path`; when it is missing, the defaults unless
     /// `must_exist`.
     pub fn load_from(path: &Path, must_exist: bool) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
+        Self::load_text(path, must_exist, |p| std::fs::read_to_string(p))
+    }
+
+    fn load_text(
+        path: &Path,
+        must_exist: bool,
+        read: impl FnOnce(&Path) -> io::Result<String>,
+    ) -> Result<Self, ConfigError> {
+        match read(path) {
             Ok(text) => Self::parse(path, &text),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !must_exist => {
                 tracing::debug!(path = %path.display(), "no config file, using defaults");

@@ -544,7 +544,11 @@ fn exec_without_a_process_file_is_the_specs_user() {
 /// Start-path regression guard: the syscall count of `cnfbox run` of
 /// `/bin/true` (pod profile, every process, `strace -f -c`) stays within
 /// 10% of the figure recorded in `integration/syscall-budget.txt`. Counts
-/// are stable where times are not (three runs differ by < 0.5%).
+/// are stable where times are not (three runs differ by < 0.5%). The
+/// second run is called from a directory that only host root may read: the
+/// init keeps that cwd, and pathrs' openat2 probe on it used to fail there
+/// and leave the whole rootfs setup on its emulated resolvers (~2x the
+/// syscalls; vendor/pathrs/NOTE.md).
 #[test]
 fn syscall_count_of_a_run_stays_within_budget() {
     if !can_run("syscall budget") {
@@ -568,7 +572,9 @@ fn syscall_count_of_a_run_stays_within_budget() {
     let env = Env::new();
     let bundle = env.bundle("budget", |b| b.scenario(&Scenario::True));
     let mut counts = Vec::new();
-    for round in 0..2 {
+    // The test dir is 0700, host root's: the pod's root may not read it.
+    let cwds = [Path::new(env!("CARGO_MANIFEST_DIR")), env.tmp.path()];
+    for (round, cwd) in cwds.iter().enumerate() {
         let id = env.id("budget");
         let out_file = env.tmp.path().join(format!("strace.{round}"));
         // An untraced run first warms the caches the traced one uses.
@@ -584,6 +590,7 @@ fn syscall_count_of_a_run_stays_within_budget() {
             .args(["run", "-b"])
             .arg(&bundle.dir)
             .arg(&id)
+            .current_dir(cwd)
             .stdin(std::process::Stdio::null())
             .output()
             .expect("strace");
@@ -598,14 +605,14 @@ fn syscall_count_of_a_run_stays_within_budget() {
         counts.push(total);
         assert_nothing_left(&env, &id);
     }
-    let least = *counts.iter().min().unwrap();
+    let most = *counts.iter().max().unwrap();
     eprintln!(
-        "syscalls per run: {counts:?} (budget {budget}, +10% = {})",
+        "syscalls per run (cwd readable, cwd host root's): {counts:?} (budget {budget}, +10% = {})",
         budget * 11 / 10
     );
     assert!(
-        least * 10 <= budget * 11,
-        "cnfbox run of /bin/true took {least} syscalls, more than 10% over the {budget} recorded in {}: find the new work (strace -f -c), or raise the figure with the reason",
+        most * 10 <= budget * 11,
+        "cnfbox run of /bin/true took {most} syscalls, more than 10% over the {budget} recorded in {}: find the new work (strace -f -c), or raise the figure with the reason",
         budget_file.display()
     );
 }

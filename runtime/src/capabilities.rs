@@ -107,7 +107,7 @@ impl Policy {
     /// Loads the allowlist from `path` (a missing file or section means the
     /// default allowlist).
     pub fn load(path: &Path) -> Result<Self, CapsError> {
-        let names: Vec<String> = match std::fs::read_to_string(path) {
+        let names: Vec<String> = match crate::config_file::read_to_string(path) {
             Ok(text) => {
                 let file: File = toml::from_str(&text).map_err(|e| CapsError::Parse {
                     path: path.to_path_buf(),

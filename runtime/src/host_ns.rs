@@ -71,7 +71,7 @@ impl Mode {
     /// Reads `[pods] host_namespaces` from `path` (a missing file or
     /// section means `refuse`).
     pub fn load(path: &Path) -> Result<Self, HostNsError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config_file::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::Refuse),
             Err(source) => {

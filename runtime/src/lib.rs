@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod capabilities;
+pub mod config_file;
 pub mod numa;
 pub mod pod;
 

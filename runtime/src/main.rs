@@ -8,6 +8,7 @@ mod causes;
 mod cgroups;
 mod cli;
 mod commands;
+mod config_file;
 mod devices;
 mod failpoint;
 mod holders;

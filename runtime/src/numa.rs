@@ -172,7 +172,7 @@ struct Section {
 
 /// CPUs kept for the host (`[numa] reserved_cpus` in config.toml).
 pub fn reserved_cpus(config: &Path) -> Result<BTreeSet<u32>, NumaError> {
-    let text = match fs::read_to_string(config) {
+    let text = match crate::config_file::read_to_string(config) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
         Err(source) => {

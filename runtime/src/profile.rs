@@ -120,7 +120,8 @@ pub struct Applied {
 
 fn allocator() -> Result<Allocator, ProfileError> {
     let etc = EtcRoot::default();
-    let config = Config::load(&etc).map_err(ProfileError::Config)?;
+    let config = Config::load_with(&etc, crate::config_file::read_to_string)
+        .map_err(ProfileError::Config)?;
     Allocator::from_config(&config, &etc).map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
@@ -162,7 +163,8 @@ pub fn apply(
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
     let etc = EtcRoot::default();
-    let config = Config::load(&etc).map_err(ProfileError::Config)?;
+    let config = Config::load_with(&etc, crate::config_file::read_to_string)
+        .map_err(ProfileError::Config)?;
     let kubelet = config.idmap.mode == IdmapMode::Kubelet;
     let host = match host_userns_request(spec) {
         Some(how) => {

@@ -149,7 +149,7 @@ impl Policy {
     /// Loads the allowlist from `path` (a missing file or section allows
     /// nothing beyond the default set).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let rules = match std::fs::read_to_string(path) {
+        let rules = match crate::config_file::read_to_string(path) {
             Ok(text) => {
                 let file: File = toml::from_str(&text).map_err(|e| PolicyError::Parse {
                     path: path.to_path_buf(),

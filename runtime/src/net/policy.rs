@@ -195,7 +195,7 @@ fn show_vlans(vlans: &[(u16, u16)]) -> String {
 impl Policy {
     /// Loads the policy from `path`; a missing file or section allows nothing.
     pub fn load(path: &Path) -> Result<Self, NetError> {
-        let section = match std::fs::read_to_string(path) {
+        let section = match crate::config_file::read_to_string(path) {
             Ok(text) => {
                 let file: File = toml::from_str(&text).map_err(|e| NetError::Config {
                     path: path.to_path_buf(),
