@@ -17,7 +17,7 @@ cargo test --workspace --locked -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
 echo "== shim and CRI tests again on containerd 2.x (Debian sid, unpacked by scripts/containerd2.sh)"
 containerd2_bin=$(bash scripts/containerd2.sh)
 CNFBOX_CONTAINERD_BIN="$containerd2_bin" cargo test -p integration --locked \
-  --test shim_ctr --test shim_cri --test cri_userns -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
+  --test shim_ctr --test shim_cri --test cri_userns --test cri_lifecycle -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
 echo "== VM lane: cgroup v2 only, two NUMA nodes, 8021q (QEMU TCG, scripts/vm-test.sh)"
 bash scripts/vm-test.sh
 echo "== fuzz (FUZZ_SECONDS=${FUZZ_SECONDS:-30} per target)"

@@ -128,10 +128,10 @@ fn cri_non_root_pod_user_pings() {
             // containerd 1.6 sets no ping_group_range: ICMP stays closed
             // to unprivileged users under either runtime.
             assert!(v.starts_with('1'), "containerd {v} must open ICMP");
-            assert_eq!(lines[3], "ping=1", "{handler}: {out}");
+            assert!(lines[3].starts_with("icmp=socket:"), "{handler}: {out}");
         } else {
             assert_eq!(
-                lines[3], "ping=0",
+                lines[3], "icmp=ok",
                 "{handler}: the pod user pings: {out} {err}"
             );
         }
