@@ -541,3 +541,80 @@ fn host_user_namespace_only_when_the_config_allows_it() {
     assert_one_line_error(&out, &["CAP_NET_ADMIN", "private user namespace"]);
     assert_nothing_left(&env, &id);
 }
+
+/// containerd 2.x gives a kubelet user-namespace sandbox the path of a
+/// user namespace it pinned (kubelet's mappings): the sandbox joins it and
+/// the ledger records the mappings the kernel holds for it. A spec whose
+/// mappings differ from that namespace's is refused, and so is a user
+/// namespace path on a container that is no CRI sandbox.
+#[test]
+fn a_sandbox_joins_the_user_namespace_containerd_pinned() {
+    if !can_run("joined sandbox user namespace") {
+        return;
+    }
+    let env = Env::new();
+    let host: u64 = 3_000_131_072;
+    // The pinned namespace: a process in a fresh user namespace that host
+    // root maps as containerd does.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["-U", "sleep", "1000"])
+        .spawn()
+        .expect("unshare");
+    let ns = format!("/proc/{}/ns/user", holder.id());
+    while fs::read_link(&ns).ok() == fs::read_link("/proc/self/ns/user").ok() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for f in ["uid_map", "gid_map"] {
+        fs::write(
+            format!("/proc/{}/{f}", holder.id()),
+            format!("0 {host} 65536"),
+        )
+        .unwrap();
+    }
+    let with_path = |name: &str, spec_host: u64, sandbox: bool| {
+        let ns = ns.clone();
+        env.bundle(name, move |b| {
+            b.scenario(&Scenario::Sleep).modify(move |s| {
+                let mut doc = serde_json::to_value(&*s).unwrap();
+                doc["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user", "path": ns}));
+                let m = json!([{"containerID": 0, "hostID": spec_host, "size": 65536}]);
+                doc["linux"]["uidMappings"] = m.clone();
+                doc["linux"]["gidMappings"] = m;
+                if sandbox {
+                    doc["annotations"] = json!({CONTAINER_TYPE: "sandbox"});
+                }
+                *s = serde_json::from_value(doc).unwrap();
+            })
+        })
+    };
+    let bad = with_path("differs", host + 65536, true);
+    let d = env.id("differs");
+    let out = env.run(&["create", "-b", bad.dir.to_str().unwrap(), &d]);
+    assert_one_line_error(&out, &["differs from the mappings", &ns]);
+    assert_nothing_left(&env, &d);
+
+    let plain = with_path("plain", host, false);
+    let p = env.id("plain");
+    let out = env.run(&["create", "-b", plain.dir.to_str().unwrap(), &p]);
+    assert_one_line_error(&out, &["user namespace path", "sandbox"]);
+    assert_nothing_left(&env, &p);
+
+    let good = with_path("joined", host, true);
+    let j = env.id("joined");
+    env.create(&good, &j);
+    let pid = env.state(&j)["pid"].as_i64().unwrap();
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/ns/user")).unwrap(),
+        fs::read_link(&ns).unwrap(),
+        "the sandbox is in the pinned user namespace"
+    );
+    let entry = env.allocator().show(&j).unwrap().expect("registered");
+    assert_eq!(u64::from(entry.mapping.uid.host_id()), host);
+    env.ok(&["delete", "--force", &j]);
+    assert_nothing_left(&env, &j);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
