@@ -203,11 +203,5 @@ fn cri_shared_pid_pod_stops_when_its_main_process_is_killed() {
         assert!(left.is_empty(), "{handler}: the orphan lives on: {left:?}");
         n.remove_pod(&pod);
     }
-    assert!(
-        n.held_ranges().is_empty(),
-        "ranges left: {:?}",
-        n.held_ranges()
-    );
-    assert_eq!(n.shims(), 0, "shims left");
-    n.stop();
+    n.finish();
 }

@@ -238,13 +238,7 @@ fn cri_kubelet_userns_pod_runs_with_kubelets_mappings() {
         }
         n.remove_pod(&pod);
     }
-    assert!(
-        n.held_ranges().is_empty(),
-        "ranges left: {:?}",
-        n.held_ranges()
-    );
-    assert_eq!(n.shims(), 0, "shims left");
-    n.stop();
+    n.finish();
 }
 
 /// `[idmap] mode = "kubelet"`: cnfbox follows the CRI as runc does. A pod
@@ -310,11 +304,5 @@ fn cri_kubelet_mode_follows_the_cri() {
         }
         n.remove_pod(&pod);
     }
-    assert!(
-        n.held_ranges().is_empty(),
-        "ranges left: {:?}",
-        n.held_ranges()
-    );
-    assert_eq!(n.shims(), 0, "shims left");
-    n.stop();
+    n.finish();
 }

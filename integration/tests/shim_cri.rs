@@ -357,13 +357,7 @@ fn cri_exec_seccomp_and_icmp_sysctl() {
         }
         n.remove_pod(&pod);
     }
-    assert!(
-        n.held_ranges().is_empty(),
-        "ranges left: {:?}",
-        n.held_ranges()
-    );
-    assert_eq!(n.shims(), 0, "shims left");
-    n.stop();
+    n.finish();
 }
 
 /// containerd keeps using the sandbox network namespace path it recorded
@@ -754,13 +748,7 @@ fn cri_host_to_container_propagation_and_recursive_read_only() {
         );
     }
     in_cd(&format!("umount -R -l {d}"));
-    assert!(
-        n.held_ranges().is_empty(),
-        "ranges left: {:?}",
-        n.held_ranges()
-    );
-    assert_eq!(n.shims(), 0, "shims left");
-    n.stop();
+    n.finish();
 }
 
 /// Through CRI: CreateContainer's `devices` (what kubelet's device plugins

@@ -270,6 +270,18 @@ impl CriNode {
             .collect()
     }
 
+    /// Asserts that no host ID range and no cnfbox shim of this node is
+    /// left, then stops it.
+    pub fn finish(self) {
+        assert!(
+            self.held_ranges().is_empty(),
+            "ranges left: {:?}",
+            self.held_ranges()
+        );
+        assert_eq!(self.shims(), 0, "shims left");
+        self.stop();
+    }
+
     pub fn stop(mut self) {
         if let Some(cd) = self.cd.take() {
             cd.stop().expect("stop containerd");
