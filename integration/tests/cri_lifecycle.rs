@@ -59,17 +59,20 @@ fn state_of(n: &mut CriNode, id: &str) -> ContainerState {
     ContainerState::try_from(s.state).expect("state")
 }
 
-/// Host pids whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
+/// Host pids whose command line (NULs as spaces, trimmed) contains
+/// `needle`, with that command line.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let c = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&c)
+        .filter_map(|pid| {
+            let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c)
                 .replace('\0', " ")
-                .contains(needle)
+                .trim()
+                .to_owned();
+            c.contains(needle).then_some((pid, c))
         })
         .collect()
 }
@@ -173,23 +176,24 @@ fn cri_shared_pid_pod_stops_when_its_main_process_is_killed() {
             ..Default::default()
         });
         let c = n.start_config(&pod, config);
-        // The orphan-to-be is up before its parent dies.
-        let (code, out, err) = n.exec(
-            &c,
-            &[
-                "/bin/sh",
-                "-c",
-                &format!(
-                    "up() {{ for p in /proc/[0-9]*; do \
-                       [ \"$(tr '\\0' ' ' < $p/cmdline)\" = 'sleep {marker} ' ] && return 0; \
-                     done; return 1; }}; \
-                     while ! up; do sleep 0.1; done; \
-                     while [ ! -s /tmp/main.pid ]; do sleep 0.1; done; \
-                     kill -9 $(cat /tmp/main.pid) && echo killed"
-                ),
-            ],
-        );
-        assert_eq!((code, out.trim()), (0, "killed"), "{handler}: {err}");
+        // The orphan-to-be is up before its parent dies. The kill comes
+        // from the host: an exec'd killer is in the container's cgroup and
+        // would die with the leftovers.
+        let child = format!("sleep {marker}");
+        while processes_with(&child).iter().all(|(_, c)| *c != child) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let main: Vec<u32> = processes_with(&child)
+            .into_iter()
+            .filter(|(_, c)| c.contains("main.pid"))
+            .map(|(pid, _)| pid)
+            .collect();
+        assert_eq!(main.len(), 1, "{handler}: the main process: {main:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(main[0] as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the main process");
         while state_of(&mut n, &c) == ContainerState::ContainerRunning {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -199,7 +203,10 @@ fn cri_shared_pid_pod_stops_when_its_main_process_is_killed() {
             "{handler}"
         );
         // The shim reaps the leftover before it reports the exit.
-        let left = processes_with(&format!("sleep {marker}"));
+        let left: Vec<_> = processes_with(&child)
+            .into_iter()
+            .filter(|(_, c)| *c == child)
+            .collect();
         assert!(left.is_empty(), "{handler}: the orphan lives on: {left:?}");
         n.remove_pod(&pod);
     }
