@@ -12,7 +12,6 @@ mod rootfs;
 mod runtime;
 mod shim;
 mod stats;
-mod stats_v2;
 mod stop;
 mod task;
 

@@ -365,6 +365,18 @@ impl Cnfbox {
         self.run(args, Some(resources_json), None).await.map(drop)
     }
 
+    /// `events --stats ID`: the container's cgroup stats (libcgroups'),
+    /// in runc's JSON.
+    pub async fn stats(&self, id: &str) -> Result<crate::stats::Stats, RuntimeError> {
+        let out = self.simple(["events", "--stats", id]).await?;
+        serde_json::from_slice::<crate::stats::Event>(&out)
+            .map(|e| e.data)
+            .map_err(|source| RuntimeError::Json {
+                command: "events".into(),
+                source,
+            })
+    }
+
     /// `ps --format json ID`: the container's pids.
     pub async fn ps(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
         let out = self.simple(["ps", "--format", "json", id]).await?;

@@ -34,7 +34,7 @@ use crate::options::{self, ShimState};
 use crate::process::{ExitInfo, Proc};
 use crate::rootfs;
 use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
-use crate::{oom, stats, stats_v2, stop};
+use crate::{oom, stats, stop};
 
 /// How long an exited process's output may take to drain (a daemon it
 /// left behind can hold its stdout open forever).
@@ -172,7 +172,7 @@ impl Service {
     fn watch_oom(&self, container_id: &str, pid: i32) {
         let (proc_root, cgroup_root) = (Path::new("/proc"), Path::new("/sys/fs/cgroup"));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let watched = if stats_v2::is_unified(cgroup_root) {
+        let watched = if stats::is_unified(cgroup_root) {
             oom::memory_cgroup_v2(proc_root, cgroup_root, pid).and_then(|d| oom::watch_v2(&d, tx))
         } else {
             oom::memory_cgroup(proc_root, cgroup_root, pid).and_then(|d| oom::watch(&d, tx))
@@ -680,16 +680,15 @@ impl Task for Service {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let (p, _, _) = self.lookup(&req.id, "").await?;
-        let pid = p.st().pid;
+        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
         if p.exit().is_some() {
             return Err(not_found(format!("running container {}", req.id)));
         }
-        let roots = stats::Roots::default();
-        let any = if stats_v2::is_unified(&roots.cgroup) {
-            convert_to_any(Box::new(stats_v2::collect(&roots, pid).map_err(internal)?))
+        let s = cnfbox.stats(&req.id).await.map_err(runtime_err)?;
+        let any = if stats::is_unified(Path::new("/sys/fs/cgroup")) {
+            convert_to_any(Box::new(stats::v2(&s)))
         } else {
-            convert_to_any(Box::new(stats::collect(&roots, pid).map_err(internal)?))
+            convert_to_any(Box::new(stats::v1(&s)))
         }
         .map_err(internal)?;
         Ok(StatsResponse {
