@@ -72,7 +72,7 @@ impl RuntimeError {
     /// line's `kind`, never the words of its message: "bind source ... does
     /// not exist" is a failed create, not a missing container).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Failed { kind: Some(kind), .. } if kind == "not_found")
+        self.kind() == crate::errors::Kind::NotFound
     }
 }
 
