@@ -118,13 +118,12 @@ impl InUse {
     }
 }
 
-/// Whether a `/proc/PID/stat` line is of a zombie or dead task: proc(5),
-/// the state is the field after the parenthesised command, which may itself
-/// hold `)`, so the last one ends it.
+/// Whether a `/proc/PID/stat` line is of a zombie or dead task (procfs'
+/// parse, which finds the state after the last `)` of the command). A line
+/// it cannot parse counts as alive: an unread process might be the owner.
 fn is_dead(stat: &str) -> bool {
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .is_some_and(|state| state == "Z" || state == "X")
+    use procfs::FromRead as _;
+    procfs::process::Stat::from_read(stat.as_bytes()).is_ok_and(|s| matches!(s.state, 'Z' | 'X'))
 }
 
 /// ENOENT or ESRCH: the process exited while we looked. EINVAL too: it is
@@ -173,6 +172,17 @@ mod tests {
     use super::*;
     use crate::range::Mapping;
 
+    /// A whole `/proc/PID/stat` line (as the kernel writes it) with `comm`
+    /// and `state`.
+    fn stat(pid: &str, comm: &str, state: char) -> String {
+        // The fields after `state` of a real line (a shell's, kernel 6.x).
+        const REST: &str = "6788 6788 2307 0 -1 4194304 99 0 0 0 0 0 0 0 20 0 1 0 1528672 \
+            3133440 388 18446744073709551615 94804246839296 94804246859177 140732960705408 0 0 \
+            0 0 0 0 0 0 17 0 0 0 0 0 0 94804246875184 94804246876800 94805319221248 \
+            140732960709136 140732960709156 140732960709156 140732960710635 0";
+        format!("{pid} ({comm}) {state} {REST}\n")
+    }
+
     fn fake_proc(procs: &[(&str, &str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
         for (pid, uid, gid) in procs {
@@ -180,7 +190,7 @@ mod tests {
             std::fs::create_dir_all(&p).expect("mkdir");
             std::fs::write(p.join("uid_map"), uid).expect("uid_map");
             std::fs::write(p.join("gid_map"), gid).expect("gid_map");
-            std::fs::write(p.join("stat"), format!("{pid} (a b) c) S 1 2 3\n")).expect("stat");
+            std::fs::write(p.join("stat"), stat(pid, "a b) c", 'S')).expect("stat");
         }
         d
     }
@@ -206,20 +216,12 @@ mod tests {
         assert_eq!(used.namespaces.len(), 3, "{used:?}");
         // Zombies run nothing.
         for pid in ["20", "21", "22"] {
-            std::fs::write(
-                d.path().join(pid).join("stat"),
-                format!("{pid} (sleep) Z 1 2\n"),
-            )
-            .expect("stat");
+            std::fs::write(d.path().join(pid).join("stat"), stat(pid, "sleep", 'Z')).expect("stat");
         }
         let used = InUse::scan(d.path()).expect("scan");
         assert_eq!(used.user_of(&pod(1_048_576)), None, "{used:?}");
         for pid in ["20", "21", "22"] {
-            std::fs::write(
-                d.path().join(pid).join("stat"),
-                format!("{pid} (x) Z) R 1\n"),
-            )
-            .expect("stat");
+            std::fs::write(d.path().join(pid).join("stat"), stat(pid, "x) Z", 'R')).expect("stat");
         }
         let used = InUse::scan(d.path()).expect("scan");
         assert!(

@@ -97,6 +97,38 @@ fn wrapped(hook: &Hook, exe: &Path, bundle: &Path) -> Hook {
     w
 }
 
+/// The paths of the poststop hooks in the libcontainer config of the
+/// container whose state dir is `root`, as the user gave them (the relay's
+/// own argument after `--`), comma-separated; `?` when it cannot be read.
+pub fn poststop_paths(root: &Path) -> String {
+    let Ok(config) = libcontainer::config::YoukiConfig::load(root) else {
+        return "?".into();
+    };
+    let hooks = config
+        .hooks
+        .as_ref()
+        .and_then(|h| h.poststop().clone())
+        .unwrap_or_default();
+    let paths: Vec<String> = hooks
+        .iter()
+        .map(|h| {
+            let args = h.args().as_deref().unwrap_or_default();
+            match args.iter().position(|a| a == "--") {
+                Some(i) if args.get(1).map(String::as_str) == Some(RELAY) => args
+                    .get(i + 1)
+                    .cloned()
+                    .unwrap_or_else(|| h.path().display().to_string()),
+                _ => h.path().display().to_string(),
+            }
+        })
+        .collect();
+    if paths.is_empty() {
+        "?".into()
+    } else {
+        paths.join(", ")
+    }
+}
+
 /// `cnfbox hook-relay --bundle BUNDLE -- PATH ARG0 ARGS...`: runs the hook
 /// with the state from stdin, its `bundle` made `BUNDLE`; returns the
 /// hook's exit code (128 + signal if it was killed).

@@ -251,10 +251,10 @@ pub fn detach_all(paths: &[PathBuf]) {
 
 /// The default hugepage size (`Hugepagesize:` in `<proc>/meminfo`).
 pub fn default_page(proc_root: &Path) -> Option<PageSize> {
-    let text = fs::read_to_string(proc_root.join("meminfo")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("Hugepagesize:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(PageSize(kb << 10))
+    use procfs::FromRead as _;
+    let info = procfs::Meminfo::from_file(proc_root.join("meminfo")).ok()?;
+    // procfs gives bytes.
+    info.hugepagesize.map(PageSize)
 }
 
 #[cfg(test)]
@@ -360,7 +360,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("meminfo"),
-            "MemTotal: 1 kB\nHugepagesize:    2048 kB\n",
+            concat!(
+                "MemTotal: 1 kB\nMemFree: 1 kB\nBuffers: 0 kB\nCached: 0 kB\n",
+                "SwapCached: 0 kB\nActive: 0 kB\nInactive: 0 kB\nSwapTotal: 0 kB\n",
+                "SwapFree: 0 kB\nDirty: 0 kB\nWriteback: 0 kB\nMapped: 0 kB\nSlab: 0 kB\n",
+                "Committed_AS: 0 kB\nVmallocTotal: 0 kB\nVmallocUsed: 0 kB\n",
+                "VmallocChunk: 0 kB\nHugepagesize:    2048 kB\n",
+            ),
         )
         .unwrap();
         assert_eq!(default_page(dir.path()), Some(MB2));

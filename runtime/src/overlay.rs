@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 
 use idmap::PodMapping;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use procfs::process::MountInfos;
+use procfs::FromRead as _;
 
 /// statfs(2) f_type of overlayfs.
 pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
@@ -97,35 +99,37 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The layers of the top-most overlay mounted on `mountpoint`, from the
-/// text of a mountinfo file.
-pub fn layers_of(mountpoint: &Path, mountinfo: &str) -> Option<(Layers, String)> {
-    let line = mountinfo
-        .lines()
-        .filter(|l| {
-            l.split(' ').nth(4).map(unescape).as_deref() == Some(&*mountpoint.to_string_lossy())
-        })
-        .rfind(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|t| t.starts_with("overlay "))
-        })?;
-    let options = line.split(" - ").nth(1)?.splitn(3, ' ').nth(2)?.to_owned();
-    let mut layers = Layers {
-        lower: Vec::new(),
-        upper: None,
-        work: None,
+/// The layers of the top-most overlay mounted on `mountpoint`, from a
+/// mount table (procfs' parse of a mountinfo file), and its superblock
+/// options (for messages). procfs leaves mountinfo's octal escapes in the
+/// mount point and the option values: they are undone here.
+pub fn layers_of(mountpoint: &Path, mounts: &MountInfos) -> Option<(Layers, String)> {
+    let want = mountpoint.to_string_lossy();
+    let m = mounts
+        .iter()
+        .filter(|m| unescape(&m.mount_point.to_string_lossy()) == want)
+        .rfind(|m| m.fs_type == "overlay")?;
+    let option = |key: &str| {
+        m.super_options
+            .get(key)
+            .cloned()
+            .flatten()
+            .map(|v| unescape(&v))
     };
-    for opt in options.split(',') {
-        if let Some(v) = opt.strip_prefix("lowerdir=") {
-            layers.lower = unescape(v).split(':').map(PathBuf::from).collect();
-        } else if let Some(v) = opt.strip_prefix("upperdir=") {
-            layers.upper = Some(PathBuf::from(unescape(v)));
-        } else if let Some(v) = opt.strip_prefix("workdir=") {
-            layers.work = Some(PathBuf::from(unescape(v)));
-        }
-    }
-    Some((layers, options))
+    let layers = Layers {
+        lower: option("lowerdir")
+            .map(|v| v.split(':').map(PathBuf::from).collect())
+            .unwrap_or_default(),
+        upper: option("upperdir").map(PathBuf::from),
+        work: option("workdir").map(PathBuf::from),
+    };
+    let mut options: Vec<String> = m
+        .super_options
+        .iter()
+        .map(|(k, v)| v.as_ref().map_or_else(|| k.clone(), |v| format!("{k}={v}")))
+        .collect();
+    options.sort();
+    Some((layers, options.join(",")))
 }
 
 /// Whether `path` is on an overlayfs mount.
@@ -163,8 +167,8 @@ pub fn idmapped_view(
     mapping: &PodMapping,
     staging: &Path,
 ) -> Result<(), OverlayError> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let (layers, options) = layers_of(rootfs, &info).ok_or_else(|| OverlayError::NotMounted {
+    let mounts = MountInfos::from_file("/proc/self/mountinfo").unwrap_or(MountInfos(Vec::new()));
+    let (layers, options) = layers_of(rootfs, &mounts).ok_or_else(|| OverlayError::NotMounted {
         rootfs: rootfs.to_owned(),
     })?;
     if layers.lower.is_empty() {
@@ -257,9 +261,11 @@ mod tests {
 
     #[test]
     fn reads_layers_from_mountinfo() {
+        use procfs::FromBufRead as _;
+        let info = MountInfos::from_buf_read(INFO.as_bytes()).expect("mountinfo");
         let (l, opts) = layers_of(
             Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs"),
-            INFO,
+            &info,
         )
         .expect("found");
         assert_eq!(
@@ -272,10 +278,10 @@ mod tests {
         assert_eq!(l.upper, Some(PathBuf::from("/var/lib/s/snapshots/3/fs")));
         assert_eq!(l.work, Some(PathBuf::from("/var/lib/s/snapshots/3/work")));
         assert!(opts.contains("index=off"));
-        let (l, _) = layers_of(Path::new("/mnt/with space"), INFO).expect("escaped");
+        let (l, _) = layers_of(Path::new("/mnt/with space"), &info).expect("escaped");
         assert_eq!(l.lower, vec![PathBuf::from("/a b")]);
         assert!(
-            layers_of(Path::new("/"), INFO).is_none(),
+            layers_of(Path::new("/"), &info).is_none(),
             "ext4 is no overlay"
         );
     }

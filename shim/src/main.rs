@@ -2,6 +2,7 @@
 //! for cnfbox pods. One shim process serves a whole pod; it drives the
 //! `cnfbox` binary as containerd-shim-runc-v2 drives runc.
 
+mod errors;
 mod exits;
 mod info;
 mod io;
@@ -12,7 +13,6 @@ mod rootfs;
 mod runtime;
 mod shim;
 mod stats;
-mod stats_v2;
 mod stop;
 mod task;
 

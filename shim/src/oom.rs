@@ -37,20 +37,24 @@ pub enum OomError {
     },
 }
 
+/// The cgroups of `pid` (procfs' parse of `<proc_root>/<pid>/cgroup`);
+/// none when it cannot be read (the process is gone).
+fn cgroups_of(path: &Path) -> Vec<procfs::ProcessCGroup> {
+    use procfs::FromRead as _;
+    procfs::ProcessCGroups::from_file(path).map_or_else(|_| Vec::new(), |c| c.0)
+}
+
 /// The v1 memory cgroup directory of `pid`.
 pub fn memory_cgroup(proc_root: &Path, cgroup_root: &Path, pid: i32) -> Result<PathBuf, OomError> {
     let path = proc_root.join(pid.to_string()).join("cgroup");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut p = l.splitn(3, ':');
-            let (_, ctrls, cg) = (p.next()?, p.next()?, p.next()?);
-            ctrls
-                .split(',')
-                .any(|c| c == "memory")
-                .then(|| cg.trim_start_matches('/').to_owned())
+    cgroups_of(&path)
+        .into_iter()
+        .filter(|cg| cg.controllers.iter().any(|c| c == "memory"))
+        .map(|cg| {
+            cgroup_root
+                .join("memory")
+                .join(cg.pathname.trim_start_matches('/'))
         })
-        .map(|cg| cgroup_root.join("memory").join(cg))
         .find(|d| d.is_dir())
         .ok_or(OomError::NoMemoryCgroup { pid, path })
 }
@@ -110,10 +114,10 @@ pub fn memory_cgroup_v2(
     pid: i32,
 ) -> Result<PathBuf, OomError> {
     let path = proc_root.join(pid.to_string()).join("cgroup");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|cg| cgroup_root.join(cg.trim_start_matches('/')))
+    cgroups_of(&path)
+        .into_iter()
+        .find(|cg| cg.hierarchy == 0 && cg.controllers.is_empty())
+        .map(|cg| cgroup_root.join(cg.pathname.trim_start_matches('/')))
         .filter(|d| d.join("memory.events").exists())
         .ok_or(OomError::NoMemoryCgroup { pid, path })
 }

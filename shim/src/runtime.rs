@@ -72,7 +72,7 @@ impl RuntimeError {
     /// line's `kind`, never the words of its message: "bind source ... does
     /// not exist" is a failed create, not a missing container).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Failed { kind: Some(kind), .. } if kind == "not_found")
+        self.kind() == crate::errors::Kind::NotFound
     }
 }
 
@@ -363,6 +363,18 @@ impl Cnfbox {
             .map(OsString::from)
             .to_vec();
         self.run(args, Some(resources_json), None).await.map(drop)
+    }
+
+    /// `events --stats ID`: the container's cgroup stats (libcgroups'),
+    /// in runc's JSON.
+    pub async fn stats(&self, id: &str) -> Result<crate::stats::Stats, RuntimeError> {
+        let out = self.simple(["events", "--stats", id]).await?;
+        serde_json::from_slice::<crate::stats::Event>(&out)
+            .map(|e| e.data)
+            .map_err(|source| RuntimeError::Json {
+                command: "events".into(),
+                source,
+            })
     }
 
     /// `ps --format json ID`: the container's pids.

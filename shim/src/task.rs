@@ -22,19 +22,19 @@ use containerd_shim::protos::events::task::{
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
-use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::util::{convert_to_any, timestamp};
 use containerd_shim::{Context, ExitSignal, Task, TtrpcContext, TtrpcResult};
 use tokio::sync::{mpsc, Mutex};
 
+use crate::errors::{internal, not_found, runtime as runtime_err, status, Kind};
 use crate::exits::Exits;
 use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
 use crate::options::{self, ShimState};
 use crate::process::{ExitInfo, Proc};
 use crate::rootfs;
 use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
-use crate::{oom, stats, stats_v2, stop};
+use crate::{oom, stats, stop};
 
 /// How long an exited process's output may take to drain (a daemon it
 /// left behind can hold its stdout open forever).
@@ -55,35 +55,6 @@ pub struct Service {
     publisher: Arc<RemotePublisher>,
     containers: Mutex<HashMap<String, Container>>,
     exit: Arc<ExitSignal>,
-}
-
-fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
-    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
-}
-
-fn not_found(what: impl std::fmt::Display) -> ttrpc::Error {
-    status(Code::NOT_FOUND, format!("{what} not found"))
-}
-
-fn runtime_err(e: RuntimeError) -> ttrpc::Error {
-    let code = if e.is_not_found() {
-        Code::NOT_FOUND
-    } else {
-        Code::UNKNOWN
-    };
-    status(code, e.to_string())
-}
-
-fn internal(e: impl std::error::Error) -> ttrpc::Error {
-    // The whole chain: the caller (containerd, kubelet) sees one line.
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    status(Code::INTERNAL, msg)
 }
 
 fn now() -> Timestamp {
@@ -172,7 +143,7 @@ impl Service {
     fn watch_oom(&self, container_id: &str, pid: i32) {
         let (proc_root, cgroup_root) = (Path::new("/proc"), Path::new("/sys/fs/cgroup"));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let watched = if stats_v2::is_unified(cgroup_root) {
+        let watched = if stats::is_unified(cgroup_root) {
             oom::memory_cgroup_v2(proc_root, cgroup_root, pid).and_then(|d| oom::watch_v2(&d, tx))
         } else {
             oom::memory_cgroup(proc_root, cgroup_root, pid).and_then(|d| oom::watch(&d, tx))
@@ -315,13 +286,13 @@ impl Task for Service {
     ) -> TtrpcResult<CreateTaskResponse> {
         if self.containers.lock().await.contains_key(&req.id) {
             return Err(status(
-                Code::ALREADY_EXISTS,
+                Kind::AlreadyExists,
                 format!("container {} already exists in this shim", req.id),
             ));
         }
         if !req.checkpoint.is_empty() {
             return Err(status(
-                Code::UNIMPLEMENTED,
+                Kind::Unimplemented,
                 "cnfbox does not restore checkpoints",
             ));
         }
@@ -355,7 +326,7 @@ impl Task for Service {
         let (p, cnfbox, bundle) = self.lookup(&req.id, &req.exec_id).await?;
         if p.st().status != Status::CREATED {
             return Err(status(
-                Code::FAILED_PRECONDITION,
+                Kind::FailedPrecondition,
                 format!("{} {} is not in the created state", req.id, req.exec_id),
             ));
         }
@@ -432,7 +403,7 @@ impl Task for Service {
         if !req.exec_id.is_empty() {
             if matches!(st, Status::RUNNING | Status::PAUSED) {
                 return Err(status(
-                    Code::FAILED_PRECONDITION,
+                    Kind::FailedPrecondition,
                     format!("exec {} in {} is still running", req.exec_id, req.id),
                 ));
             }
@@ -449,7 +420,7 @@ impl Task for Service {
         }
         if matches!(st, Status::RUNNING | Status::PAUSED) && p.exit().is_none() {
             return Err(status(
-                Code::FAILED_PRECONDITION,
+                Kind::FailedPrecondition,
                 format!("container {} is still running: kill it first", req.id),
             ));
         }
@@ -564,20 +535,20 @@ impl Task for Service {
         let pid = p.st().pid;
         if pid <= 0 {
             return Err(status(
-                Code::FAILED_PRECONDITION,
+                Kind::FailedPrecondition,
                 format!("exec {} in {} was not started", req.exec_id, req.id),
             ));
         }
         let sig = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
             status(
-                Code::INVALID_ARGUMENT,
+                Kind::InvalidArgument,
                 format!("signal {} is not a valid signal", req.signal),
             )
         })?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
             Ok(()) => Ok(Empty::new()),
             Err(nix::Error::ESRCH) => Err(not_found(format!("exec {} process", req.exec_id))),
-            Err(e) => Err(status(Code::UNKNOWN, format!("kill({pid}, {sig}): {e}"))),
+            Err(e) => Err(status(Kind::Unknown, format!("kill({pid}, {sig}): {e}"))),
         }
     }
 
@@ -589,7 +560,7 @@ impl Task for Service {
                 .ok_or_else(|| not_found(format!("container {}", req.id)))?;
             if c.execs.contains_key(&req.exec_id) {
                 return Err(status(
-                    Code::ALREADY_EXISTS,
+                    Kind::AlreadyExists,
                     format!("exec {} already exists in {}", req.exec_id, req.id),
                 ));
             }
@@ -600,7 +571,7 @@ impl Task for Service {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| {
                     status(
-                        Code::INVALID_ARGUMENT,
+                        Kind::InvalidArgument,
                         format!("exec {}: no process spec", req.exec_id),
                     )
                 })?;
@@ -629,9 +600,9 @@ impl Task for Service {
         let (p, _, _) = self.lookup(&req.id, &req.exec_id).await?;
         match p.with_io(|io| io.resize(req.width, req.height)) {
             Some(Ok(())) => Ok(Empty::new()),
-            Some(Err(e)) => Err(status(Code::FAILED_PRECONDITION, e.to_string())),
+            Some(Err(e)) => Err(status(Kind::FailedPrecondition, e.to_string())),
             None => Err(status(
-                Code::FAILED_PRECONDITION,
+                Kind::FailedPrecondition,
                 format!("{} {} has no live terminal", req.id, req.exec_id),
             )),
         }
@@ -652,7 +623,7 @@ impl Task for Service {
             .as_ref()
             .map(|a| a.value.clone())
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update: no resources given"))?;
+            .ok_or_else(|| status(Kind::InvalidArgument, "update: no resources given"))?;
         cnfbox
             .update(&req.id, resources)
             .await
@@ -666,7 +637,7 @@ impl Task for Service {
         let exit = rx
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| status(Code::UNKNOWN, "the process's exit was lost"))?
+            .map_err(|_| status(Kind::Unknown, "the process's exit was lost"))?
             .clone()
             .unwrap_or(ExitInfo {
                 code: 255,
@@ -680,16 +651,15 @@ impl Task for Service {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let (p, _, _) = self.lookup(&req.id, "").await?;
-        let pid = p.st().pid;
+        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
         if p.exit().is_some() {
             return Err(not_found(format!("running container {}", req.id)));
         }
-        let roots = stats::Roots::default();
-        let any = if stats_v2::is_unified(&roots.cgroup) {
-            convert_to_any(Box::new(stats_v2::collect(&roots, pid).map_err(internal)?))
+        let s = cnfbox.stats(&req.id).await.map_err(runtime_err)?;
+        let any = if stats::is_unified(Path::new("/sys/fs/cgroup")) {
+            convert_to_any(Box::new(stats::v2(&s)))
         } else {
-            convert_to_any(Box::new(stats::collect(&roots, pid).map_err(internal)?))
+            convert_to_any(Box::new(stats::v1(&s)))
         }
         .map_err(internal)?;
         Ok(StatsResponse {

@@ -81,9 +81,10 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     let code = wait::forward_until_exit(pid, &signals)?;
     if !a.keep {
         give_back(&meta, false)?;
-        super::delete_container(&mut container, true)
+        let warning = super::delete_container(&mut container, true)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
         profile::teardown(&ctx.root, &meta)?;
+        super::warn(warning);
     }
     Ok(code)
 }

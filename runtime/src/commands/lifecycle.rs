@@ -76,8 +76,10 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
     }
     // Interfaces go back while the pod's namespaces still stand.
     super::create::give_back(&meta, force).with_context(|| format!("delete container {id}"))?;
-    super::delete_container(&mut c, force).with_context(|| format!("delete container {id}"))?;
+    let warning =
+        super::delete_container(&mut c, force).with_context(|| format!("delete container {id}"))?;
     crate::profile::teardown(&ctx.root, &meta).with_context(|| format!("delete container {id}"))?;
+    super::warn(warning);
     Ok(())
 }
 

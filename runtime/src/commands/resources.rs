@@ -28,6 +28,12 @@ fn runc_stats(s: &Stats) -> serde_json::Value {
             )
         })
         .collect();
+    let blkio = |entries: &[libcgroups::stats::BlkioDeviceStat]| -> Vec<serde_json::Value> {
+        entries
+            .iter()
+            .map(|e| json!({"major": e.major, "minor": e.minor, "op": e.op_type.as_deref().unwrap_or(""), "value": e.value}))
+            .collect()
+    };
     json!({
         "cpu": {
             "usage": {
@@ -52,6 +58,10 @@ fn runc_stats(s: &Stats) -> serde_json::Value {
         },
         "pids": {"current": s.pids.current, "limit": s.pids.limit},
         "hugetlb": hugetlb,
+        "blkio": {
+            "ioServiceBytesRecursive": blkio(&s.blkio.service_bytes),
+            "ioServicedRecursive": blkio(&s.blkio.serviced),
+        },
     })
 }
 
