@@ -10,10 +10,12 @@
 //! own cgroup with `BPF_F_ALLOW_MULTI`: the kernel runs every program on the
 //! cgroup's path to the root and an open needs all of them to allow it
 //! (`__cgroup_bpf_check_dev_permission`, kernel/bpf/cgroup.c), so a program
-//! a parent (systemd's slice) has keeps working, and pod root cannot detach
-//! ours (`BPF_PROG_DETACH` wants `CAP_NET_ADMIN`/`CAP_BPF` in the initial
-//! user namespace). The program lives as long as the cgroup; no pin is
-//! needed. Around that, cnfbox settles what libcontainer leaves open:
+//! a parent (systemd's slice) has keeps working and one of the pod's could
+//! only deny more; pod root can neither load one nor get ours to detach it
+//! (`BPF_PROG_LOAD` of this type and `BPF_PROG_GET_FD_BY_ID` need
+//! `CAP_BPF`/`CAP_SYS_ADMIN` in the initial user namespace). The program
+//! lives as long as the cgroup; no pin is needed. Around that, cnfbox
+//! settles what libcontainer leaves open:
 //!
 //! - libcontainer applies no cgroup setting at all to a spec without
 //!   `linux.resources`, so no rule and, on v2, no program: every node the
