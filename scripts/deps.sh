@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(
   build-essential pkg-config libseccomp-dev protobuf-compiler  # build
+  libelf-dev zlib1g-dev                                        # libbpf (libbpf-sys) for the cgroup v2 device program
   busybox-static uidmap iproute2 util-linux procps strace     # test bundles, namespaces, syscall budget
   runc crun hyperfine                                          # side-by-side benchmarks
   containerd containernetworking-plugins                       # shim tests (later issues)

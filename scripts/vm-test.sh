@@ -27,7 +27,7 @@ fi
 cache="${CNFBOX_CACHE:-/var/cache/cnfbox}"
 # The lane's integration test targets, in run order; `target:a,b` runs only
 # the tests of `target` whose names contain `a` or `b`.
-read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes shim_cri:cri_pods_on_cnfbox_and_runc devices:vfio}"
+read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes shim_cri:cri_pods_on_cnfbox_and_runc devices:vfio,device_rules}"
 filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
 run_timeout="${CNFBOX_VM_RUN_TIMEOUT:-1500}"   # the whole boot, tests included

@@ -7,6 +7,7 @@
 //! and nothing is left after delete.
 
 mod common;
+mod device_rules;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -466,11 +467,11 @@ fn lane_vfio_group(test: &str) -> Option<(String, (i64, i64), String)> {
 /// behind QEMU's emulated IOMMU: pod root opens `/dev/vfio/vfio` and the
 /// group's node (made by number, owned by pod root), attaches the group,
 /// sets the type1 IOMMU, maps a page for DMA and gets the device's fd.
-/// Without `[devices] allow` for vfio's major, the create is refused.
-/// (type1 refuses `VFIO_SET_IOMMU` with EPERM where the IOMMU cannot remap
-/// interrupts: the lane's vIOMMU has `intremap=on`.) Not checked here: a
-/// group without a cgroup rule. On the lane's cgroup v2 no device rule is
-/// enforced (libcgroups is built without `cgroupsv2_devices`; README).
+/// Without `[devices] allow` for vfio's major, the create is refused;
+/// without the group's cgroup rule, its open gives EPERM (the lane's
+/// cgroup v2: libcgroups' eBPF device program). (type1 refuses
+/// `VFIO_SET_IOMMU` with EPERM where the IOMMU cannot remap interrupts:
+/// the lane's vIOMMU has `intremap=on`.)
 ///
 /// No-IOMMU mode (`/dev/vfio/noiommu-N`) is not what this tests: Debian's
 /// kernels are built without `CONFIG_VFIO_NOIOMMU`, and where it exists the
@@ -520,6 +521,18 @@ fn vfio_pod_root_uses_a_vfio_group() {
     // `allow` appends a second [devices] table: start from a fresh config.
     let env = Env::new();
     allow(&env, &["c 10:196", &format!("c {major}:*")]);
+    // The device cgroup still decides: without the group's rule, EPERM.
+    let b = bundle(
+        &env,
+        "vfio-nocg",
+        &script,
+        devices.clone(),
+        vec![cgroup_allow(VFIO_CONTAINER)],
+        None,
+    );
+    let out = run(&env, &b, "vfio-nocg");
+    assert_eq!(kv(&out, "container"), "ok", "{out}");
+    assert_eq!(kv(&out, "open"), "EPERM", "{out}");
     let b = bundle(&env, "vfio", &script, devices, rules, None);
     let out = run(&env, &b, "vfio");
     assert_eq!(kv(&out, "owner"), "0:0:600", "{out}");

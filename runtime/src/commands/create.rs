@@ -157,6 +157,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     let interfaces = crate::net::plan(o.id, &spec, &idmap::EtcRoot::default().config_path())
         .with_context(|| format!("create container {}", o.id))?;
     crate::net::strip(&mut spec);
+    crate::devices::rules::deny_by_default(&mut spec);
     failpoint::hit("create:before-range");
     let applied = profile::apply(&ctx.root, o.id, &mut spec, &bundle.rootfs)
         .with_context(|| format!("create container {}", o.id))?;
@@ -287,6 +288,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     let result = built.and_then(|mut c| {
         if let Err(err) = harden_views(&spec, &meta)
             .and_then(|()| join_hugetlb(&c, &meta))
+            .and_then(|()| restore_memlock(&c, &spec))
             .and_then(|()| adopt_netns(&c, applied.adopted_netns.as_deref(), o.id))
         {
             let _ = super::delete_container(&mut c, true);
@@ -432,6 +434,16 @@ fn join_hugetlb(container: &Container, meta: &ContainerMeta) -> anyhow::Result<(
         .pid()
         .context("created container has no init pid")?;
     h.join(pid.as_raw())?;
+    Ok(())
+}
+
+/// The init's `RLIMIT_MEMLOCK` as it was before libcgroups' device program
+/// (`devices::rules`).
+fn restore_memlock(container: &Container, spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    crate::devices::rules::restore_memlock(spec, pid)?;
     Ok(())
 }
 

@@ -155,6 +155,8 @@ pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
     }
     hugepage_update(&meta, &mut resources).with_context(context)?;
     let manager = cgroup_manager(&c, &meta)?;
+    crate::devices::rules::for_update(&manager, &c.bundle().join("config.json"), &mut resources)
+        .with_context(context)?;
     manager
         .apply(&ControllerOpt {
             resources: &resources,

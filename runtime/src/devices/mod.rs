@@ -15,15 +15,16 @@
 //! the entry's `uid`/`gid` map to, with the entry's `fileMode`, and hands
 //! each to libcontainer as a bind mount at the entry's path.
 //!
-//! The device cgroup still decides what may be opened: the entries'
-//! `linux.resources.devices` rules are kept as they are. libcontainer 0.7
-//! (unlike runc) adds no allow rule per `linux.devices` entry
-//! (`libcgroups::v1::devices::Devices::apply` writes the spec's rules and
-//! its defaults only), so cnfbox adds none either: a node without an allow
+//! The device cgroup still decides what may be opened, on v1 and v2 (see
+//! `rules`): the entries' `linux.resources.devices` rules are kept as they
+//! are. libcontainer 0.7 (unlike runc) adds no allow rule per
+//! `linux.devices` entry (libcgroups applies the spec's rules and its
+//! defaults only), so cnfbox adds none either: a node without an allow
 //! rule stays unusable, exactly as without cnfbox. containerd's CRI writes
 //! the allow rule of each CreateContainer device itself.
 
 pub mod policy;
+pub mod rules;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
