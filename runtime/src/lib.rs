@@ -5,7 +5,7 @@
 
 pub mod bundle;
 pub mod capabilities;
-pub mod config_file;
+pub mod config;
 pub mod numa;
 pub mod pod;
 
