@@ -19,7 +19,7 @@ use std::str::FromStr;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 
 /// The annotation (pod or container) that asks for capabilities.
-pub const ANNOTATION: &str = "cnfbox.io/capabilities";
+pub const ANNOTATION: &str = cnfbox_annotations::CAPABILITIES;
 
 /// containerd's default capability set (containerd `oci.defaultUnixCaps`):
 /// never subject to the allowlist.

@@ -16,7 +16,7 @@ use oci_spec::runtime::{
 };
 
 /// Pod or container annotation naming the NUMA node.
-pub const ANNOTATION: &str = "cnfbox.io/numa-node";
+pub const ANNOTATION: &str = cnfbox_annotations::NUMA_NODE;
 
 /// Errors of NUMA placement.
 #[derive(Debug, thiserror::Error)]

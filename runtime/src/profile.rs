@@ -141,7 +141,7 @@ pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
 }
 
 /// Pod or container annotation asking for the host's user namespace.
-pub const USERNS_ANNOTATION: &str = "cnfbox.io/userns";
+pub const USERNS_ANNOTATION: &str = cnfbox_annotations::USERNS;
 
 /// How the spec asks for the host's user namespace, if it does.
 fn host_userns_request(spec: &Spec) -> Option<String> {

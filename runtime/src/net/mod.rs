@@ -50,10 +50,8 @@ pub enum NetError {
         line: usize,
         reason: String,
     },
-    #[error("{origin}: {reason}")]
-    Syntax { origin: String, reason: String },
-    #[error("{origin}: {reason}")]
-    Duplicate { origin: String, reason: String },
+    #[error(transparent)]
+    Request(#[from] request::RequestError),
     #[error("{origin}: host device {device} is not allowed by [network] {rule} in {config} (allowed: {allowed})")]
     NotAllowed {
         origin: String,
