@@ -52,9 +52,22 @@ fn misspelt_config_toml_is_refused_with_its_line() {
     let config = env.config.clone().expect("env config");
     // Three lines: [idmap], pool, ledger_dir.
     let idmap = fs::read_to_string(&config).unwrap();
-    let bundle = env.bundle("netwrok", |b| b.scenario(&Scenario::True));
+    // The tenant asks for NET_ADMIN: with the admin's `allow = []` lost to
+    // a misspelt section, the default allowlist (NET_ADMIN included) would
+    // grant it.
+    let bundle = env.bundle("netwrok", |b| {
+        b.scenario(&Scenario::True).modify(|s| {
+            s.set_annotations(Some(
+                [(cnfbox_annotations::CAPABILITIES.into(), "NET_ADMIN".into())].into(),
+            ));
+        })
+    });
     let id = env.id("netwrok");
     for (extra, what) in [
+        (
+            "[capabilites]\nallow = []\n",
+            ":4: unknown section [capabilites] (known: idmap, numa, capabilities, network, devices, pods)",
+        ),
         (
             "\n[netwrok]\nmovable = [\"vf*\"]\n",
             ":5: unknown section [netwrok] (known: idmap, numa, capabilities, network, devices, pods)",
