@@ -144,8 +144,9 @@ impl EtcRoot {
     }
 }
 
-/// The whole `config.toml`. Sections of other crates are ignored here so the
-/// runtime can add its own; `[idmap]` itself refuses unknown keys, since a
+/// The whole `config.toml` as this crate sees it. Sections of other crates
+/// are ignored here (the runtime's own parser, which knows them all,
+/// refuses unknown ones); `[idmap]` itself refuses unknown keys, since a
 /// typo in it would silently change who owns which host IDs.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Config {
@@ -362,13 +363,22 @@ impl Config {
 
     /// Parses config text; `path` is recorded and used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
         })?;
-        cfg.source = Some(path.to_owned());
-        cfg.idmap.check(path)?;
-        Ok(cfg)
+        Self::from_section(path, cfg.idmap)
+    }
+
+    /// The config of an `[idmap]` section another parser read from `path`
+    /// (the runtime's, which knows every section), after the same checks
+    /// as [`Config::parse`].
+    pub fn from_section(path: &Path, idmap: IdmapConfig) -> Result<Self, ConfigError> {
+        idmap.check(path)?;
+        Ok(Config {
+            idmap,
+            source: Some(path.to_owned()),
+        })
     }
 
     fn origin(&self) -> PathBuf {

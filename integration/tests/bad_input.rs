@@ -44,6 +44,52 @@ fn malformed_config_names_the_field() {
 }
 
 #[test]
+fn misspelt_config_toml_is_refused_with_its_line() {
+    if !can_run("config.toml section") {
+        return;
+    }
+    let env = Env::new();
+    let config = env.config.clone().expect("env config");
+    // Three lines: [idmap], pool, ledger_dir.
+    let idmap = fs::read_to_string(&config).unwrap();
+    // The tenant asks for NET_ADMIN: with the admin's `allow = []` lost to
+    // a misspelt section, the default allowlist (NET_ADMIN included) would
+    // grant it.
+    let bundle = env.bundle("netwrok", |b| {
+        b.scenario(&Scenario::True).modify(|s| {
+            s.set_annotations(Some(
+                [(cnfbox_annotations::CAPABILITIES.into(), "NET_ADMIN".into())].into(),
+            ));
+        })
+    });
+    let id = env.id("netwrok");
+    for (extra, what) in [
+        (
+            "[capabilites]\nallow = []\n",
+            ":4: unknown section [capabilites] (known: idmap, numa, capabilities, network, devices, pods)",
+        ),
+        (
+            "\n[netwrok]\nmovable = [\"vf*\"]\n",
+            ":5: unknown section [netwrok] (known: idmap, numa, capabilities, network, devices, pods)",
+        ),
+        (
+            "[devices]\nalow = [\"c 10:232\"]\n",
+            ":5: unknown field `alow` in [devices] (known: allow)",
+        ),
+        (
+            "[network]\nmax_attachments = \"4\"\n",
+            ":5: [network] max_attachments: invalid type: string \"4\", expected usize",
+        ),
+    ] {
+        fs::write(&config, format!("{idmap}{extra}")).unwrap();
+        let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+        let want = format!("{}{what}", config.display());
+        assert_one_line_error(&out, &[&want]);
+        assert_nothing_left(&env, &id);
+    }
+}
+
+#[test]
 fn unsupported_oci_version() {
     if !can_run("ociVersion") {
         return;

@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
-use serde::Deserialize;
 
 /// The annotation (pod or container) that asks for capabilities.
-pub const ANNOTATION: &str = "cnfbox.io/capabilities";
+pub const ANNOTATION: &str = cnfbox_annotations::CAPABILITIES;
 
 /// containerd's default capability set (containerd `oci.defaultUnixCaps`):
 /// never subject to the allowlist.
@@ -46,14 +45,8 @@ const DEFAULT_ALLOW: &[&str] = &["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "IP
 /// Errors of the capability policy.
 #[derive(Debug, thiserror::Error)]
 pub enum CapsError {
-    #[error("read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: [capabilities]: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{source_name}: unknown capability {name:?}")]
     Unknown { source_name: String, name: String },
     #[error("{source_name}: capability {cap} is not allowed for pods (allowed beyond the default set: {allowed}; see [capabilities] allow in {config})")]
@@ -67,17 +60,6 @@ pub enum CapsError {
     HostUserns { caps: String },
     #[error("annotation {ANNOTATION}: {caps} need the pod's own network namespace (linux.namespaces has no private network namespace)")]
     NoPrivateNetns { caps: String },
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct File {
-    capabilities: Option<Section>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    allow: Vec<String>,
 }
 
 /// The allowlist, from the `[capabilities]` section of the config file.
@@ -107,26 +89,9 @@ impl Policy {
     /// Loads the allowlist from `path` (a missing file or section means the
     /// default allowlist).
     pub fn load(path: &Path) -> Result<Self, CapsError> {
-        let names: Vec<String> = match crate::config_file::read_to_string(path) {
-            Ok(text) => {
-                let file: File = toml::from_str(&text).map_err(|e| CapsError::Parse {
-                    path: path.to_path_buf(),
-                    reason: e.message().to_string(),
-                })?;
-                match file.capabilities {
-                    Some(s) => s.allow,
-                    None => DEFAULT_ALLOW.iter().map(|s| s.to_string()).collect(),
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                DEFAULT_ALLOW.iter().map(|s| s.to_string()).collect()
-            }
-            Err(source) => {
-                return Err(CapsError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+        let names: Vec<String> = match &crate::config::load(path)?.capabilities {
+            Some(section) => section.allow.clone(),
+            None => DEFAULT_ALLOW.iter().map(|s| s.to_string()).collect(),
         };
         let source_name = format!("{} [capabilities] allow", path.display());
         let allow = names

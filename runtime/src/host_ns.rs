@@ -23,30 +23,15 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use serde::Deserialize;
 
 /// What `[pods] host_namespaces` says.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Refuse such pods with an error naming the field (the default).
-    #[default]
-    Refuse,
-    /// Run them in the host's user namespace, as runc does.
-    HostUserns,
-}
+pub use crate::config::HostNamespaces as Mode;
 
 /// Errors of the host-namespace policy.
 #[derive(Debug, thiserror::Error)]
 pub enum HostNsError {
-    #[error("read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: [pods]: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{field}: {what} is refused: set host_namespaces = \"host-userns\" under [pods] in {config} to run such pods in the host's user namespace, as runc does")]
     Refused {
         field: &'static str,
@@ -55,37 +40,11 @@ pub enum HostNsError {
     },
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct File {
-    pods: Option<Section>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    #[serde(default)]
-    host_namespaces: Mode,
-}
-
 impl Mode {
-    /// Reads `[pods] host_namespaces` from `path` (a missing file or
+    /// `[pods] host_namespaces` of the config at `path` (a missing file or
     /// section means `refuse`).
     pub fn load(path: &Path) -> Result<Self, HostNsError> {
-        let text = match crate::config_file::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::Refuse),
-            Err(source) => {
-                return Err(HostNsError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        let file: File = toml::from_str(&text).map_err(|e| HostNsError::Parse {
-            path: path.to_path_buf(),
-            reason: e.message().to_string(),
-        })?;
-        Ok(file.pods.map(|s| s.host_namespaces).unwrap_or_default())
+        Ok(crate::config::load(path)?.pods.host_namespaces)
     }
 }
 

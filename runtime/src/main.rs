@@ -8,7 +8,7 @@ mod causes;
 mod cgroups;
 mod cli;
 mod commands;
-mod config_file;
+mod config;
 mod devices;
 mod failpoint;
 mod holders;

@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     LinuxCpu, LinuxMemoryPolicy, MemoryPolicyFlagType as Flag, MemoryPolicyModeType as Mode, Spec,
 };
-use serde::Deserialize;
 
 /// Pod or container annotation naming the NUMA node.
-pub const ANNOTATION: &str = "cnfbox.io/numa-node";
+pub const ANNOTATION: &str = cnfbox_annotations::NUMA_NODE;
 
 /// Errors of NUMA placement.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +48,8 @@ pub enum NumaError {
         spec_cpus: String,
         reserved: String,
     },
-    #[error("{path}: [numa]: {reason}")]
-    Config { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("linux.memoryPolicy: {reason}")]
     Policy { reason: String },
     #[error("linux.memoryPolicy.nodes {nodes:?}: node {node} does not exist or has no memory (nodes with memory: {known})")]
@@ -158,36 +157,10 @@ impl Topology {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct File {
-    numa: Option<Section>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    #[serde(default)]
-    reserved_cpus: String,
-}
-
 /// CPUs kept for the host (`[numa] reserved_cpus` in config.toml).
 pub fn reserved_cpus(config: &Path) -> Result<BTreeSet<u32>, NumaError> {
-    let text = match crate::config_file::read_to_string(config) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(source) => {
-            return Err(NumaError::Read {
-                path: config.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let file: File = toml::from_str(&text).map_err(|e| NumaError::Config {
-        path: config.to_path_buf(),
-        reason: e.message().to_string(),
-    })?;
-    let list = file.numa.unwrap_or_default().reserved_cpus;
-    parse_list(&format!("{} [numa] reserved_cpus", config.display()), &list)
+    let list = &crate::config::load(config)?.numa.reserved_cpus;
+    parse_list(&format!("{} [numa] reserved_cpus", config.display()), list)
 }
 
 /// The cpuset for a container hinted to a node.

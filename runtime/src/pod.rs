@@ -15,10 +15,9 @@
 
 use std::collections::HashMap;
 
-pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-pub const CRIO_SANDBOX_ID: &str = "io.kubernetes.cri-o.SandboxID";
-pub const CRIO_CONTAINER_TYPE: &str = "io.kubernetes.cri-o.ContainerType";
+pub use cnfbox_annotations::{
+    CRIO_CONTAINER_TYPE, CRIO_SANDBOX_ID, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID,
+};
 
 /// The container engine whose membership keys a spec carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,8 @@ use crate::pod::{self, Role};
 /// Errors applying or removing the pod profile.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
+    #[error(transparent)]
+    File(#[from] crate::config::ConfigError),
     #[error("load the host ID pool config")]
     Config(#[source] idmap::ConfigError),
     #[error("host ID allocator")]
@@ -118,11 +120,17 @@ pub struct Applied {
     pub adopted_netns: Option<PathBuf>,
 }
 
+/// The `[idmap]` part of this command's config (see `crate::config`).
+fn idmap_config() -> Result<Config, ProfileError> {
+    crate::config::current()?
+        .idmap(crate::config::named_by_env())
+        .map_err(ProfileError::Config)
+}
+
 fn allocator() -> Result<Allocator, ProfileError> {
-    let etc = EtcRoot::default();
-    let config = Config::load_with(&etc, crate::config_file::read_to_string)
-        .map_err(ProfileError::Config)?;
-    Allocator::from_config(&config, &etc).map_err(|e| ProfileError::Alloc(Box::new(e)))
+    let config = idmap_config()?;
+    Allocator::from_config(&config, &EtcRoot::default())
+        .map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
 use crate::views::{self, mount_path, Owner};
@@ -133,7 +141,7 @@ pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
 }
 
 /// Pod or container annotation asking for the host's user namespace.
-pub const USERNS_ANNOTATION: &str = "cnfbox.io/userns";
+pub const USERNS_ANNOTATION: &str = cnfbox_annotations::USERNS;
 
 /// How the spec asks for the host's user namespace, if it does.
 fn host_userns_request(spec: &Spec) -> Option<String> {
@@ -163,8 +171,7 @@ pub fn apply(
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
     let etc = EtcRoot::default();
-    let config = Config::load_with(&etc, crate::config_file::read_to_string)
-        .map_err(ProfileError::Config)?;
+    let config = idmap_config()?;
     let kubelet = config.idmap.mode == IdmapMode::Kubelet;
     let host = match host_userns_request(spec) {
         Some(how) => {

@@ -18,7 +18,7 @@ use idmap::{Mapping, PodMapping};
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
 
 /// Pod or container annotation: `none` turns default volume id-mapping off.
-pub const ANNOTATION: &str = "cnfbox.io/idmap-volumes";
+pub const ANNOTATION: &str = cnfbox_annotations::IDMAP_VOLUMES;
 
 /// Errors id-mapping a volume.
 #[derive(Debug, thiserror::Error)]

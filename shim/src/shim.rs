@@ -17,12 +17,9 @@ use crate::options::{from_any, ShimState};
 use crate::rootfs;
 use crate::task::Service;
 
-/// Annotations that name a container's pod (CRI, CRI-O); containers of one
-/// pod share the sandbox's shim.
-const SANDBOX_ID_ANNOTATIONS: [&str; 2] = [
-    "io.kubernetes.cri.sandbox-id",
-    "io.kubernetes.cri-o.SandboxID",
-];
+// Annotations that name a container's pod (CRI, CRI-O), the runtime's
+// own keys; containers of one pod share the sandbox's shim.
+use cnfbox_annotations::SANDBOX_IDS as SANDBOX_ID_ANNOTATIONS;
 
 /// The shim-grouping key of the container whose `config.json` this is:
 /// its pod's sandbox id, or its own id.

@@ -92,6 +92,9 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
 /// Creates a container; on any failure nothing is left behind.
 pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, ContainerMeta)> {
     check_id(o.id)?;
+    // The whole config.toml, parsed (and cached for every feature below)
+    // before anything exists: an unknown section or key stops here.
+    crate::config::current().with_context(|| format!("create container {}", o.id))?;
     let dir = container_dir(ctx, o.id);
     if dir.exists() {
         bail!(

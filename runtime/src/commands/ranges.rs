@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use idmap::{Allocator, Config, EtcRoot, Format, PodEntry, PodMapping, Release, SetupOptions};
+use idmap::{Allocator, EtcRoot, Format, PodEntry, PodMapping, Release, SetupOptions};
 
 use super::Ctx;
 use crate::holders;
@@ -78,7 +78,7 @@ fn format(s: &str) -> anyhow::Result<Format> {
 }
 
 fn allocator(etc: &EtcRoot) -> anyhow::Result<Allocator> {
-    let config = Config::load(etc)?;
+    let config = crate::config::load(&etc.config_path())?.idmap(crate::config::named_by_env())?;
     Ok(Allocator::from_config(&config, etc)?)
 }
 
@@ -246,7 +246,12 @@ pub fn setup(a: &Setup) -> anyhow::Result<()> {
         ledger_dir: a.ledger_dir.clone().unwrap_or(defaults.ledger_dir),
         kubelet_pool_size: a.kubelet_pool_size.unwrap_or(defaults.kubelet_pool_size),
     };
-    let report = idmap::setup(&etc, &etc.config_path(), &opts)?;
+    // An existing config must be one the runtime accepts before setup
+    // builds on it, and the one setup writes must be too.
+    let path = etc.config_path();
+    crate::config::Config::read(&path)?;
+    let report = idmap::setup(&etc, &path, &opts)?;
+    crate::config::Config::read(&path)?;
     match fmt {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => println!(

@@ -17,7 +17,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxDeviceType;
-use serde::Deserialize;
 
 /// containerd's default device set (`oci.WithDefaultUnixDevices`: null,
 /// zero, full, random, urandom, tty, console, ptmx, pts and tun), which is
@@ -40,31 +39,14 @@ const DEFAULT_SET: &[(char, i64, Option<i64>, &str)] = &[
 /// Errors of the device policy.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: [devices]: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{path}: [devices] allow {rule:?}: {reason} (expected e.g. \"c 10:232\", \"c 10:*\" or \"b *:*\")")]
     Rule {
         path: PathBuf,
         rule: String,
         reason: &'static str,
     },
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct File {
-    devices: Option<Section>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    allow: Vec<String>,
 }
 
 /// One allow rule.
@@ -149,21 +131,9 @@ impl Policy {
     /// Loads the allowlist from `path` (a missing file or section allows
     /// nothing beyond the default set).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let rules = match crate::config_file::read_to_string(path) {
-            Ok(text) => {
-                let file: File = toml::from_str(&text).map_err(|e| PolicyError::Parse {
-                    path: path.to_path_buf(),
-                    reason: e.message().to_string(),
-                })?;
-                file.devices.map(|s| s.allow).unwrap_or_default()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => {
-                return Err(PolicyError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+        let rules = match &crate::config::load(path)?.devices {
+            Some(section) => section.allow.clone(),
+            None => Vec::new(),
         };
         let allow = rules
             .into_iter()

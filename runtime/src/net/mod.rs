@@ -39,18 +39,19 @@ use crate::pod::{self, Role};
 /// device and the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("read {path}")]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    ConfigFile(#[from] crate::config::ConfigError),
     #[error("{path}: [network]: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("{origin}: {reason}")]
-    Syntax { origin: String, reason: String },
-    #[error("{origin}: {reason}")]
-    Duplicate { origin: String, reason: String },
+    /// A `[network] parents` entry, by its line.
+    #[error("{path}:{line}: [network] {reason}")]
+    Entry {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error(transparent)]
+    Request(#[from] request::RequestError),
     #[error("{origin}: host device {device} is not allowed by [network] {rule} in {config} (allowed: {allowed})")]
     NotAllowed {
         origin: String,

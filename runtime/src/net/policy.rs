@@ -25,28 +25,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use super::request::{Kind, MacvlanMode, Request};
 use super::NetError;
 
 /// Attachments per pod when the config does not say.
 pub const DEFAULT_MAX: usize = 8;
-
-#[derive(Debug, Default, Deserialize)]
-struct File {
-    network: Option<Section>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Section {
-    #[serde(default)]
-    movable: Vec<String>,
-    #[serde(default)]
-    parents: Vec<toml::Value>,
-    max_attachments: Option<usize>,
-}
 
 /// A `parents` entry: which devices, and what their children may be.
 #[derive(Debug, Clone)]
@@ -117,9 +100,10 @@ fn vlan_range(item: &toml::Value) -> Result<(u16, u16), String> {
     }
 }
 
-fn parent(path: &Path, n: usize, entry: &toml::Value) -> Result<Parent, NetError> {
-    let bad = |reason: String| NetError::Config {
+fn parent(path: &Path, line: usize, n: usize, entry: &toml::Value) -> Result<Parent, NetError> {
+    let bad = |reason: String| NetError::Entry {
         path: path.to_path_buf(),
+        line,
         reason: format!("parents entry {n}: {reason}"),
     };
     let table = match entry {
@@ -195,29 +179,15 @@ fn show_vlans(vlans: &[(u16, u16)]) -> String {
 impl Policy {
     /// Loads the policy from `path`; a missing file or section allows nothing.
     pub fn load(path: &Path) -> Result<Self, NetError> {
-        let section = match crate::config_file::read_to_string(path) {
-            Ok(text) => {
-                let file: File = toml::from_str(&text).map_err(|e| NetError::Config {
-                    path: path.to_path_buf(),
-                    reason: e.message().to_string(),
-                })?;
-                file.network.unwrap_or_default()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Section::default(),
-            Err(source) => {
-                return Err(NetError::ReadConfig {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
+        let config = crate::config::load(path)?;
+        let section = &config.network;
         Ok(Self {
             movable: patterns(path, "movable", &section.movable)?,
             parents: section
                 .parents
                 .iter()
                 .enumerate()
-                .map(|(i, e)| parent(path, i + 1, e))
+                .map(|(i, e)| parent(path, config.line_of(e.span().start), i + 1, e.get_ref()))
                 .collect::<Result<_, _>>()?,
             max: section.max_attachments.unwrap_or(DEFAULT_MAX),
             config: path.to_path_buf(),
@@ -485,5 +455,17 @@ mod tests {
                 "{text}: {err}"
             );
         }
+        // A table entry's own keys are checked here, not by config.rs:
+        // the line is still the entry's.
+        let err = policy(
+            "[network]
+parents = [\n  \"a\",\n  { name = \"t\", vlan = [5] },\n]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("config.toml:4: [network] parents entry 2: unknown key \"vlan\""),
+            "{err}"
+        );
     }
 }

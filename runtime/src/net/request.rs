@@ -15,10 +15,18 @@ use std::collections::{BTreeMap, HashMap};
 use oci_spec::runtime::LinuxNetDevice;
 use serde::{Deserialize, Serialize};
 
-use super::NetError;
+/// A request that is malformed or clashes with another: which request
+/// (`origin`), and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{origin}: {reason}")]
+    Syntax { origin: String, reason: String },
+    #[error("{origin}: {reason}")]
+    Duplicate { origin: String, reason: String },
+}
 
 /// The pod annotation naming the attachments cnfbox creates or moves.
-pub const ANNOTATION: &str = "cnfbox.io/interfaces";
+pub const ANNOTATION: &str = cnfbox_annotations::INTERFACES;
 
 /// macvlan modes (ip-link(8) `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +105,8 @@ pub struct Request {
 
 /// Checks a network device name as the kernel does (dev_valid_name):
 /// 1-15 bytes, not `.` or `..`, no `/`, `:` or whitespace.
-pub fn check_name(origin: &str, name: &str) -> Result<(), NetError> {
-    let bad = |reason: &str| NetError::Syntax {
+pub fn check_name(origin: &str, name: &str) -> Result<(), RequestError> {
+    let bad = |reason: &str| RequestError::Syntax {
         origin: origin.to_string(),
         reason: format!("invalid interface name {name:?}: {reason}"),
     };
@@ -121,11 +129,11 @@ pub fn check_name(origin: &str, name: &str) -> Result<(), NetError> {
 }
 
 /// Parses the annotation's value.
-pub fn parse_annotation(value: &str) -> Result<Vec<Request>, NetError> {
+pub fn parse_annotation(value: &str) -> Result<Vec<Request>, RequestError> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let origin = format!("annotation {ANNOTATION} entry {entry:?}");
-        let syntax = |reason: String| NetError::Syntax {
+        let syntax = |reason: String| RequestError::Syntax {
             origin: origin.clone(),
             reason,
         };
@@ -185,7 +193,7 @@ pub fn parse_annotation(value: &str) -> Result<Vec<Request>, NetError> {
 /// The spec's `linux.netDevices` as move requests, in name order.
 pub fn from_net_devices(
     devices: &HashMap<String, LinuxNetDevice>,
-) -> Result<Vec<Request>, NetError> {
+) -> Result<Vec<Request>, RequestError> {
     let sorted: BTreeMap<_, _> = devices.iter().collect();
     let mut out = Vec::new();
     for (host, dev) in sorted {
@@ -208,11 +216,11 @@ pub fn from_net_devices(
 
 /// Refuses two attachments with one name inside the pod, a host device
 /// handed over twice, and a device both handed over and used as a parent.
-pub fn check_unique(requests: &[Request]) -> Result<(), NetError> {
+pub fn check_unique(requests: &[Request]) -> Result<(), RequestError> {
     for (i, r) in requests.iter().enumerate() {
         for earlier in &requests[..i] {
             if earlier.name == r.name {
-                return Err(NetError::Duplicate {
+                return Err(RequestError::Duplicate {
                     origin: r.origin.clone(),
                     reason: format!(
                         "interface name {} is also asked for by {}",
@@ -222,7 +230,7 @@ pub fn check_unique(requests: &[Request]) -> Result<(), NetError> {
             }
             let moved = |x: &Request| matches!(x.kind, Kind::Move { .. });
             if earlier.kind.host_device() == r.kind.host_device() && (moved(r) || moved(earlier)) {
-                return Err(NetError::Duplicate {
+                return Err(RequestError::Duplicate {
                     origin: r.origin.clone(),
                     reason: format!(
                         "host device {} is also used by {}",
