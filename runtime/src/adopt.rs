@@ -6,7 +6,7 @@
 //! spec. cnfbox cannot let the pod join it: the pod's init is already in
 //! the pod's user namespace when it would setns(2) (EPERM), and NET_ADMIN
 //! in the pod's user namespace would not reach a host-owned namespace
-//! anyway (see `profile::check_netns_path`).
+//! anyway (see `profile::userns::check_netns_path`).
 //!
 //! So cnfbox adopts it: the sandbox gets a fresh network namespace owned by
 //! the pod's user namespace (the path is dropped from the spec), and once

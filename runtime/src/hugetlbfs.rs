@@ -239,7 +239,7 @@ fn mount_one(p: &Planned, target: &Path, uid: u32, gid: u32) -> Result<(), Huget
 /// process maps them) and removes their directories.
 pub fn detach_all(paths: &[PathBuf]) {
     for p in paths {
-        if let Err(err) = crate::profile::lazy_umount(p) {
+        if let Err(err) = crate::host::lazy_umount(p) {
             tracing::warn!(path = %p.display(), %err, "unmount hugetlbfs");
         }
         let _ = fs::remove_dir(p);

@@ -13,6 +13,7 @@ mod devices;
 mod failpoint;
 mod holders;
 mod hooks;
+mod host;
 mod host_ns;
 mod hugepages;
 mod hugetlb;

@@ -310,7 +310,7 @@ fn remove_point(p: &Path) {
 /// Lazily detaches volume views and removes their mount points.
 pub fn detach_all(views: &[PathBuf]) {
     for v in views {
-        if let Err(err) = crate::profile::lazy_umount(v) {
+        if let Err(err) = crate::host::lazy_umount(v) {
             tracing::warn!(path = %v.display(), %err, "detach volume view");
         }
         remove_point(v);

@@ -283,7 +283,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<(Container, Conta
     let built = build(ctx, o, &spec_dir, driver);
     drop(alias);
     if let Some(pin) = &applied.pinned {
-        profile::unpin(pin);
+        crate::host::unpin(pin);
     }
     if built.is_ok() {
         failpoint::hit("create:after-init");

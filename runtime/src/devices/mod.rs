@@ -467,7 +467,7 @@ fn make_nodes(
 /// one already gone (or never mounted) is fine. The container's own binds
 /// of the nodes go with its mount namespace.
 pub fn detach(dir: &Path) {
-    if let Err(err) = crate::profile::lazy_umount(dir) {
+    if let Err(err) = crate::host::lazy_umount(dir) {
         tracing::warn!(path = %dir.display(), %err, "unmount device tmpfs");
     }
     // Only an empty directory is removed: never a still-mounted tmpfs.

@@ -121,7 +121,7 @@ fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
         to: to.to_path_buf(),
         source,
     };
-    crate::profile::create_pin_point(to).map_err(err)?;
+    crate::host::create_pin_point(to).map_err(err)?;
     nix::mount::mount(
         Some(from),
         to,
@@ -137,8 +137,8 @@ fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
 
 /// Drops both pins of a pod's network record.
 pub fn unpin_all(net: &PodNetwork) {
-    crate::profile::unpin(&net.pod_pin);
-    crate::profile::unpin(&net.host_pin);
+    crate::host::unpin(&net.pod_pin);
+    crate::host::unpin(&net.host_pin);
 }
 
 /// The host-side link `device` that `origin` asks for; it must exist.
@@ -271,7 +271,7 @@ pub fn attach(
     record(&net)?;
     pin(&host_path, &net.host_pin)?;
     if let Err(e) = pin(&pod_path, &net.pod_pin) {
-        crate::profile::unpin(&net.host_pin);
+        crate::host::unpin(&net.host_pin);
         return Err(e.into());
     }
     for i in 0..net.attachments.len() {
