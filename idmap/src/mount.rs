@@ -292,13 +292,7 @@ pub fn move_mount(
 /// mapping become the on-disk IDs. Uses the process-wide user-namespace
 /// cache.
 pub fn idmapped_bind(source: &Path, target: &Path, mapping: &PodMapping) -> Result<(), MountError> {
-    let userns = UsernsCache::global()
-        .get(mapping)
-        .map_err(|e| MountError::Userns {
-            path: source.to_owned(),
-            source: e,
-        })?;
-    idmapped_bind_attrs_with(source, target, userns.as_fd(), 0)
+    idmapped_bind_with_attrs(source, target, mapping, 0)
 }
 
 /// [`idmapped_bind`] with a user namespace the caller already has.

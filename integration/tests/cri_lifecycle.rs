@@ -11,8 +11,7 @@ mod cri_node;
 use cri_node::{cri_node, CriNode, Pod};
 use k8s_cri::v1::{
     ContainerState, ContainerStatusRequest, Int64Value, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
-    NamespaceMode, NamespaceOption, RunPodSandboxRequest,
+    LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
 };
 
 fn shared_pid() -> NamespaceOption {
@@ -26,24 +25,9 @@ fn shared_pid() -> NamespaceOption {
 
 /// A pod whose containers share one PID namespace (`shareProcessNamespace`).
 fn run_shared_pid_pod(n: &mut CriNode, name: &str, handler: &str) -> Pod {
-    let mut config = n.pod_config(name, &[]);
-    config.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(shared_pid()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let req = RunPodSandboxRequest {
-        config: Some(config.clone()),
-        runtime_handler: handler.into(),
-    };
-    let id =
-        n.rt.block_on(n.client.run_pod_sandbox(req))
-            .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", n.log_tail()))
-            .into_inner()
-            .pod_sandbox_id;
-    Pod { id, config }
+    let config = n.pod_config_with(name, shared_pid());
+    n.run_pod_config(config, handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox {handler}: {e}\n{}", n.log_tail()))
 }
 
 fn state_of(n: &mut CriNode, id: &str) -> ContainerState {

@@ -17,9 +17,8 @@ use std::os::unix::fs::MetadataExt;
 
 use cri_node::{cri_node, uid_map, CriNode, Pod};
 use k8s_cri::v1::{
-    IdMapping, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, RunPodSandboxRequest,
-    StatusRequest, UserNamespace,
+    IdMapping, LinuxContainerConfig, LinuxContainerSecurityContext, Mount, NamespaceMode,
+    NamespaceOption, StatusRequest, UserNamespace,
 };
 
 /// Host IDs for kubelet-style mappings: the last blocks of the test
@@ -72,23 +71,8 @@ fn run_userns_pod(
     handler: &str,
     ns: &NamespaceOption,
 ) -> Result<Pod, tonic::Status> {
-    let mut config = n.pod_config(name, &[]);
-    config.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(ns.clone()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let req = RunPodSandboxRequest {
-        config: Some(config.clone()),
-        runtime_handler: handler.into(),
-    };
-    let resp = n.rt.block_on(n.client.run_pod_sandbox(req))?;
-    Ok(Pod {
-        id: resp.into_inner().pod_sandbox_id,
-        config,
-    })
+    let config = n.pod_config_with(name, ns.clone());
+    n.run_pod_config(config, handler)
 }
 
 /// A sleep container in `pod` with kubelet's namespace options and a

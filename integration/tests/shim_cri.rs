@@ -14,13 +14,13 @@ mod cri_node;
 use std::path::Path;
 use std::process::Command;
 
-use cri_node::{cgroups_named, cri_node, uid_map, CriNode, Pod};
+use cri_node::{cgroups_named, cri_node, uid_map, CriNode};
 use k8s_cri::v1::{
     security_profile::ProfileType, ContainerFilter, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, ListContainersRequest, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxStatusRequest, RunPodSandboxRequest, SecurityProfile,
-    StartContainerRequest, UpdateContainerResourcesRequest,
+    PodSandboxConfig, PodSandboxStatusRequest, SecurityProfile, StartContainerRequest,
+    UpdateContainerResourcesRequest,
 };
 
 const MACVLAN: &str = "ip link add cnfmv0 link eth0 type macvlan mode bridge && echo macvlan=ok";
@@ -487,14 +487,7 @@ fn cri_host_namespaces_refused_then_run_under_the_opt_in() {
         config
     };
     let run_on = |n: &mut CriNode, config: &PodSandboxConfig, handler: &str| {
-        let req = RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.into(),
-        };
-        n.rt.block_on(n.client.run_pod_sandbox(req)).map(|r| Pod {
-            id: r.into_inner().pod_sandbox_id,
-            config: config.clone(),
-        })
+        n.run_pod_config(config.clone(), handler)
     };
     let run = |n: &mut CriNode, config: &PodSandboxConfig| run_on(n, config, "cnfbox");
     let container = |name: &str, ns: Option<NamespaceOption>, privileged: bool| {

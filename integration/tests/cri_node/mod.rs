@@ -11,8 +11,9 @@ use std::process::Command;
 use crate::common::{can_run, cnfbox_bin, Env};
 use crate::cri::{self, Client, CNI_BIN, SHIM};
 use k8s_cri::v1::{
-    CreateContainerRequest, ExecSyncRequest, PodSandboxConfig, PodSandboxMetadata,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    CreateContainerRequest, ExecSyncRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use test_bundles::containerd::missing_tool;
 use test_bundles::{PrivateContainerd, StartOptions};
@@ -162,6 +163,16 @@ impl CriNode {
         annotations: &[(&str, &str)],
     ) -> Result<Pod, tonic::Status> {
         let config = self.pod_config(name, annotations);
+        self.run_pod_config(config, handler)
+    }
+
+    /// RunPodSandbox of `config` (e.g. from [`CriNode::pod_config`] with
+    /// namespace options added) on `handler`.
+    pub fn run_pod_config(
+        &mut self,
+        config: PodSandboxConfig,
+        handler: &str,
+    ) -> Result<Pod, tonic::Status> {
         let req = RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.into(),
@@ -171,6 +182,19 @@ impl CriNode {
             id: resp.into_inner().pod_sandbox_id,
             config,
         })
+    }
+
+    /// [`CriNode::pod_config`] of `name` with kubelet's namespace options.
+    pub fn pod_config_with(&self, name: &str, ns: NamespaceOption) -> PodSandboxConfig {
+        let mut config = self.pod_config(name, &[]);
+        config.linux = Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(ns),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        config
     }
 
     /// Creates and starts a `sleep` container in `pod`; its id.
