@@ -2,9 +2,11 @@
 //!
 //! `CNFBOX_FAILPOINT=<step>` makes `cnfbox` SIGKILL itself when it reaches
 //! `<step>`, exactly as a power cut, an OOM kill or `kill -9` from an
-//! operator would stop it there. The fault tests use it to prove that
-//! `delete --force` and `ranges gc` recover from a `create` killed at each
-//! step.
+//! operator would stop it there; `CNFBOX_FAILPOINT=fail:<step>` makes the
+//! step fail with an error instead, as a full disk or a refused syscall
+//! would. The fault tests use them to prove that a failed `create` undoes
+//! itself and that `delete --force` recovers from one killed at each step
+//! (both through the create journal, see `journal`).
 //!
 //! Why an environment variable rather than the `fail` crate behind a cargo
 //! feature: the integration tests drive the very binary that ships, so a
@@ -29,13 +31,29 @@ pub const STEPS: &[&str] = &[
     "create:after-state",
 ];
 
-/// Dies by SIGKILL if `CNFBOX_FAILPOINT` names `step`.
-pub fn hit(step: &'static str) {
+/// The error a `fail:<step>` failpoint makes its step return.
+#[derive(Debug, thiserror::Error)]
+#[error("failpoint {step} ({ENV}=fail:{step})")]
+pub struct Injected {
+    pub step: &'static str,
+}
+
+/// Dies by SIGKILL if `CNFBOX_FAILPOINT` names `step`; fails with
+/// [`Injected`] if it names `fail:<step>`.
+pub fn hit(step: &'static str) -> Result<(), Injected> {
     debug_assert!(STEPS.contains(&step), "unknown failpoint {step}");
-    if std::env::var_os(ENV).is_some_and(|v| v == step) {
+    let Some(v) = std::env::var_os(ENV) else {
+        return Ok(());
+    };
+    if v == step {
         tracing::warn!(step, "failpoint reached: SIGKILL self");
         // raise(3) of SIGKILL does not return; if it somehow failed the
         // process simply carries on, as without the variable.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+    if v.to_str().and_then(|v| v.strip_prefix("fail:")) == Some(step) {
+        tracing::warn!(step, "failpoint reached: fail the step");
+        return Err(Injected { step });
+    }
+    Ok(())
 }

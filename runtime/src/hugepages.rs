@@ -51,6 +51,13 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty() && self.mounts.is_empty()
     }
+
+    /// The hugetlb cgroup `setup` makes for the container's `cgroup_path`
+    /// (hybrid hosts), before it exists.
+    pub fn cgroup2_dir(&self, cgroup_path: &Path) -> Option<PathBuf> {
+        let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+        self.cgroup2.as_ref().map(|mount| mount.join(rel))
+    }
 }
 
 /// Validates limits and hugetlbfs mounts (and, for a container pinned to
@@ -200,15 +207,5 @@ impl Record {
                 (l.page.cgroup_name(), cur.unwrap_or(0), cg.failcnt(l.page))
             })
             .collect()
-    }
-
-    /// Removes the cgroup and detaches the hugetlbfs (after the container's
-    /// processes were killed).
-    pub fn teardown(&self) -> Result<(), HugepagesError> {
-        hugetlbfs::detach_all(&self.mounts);
-        if let Some(cg) = self.cgroup() {
-            cg.remove()?;
-        }
-        Ok(())
     }
 }

@@ -18,6 +18,7 @@ mod host_ns;
 mod hugepages;
 mod hugetlb;
 mod hugetlbfs;
+mod journal;
 mod logging;
 mod mempolicy;
 mod meta;

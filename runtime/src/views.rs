@@ -61,8 +61,83 @@ pub const VIEW: &str = "root";
 pub const LAYERS: &str = "layers";
 /// A member's network namespace pin in the container's `rootfs/<id>/`.
 pub const MEMBER_PIN: &str = "net";
-/// The kind directory of netns pins only host root opens.
-pub const NETPINS: &str = "netpins";
+
+/// The directories under a state root's `MOUNT_BASE/<hash>/`: every
+/// on-disk name cnfbox gives them, spelled here once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `rootfs/<id>/`: the container's directory (see the module doc).
+    Rootfs,
+    /// `volumes/<id>/<n>`: id-mapped views of the spec's bind mounts.
+    Volumes,
+    /// `hugepages/<id>/<i>`: the container's hugetlbfs mounts.
+    Hugepages,
+    /// `devices/<id>/`: the tmpfs holding the container's device nodes.
+    Devices,
+    /// `netpins/`: network namespace pins only host root opens.
+    Netpins,
+    /// `ns/<id>-net`: a member's netns pin as an older cnfbox kept it.
+    OldNs,
+}
+
+impl Kind {
+    /// The directory's name on disk.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Rootfs => "rootfs",
+            Kind::Volumes => "volumes",
+            Kind::Hugepages => "hugepages",
+            Kind::Devices => "devices",
+            Kind::Netpins => "netpins",
+            Kind::OldNs => "ns",
+        }
+    }
+}
+
+/// Every host-side path of container `id` of a state root, by name (see
+/// the module doc); none is created here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// `rootfs/<id>/`.
+    pub dir: PathBuf,
+    /// `rootfs/<id>/root`, the rootfs view.
+    pub view: PathBuf,
+    /// `rootfs/<id>/layers/`, overlay layer staging.
+    pub layers: PathBuf,
+    /// `rootfs/<id>/net`, a member's netns pin during create.
+    pub member_pin: PathBuf,
+    /// `ns/<id>-net`, the same pin as an older cnfbox kept it.
+    pub old_member_pin: PathBuf,
+    /// `volumes/<id>/`.
+    pub volumes: PathBuf,
+    /// `hugepages/<id>/`.
+    pub hugepages: PathBuf,
+    /// `devices/<id>/`.
+    pub devices: PathBuf,
+    /// `netpins/<id>-hostnet` and `netpins/<id>-podnet`.
+    pub host_pin: PathBuf,
+    pub pod_pin: PathBuf,
+}
+
+impl Paths {
+    pub fn of(root: &Path, id: &str) -> Self {
+        let base = mount_base(root);
+        let dir = base.join(Kind::Rootfs.name()).join(id);
+        let pins = base.join(Kind::Netpins.name());
+        Self {
+            view: dir.join(VIEW),
+            layers: dir.join(LAYERS),
+            member_pin: dir.join(MEMBER_PIN),
+            old_member_pin: base.join(Kind::OldNs.name()).join(format!("{id}-net")),
+            volumes: base.join(Kind::Volumes.name()).join(id),
+            hugepages: base.join(Kind::Hugepages.name()).join(id),
+            devices: base.join(Kind::Devices.name()).join(id),
+            host_pin: pins.join(format!("{id}-hostnet")),
+            pod_pin: pins.join(format!("{id}-podnet")),
+            dir,
+        }
+    }
+}
 
 /// Errors creating the mount directories.
 #[derive(Debug, thiserror::Error)]
@@ -81,18 +156,23 @@ pub enum ViewsError {
     },
 }
 
-/// `MOUNT_BASE/<hash of the state root>/<kind>`, without creating it.
-pub fn mount_path(root: &Path, kind: &str) -> PathBuf {
+/// `MOUNT_BASE/<hash of the state root>`, without creating it.
+fn mount_base(root: &Path) -> PathBuf {
     use sha2::Digest;
     let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
     let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Path::new(MOUNT_BASE).join(tag).join(kind)
+    Path::new(MOUNT_BASE).join(tag)
+}
+
+/// `MOUNT_BASE/<hash of the state root>/<kind>`, without creating it.
+pub fn mount_path(root: &Path, kind: Kind) -> PathBuf {
+    mount_base(root).join(kind.name())
 }
 
 /// Creates `MOUNT_BASE/<hash>/<kind>` (mode 0711 for every level) and
-/// returns it; for [`NETPINS`] the last level is 0700.
-pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ViewsError> {
+/// returns it; for [`Kind::Netpins`] the last level is 0700.
+pub fn mount_dir(root: &Path, kind: Kind) -> Result<PathBuf, ViewsError> {
     let dir = mount_path(root, kind);
     let err = |path: &Path| {
         let path = path.to_path_buf();
@@ -104,10 +184,10 @@ pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ViewsError> {
         .mode(0o711)
         .create(base)
         .map_err(err(base))?;
-    let mode = if kind == NETPINS { 0o700 } else { 0o711 };
+    let mode = if kind == Kind::Netpins { 0o700 } else { 0o711 };
     match fs::DirBuilder::new().mode(mode).create(&dir) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if kind == NETPINS {
+            if kind == Kind::Netpins {
                 // Made by a cnfbox that kept these pins elsewhere? Make sure.
                 fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(err(&dir))?;
             }
@@ -119,7 +199,7 @@ pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ViewsError> {
 
 /// The root-only directory of the pins `net::attach` makes.
 pub fn pins_dir(root: &Path) -> Result<PathBuf, ViewsError> {
-    mount_dir(root, NETPINS)
+    mount_dir(root, Kind::Netpins)
 }
 
 /// Host uid and gid owning a container's directories.
@@ -161,23 +241,7 @@ pub fn guard(dir: &Path, owner: Owner) -> io::Result<()> {
 
 /// `rootfs/<id>/` of container `id`, without creating it.
 pub fn container_dir(root: &Path, id: &str) -> PathBuf {
-    mount_path(root, "rootfs").join(id)
-}
-
-/// Removes the container directory holding the rootfs view `view` once it
-/// is empty (a view recorded by an older cnfbox, `rootfs/<id>` itself, has
-/// none).
-pub fn remove_container_dir_of(view: &Path) {
-    let Some(dir) = view.parent() else {
-        return;
-    };
-    let in_rootfs_kind = dir
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|n| n == "rootfs");
-    if view.file_name().is_some_and(|n| n == VIEW) && in_rootfs_kind {
-        let _ = fs::remove_dir(dir);
-    }
+    mount_path(root, Kind::Rootfs).join(id)
 }
 
 /// Sets `nosuid,nodev` on the host's copy of each view, once the init has
@@ -242,19 +306,5 @@ mod tests {
             gid: m(0, 300_000),
         };
         assert_eq!(Owner::pod_root(&shifted), Owner::ROOT);
-    }
-
-    #[test]
-    fn only_a_new_layout_view_takes_its_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let kind = tmp.path().join("rootfs");
-        let dir = kind.join("c1");
-        fs::create_dir_all(&dir).unwrap();
-        // An old record: the view is `rootfs/<id>`; its parent stays.
-        remove_container_dir_of(&kind.join("root"));
-        assert!(kind.exists());
-        remove_container_dir_of(&dir.join(VIEW));
-        assert!(!dir.exists());
-        assert!(kind.exists());
     }
 }

@@ -311,6 +311,13 @@ pub fn assert_nothing_left(env: &Env, id: &str) {
         let left: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         assert!(left.is_empty(), "staged bundles left behind: {left:?}");
     }
+    let journal = env.root.join(".journal").join(format!("{id}.json"));
+    assert!(
+        !journal.exists(),
+        "journal {} left behind: {}",
+        journal.display(),
+        std::fs::read_to_string(&journal).unwrap_or_default()
+    );
     let cgroups = cgroup_dirs_named(id);
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
     let mounts = mounts_mentioning(id);

@@ -4,8 +4,12 @@ use anyhow::Context as _;
 use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
 
+use libcontainer::container::Container;
+
 use super::{check_id, container_dir, load, Ctx};
 use crate::cli::Kill;
+use crate::journal::{self, Journal};
+use crate::meta::ContainerMeta;
 
 pub fn start(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let (mut c, _) = load(ctx, id)?;
@@ -53,33 +57,61 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `delete [--force]`: the container's journal undone by the one
+/// teardown (`journal::teardown`). A container of an older cnfbox without
+/// a journal gets one rebuilt from its record; with `--force`, one that has
+/// neither (a create killed before it wrote anything, or a container that
+/// is gone) is cleaned up from the on-disk names.
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
     check_id(id)?;
     let dir = container_dir(ctx, id);
-    if force && !(dir.join("state.json").is_file() && crate::meta::exists(&dir)) {
-        // runc: `delete --force` of a container that is gone succeeds; one
-        // whose create was killed before cnfbox recorded it is cleaned up
-        // from what that create left.
-        return super::recover::half_created(ctx, id);
-    }
-    let (mut c, meta) = load(ctx, id)?;
-    if !force
-        && matches!(
+    let has_state = dir.join("state.json").is_file();
+    let loaded = match Journal::load(&ctx.root, id) {
+        // A journal that cannot be parsed (a disk that failed under it):
+        // `--force` tears down by name instead, and removes it.
+        Err(err @ journal::JournalError::Parse { .. }) if force => {
+            tracing::warn!(%id, %err, "unreadable journal: tearing down by name");
+            return teardown(
+                ctx,
+                id,
+                journal::by_names(&ctx.root, id, ctx.systemd).replacing(&ctx.root, id),
+                force,
+            );
+        }
+        other => other?,
+    };
+    let journal = match loaded {
+        Some(j) => j,
+        None if has_state && crate::meta::exists(&dir) => {
+            journal::from_meta(&ctx.root, id, &ContainerMeta::load(&dir)?)
+        }
+        None if force => journal::by_names(&ctx.root, id, ctx.systemd),
+        None => return load(ctx, id).map(drop),
+    };
+    if !force {
+        if !has_state {
+            // Half-created: only `--force` clears it (as runc's).
+            return load(ctx, id).map(drop);
+        }
+        let c = Container::load(dir.clone())
+            .with_context(|| format!("load container {id} from {}", dir.display()))?;
+        if matches!(
             c.status(),
             ContainerStatus::Running | ContainerStatus::Paused
-        )
-    {
-        anyhow::bail!(
-            "cannot delete container {id}: it is {} (use --force)",
-            c.status().to_string().to_lowercase()
-        );
+        ) {
+            anyhow::bail!(
+                "cannot delete container {id}: it is {} (use --force)",
+                c.status().to_string().to_lowercase()
+            );
+        }
     }
-    // Interfaces go back while the pod's namespaces still stand.
-    super::create::give_back(&meta, force).with_context(|| format!("delete container {id}"))?;
-    let warning =
-        super::delete_container(&mut c, force).with_context(|| format!("delete container {id}"))?;
-    crate::profile::teardown(&ctx.root, &meta).with_context(|| format!("delete container {id}"))?;
-    super::warn(warning);
+    teardown(ctx, id, journal, force)
+}
+
+fn teardown(ctx: &Ctx, id: &str, journal: Journal, force: bool) -> anyhow::Result<()> {
+    let warnings = journal::teardown(&ctx.root, journal, force)
+        .with_context(|| format!("delete container {id}"))?;
+    warnings.into_iter().for_each(|w| super::warn(Some(w)));
     Ok(())
 }
 

@@ -9,7 +9,6 @@ pub mod inspect;
 mod lifecycle;
 mod process;
 pub mod ranges;
-mod recover;
 mod resources;
 mod wait;
 
@@ -137,54 +136,7 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
     Ok((container, meta))
 }
 
-/// `Container::delete`, patient with a cgroup that is slow to empty, and
-/// finished when a poststop hook fails.
-///
-/// libcontainer SIGKILLs the container's processes and then gives their
-/// cgroup about 100 ms to empty (libcgroups `delete_with_retry`: 4 tries).
-/// On a loaded host the killed processes of a pod (pid namespace, mounts,
-/// id-mapped views to tear down) take longer to exit, and `delete --force`
-/// failed with "could not delete" and left the container half-deleted. Each
-/// retry kills whatever is still in the cgroup again.
-///
-/// libcontainer runs the poststop hooks after removing the cgroup and
-/// returns at the first that fails, before it removes the state dir: every
-/// later `delete`, `--force` too, failed the same way and the container
-/// (state dir, and the views and range the caller tears down after) stayed
-/// for good. runc logs a failing poststop hook as a warning and deletes the
-/// container; so does cnfbox: the state dir is removed here and the
-/// warning, naming the hooks, is returned for the caller to print. Any other
-/// error is returned at once.
-pub fn delete_container(
-    c: &mut Container,
-    force: bool,
-) -> Result<Option<String>, libcontainer::error::LibcontainerError> {
-    use libcontainer::error::LibcontainerError;
-    const RETRIES: u32 = 100;
-    let mut tries = 0;
-    loop {
-        match c.delete(force) {
-            Err(LibcontainerError::CgroupManager(err)) if tries < RETRIES => {
-                tries += 1;
-                tracing::debug!(id = %c.id(), %err, tries, "cgroup not empty yet: retry delete");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(LibcontainerError::Hook(err)) => {
-                let hooks = crate::hooks::poststop_paths(&c.root);
-                let warning = format!(
-                    "container {}: poststop hook {hooks} failed: {err}; the container is deleted anyway",
-                    c.id()
-                );
-                tracing::warn!(id = %c.id(), %hooks, %err, "poststop hook failed; container deleted anyway");
-                std::fs::remove_dir_all(&c.root).map_err(LibcontainerError::OtherIO)?;
-                return Ok(Some(warning));
-            }
-            other => return other.map(|()| None),
-        }
-    }
-}
-
-/// Prints a warning of [`delete_container`] on stderr (runc's `WARN` line).
+/// Prints a warning of a teardown (`journal::teardown`) on stderr (runc's `WARN` line).
 pub fn warn(warning: Option<String>) {
     if let Some(w) = warning {
         eprintln!("cnfbox: warning: {w}");

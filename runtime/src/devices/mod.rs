@@ -77,7 +77,7 @@ pub enum DevicesError {
         config: PathBuf,
     },
     #[error("the device mount directory")]
-    Dir(#[source] Box<crate::profile::ProfileError>),
+    Dir(#[source] crate::views::ViewsError),
     #[error("create device mount point {path}")]
     MountPoint {
         path: PathBuf,
@@ -254,6 +254,14 @@ pub fn plan(spec: &Spec, policy: &Policy) -> Result<Vec<Planned>, DevicesError> 
     Ok(out)
 }
 
+/// Whether the spec lists any `linux.devices`.
+pub fn wanted(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .is_some_and(|d| !d.is_empty())
+}
+
 /// The devices step of `create` for container `id` of state root `root`:
 /// checks the spec's `linux.devices` against the `[devices]` policy of
 /// `config`, makes the nodes and rewrites the spec. A container in the
@@ -269,12 +277,7 @@ pub fn setup(
     let Some(mapping) = mapping else {
         return Ok(None);
     };
-    let has_devices = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().as_ref())
-        .is_some_and(|d| !d.is_empty());
-    if !has_devices {
+    if !wanted(spec) {
         return Ok(None);
     }
     let planned = plan(spec, &Policy::load(config)?)?;
@@ -283,8 +286,8 @@ pub fn setup(
     }
     // Ownership is checked before the tmpfs exists.
     owners(&planned, mapping)?;
-    let dir = crate::profile::mount_dir(root, "devices")
-        .map_err(|e| DevicesError::Dir(Box::new(e)))?
+    let dir = crate::views::mount_dir(root, crate::views::Kind::Devices)
+        .map_err(DevicesError::Dir)?
         .join(id);
     make(spec, &planned, &dir, mapping).map(Some)
 }

@@ -11,7 +11,6 @@ use super::identity::{check_verifiable, same_device};
 use super::netlink::{Child, Link, Netlink};
 use super::request::{Kind, MacvlanMode, Request};
 use super::{Attachment, NetError, NsId, PodNetwork};
-use crate::meta::ContainerMeta;
 
 /// Serialises attachment checks and changes of all pods under one state
 /// root, so two creates cannot both take one device. Private to root: a
@@ -91,19 +90,11 @@ fn socket_in(file: &fs::File, label: &Path) -> Result<Netlink, NetError> {
     })
 }
 
-/// Host devices other pods under `root` hold: device -> (pod, moved?).
-fn in_use(root: &Path, own: &str) -> HashMap<String, (String, bool)> {
+/// Host devices the `claims` of other pods hold: device -> (pod, moved?).
+fn in_use(claims: &[(String, PodNetwork)]) -> HashMap<String, (String, bool)> {
     let mut used = HashMap::new();
-    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == own {
-            continue;
-        }
-        let Ok(meta) = ContainerMeta::load(&entry.path()) else {
-            continue;
-        };
-        let pod = meta.pod.clone().unwrap_or(name);
-        for a in meta.network.iter().flat_map(|n| &n.attachments) {
+    for (pod, net) in claims {
+        for a in &net.attachments {
             let moved = matches!(a.request.kind, Kind::Move { .. });
             let slot = used
                 .entry(a.request.kind.host_device().to_string())
@@ -176,16 +167,18 @@ fn macvlan_mode(m: MacvlanMode) -> MacVlanMode {
 }
 
 /// Checks `requests` against the host and the pod's network namespace
-/// (the container's init is `pid`), pins both namespaces, calls `record`
+/// (the container's init is `pid`) and what the other pods of `root`
+/// hold (`claimed`, read under the lock), pins both namespaces, calls `record`
 /// with what is about to be done (so a crash midway can be cleaned up by
 /// `delete --force`), then does it. On any failure what was done is undone
 /// and the pins dropped.
 pub fn attach(
     root: &Path,
-    pins: &Path,
+    paths: &crate::views::Paths,
     id: &str,
     pid: i32,
     requests: &[Request],
+    claimed: impl FnOnce() -> Vec<(String, PodNetwork)>,
     record: impl FnOnce(&PodNetwork) -> anyhow::Result<()>,
 ) -> anyhow::Result<PodNetwork> {
     let _guard = lock(root)?;
@@ -195,7 +188,7 @@ pub fn attach(
     let pod_ns = open_ns(&pod_path)?;
     let mut host = socket_in(&host_ns, &host_path)?;
     let mut pod = socket_in(&pod_ns, &pod_path)?;
-    let used = in_use(root, id);
+    let used = in_use(&claimed());
     let mut attachments = Vec::new();
     let mut host_links = Vec::new();
     for r in requests {
@@ -261,8 +254,8 @@ pub fn attach(
     })?;
     let mut net = PodNetwork {
         host_netns: host_id,
-        host_pin: pins.join(format!("{id}-hostnet")),
-        pod_pin: pins.join(format!("{id}-podnet")),
+        host_pin: paths.host_pin.clone(),
+        pod_pin: paths.pod_pin.clone(),
         attachments,
     };
     // Recorded before anything is pinned or changed: a crash from here on

@@ -12,13 +12,11 @@ use std::path::{Path, PathBuf};
 use idmap::{Allocator, Config, EtcRoot, IdmapMode, PodMapping};
 use oci_spec::runtime::Spec;
 
-use crate::meta::ContainerMeta;
 use crate::pod::{self, Role};
 
 mod members;
 mod userns;
 
-use crate::host::{lazy_umount, unpin};
 use members::join_sandbox;
 pub use members::wait_for_exec;
 use userns::{own_userns, user_ns};
@@ -32,8 +30,6 @@ pub enum ProfileError {
     Config(#[source] idmap::ConfigError),
     #[error("host ID allocator")]
     Alloc(#[source] Box<idmap::AllocError>),
-    #[error("remove the container's hugepages")]
-    Hugepages(#[source] Box<crate::hugepages::HugepagesError>),
     #[error("pod {pod}: its user namespace mapping was refused")]
     Register {
         pod: String,
@@ -95,26 +91,20 @@ pub enum ProfileError {
     HostNamespaces(Box<crate::host_ns::HostNsError>),
     #[error(transparent)]
     Propagation(Box<crate::propagation::PropagationError>),
-    #[error("umount rootfs view {path}")]
-    Umount {
-        path: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Failpoint(#[from] crate::failpoint::Injected),
 }
 
 /// What the profile did for one container (recorded in its metadata).
 #[derive(Debug, Clone)]
 pub struct Applied {
-    /// The state root, as the ledger names it (see `holders::root_key`).
-    pub root: PathBuf,
     pub pod: String,
     pub sandbox: bool,
     /// `None` when the container runs in the host's user namespace.
     pub mapping: Option<PodMapping>,
     pub rootfs_view: Option<PathBuf>,
-    /// Whether this create granted the range (and must free it on failure).
-    pub granted_here: bool,
     /// Namespace files bind-mounted for the create only (see `pin_netns`).
     pub pinned: Option<PathBuf>,
     /// Id-mapped views of the spec's bind mounts.
@@ -137,12 +127,8 @@ fn allocator() -> Result<Allocator, ProfileError> {
         .map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
-use crate::views::{self, mount_path, Owner};
-
-/// `MOUNT_BASE/<hash of the state root>/<kind>`, created (see `views`).
-pub fn mount_dir(root: &Path, kind: &str) -> Result<PathBuf, ProfileError> {
-    Ok(views::mount_dir(root, kind)?)
-}
+use crate::journal::{Journal, Step};
+use crate::views::{self, Kind, Owner};
 
 /// Pod or container annotation asking for the host's user namespace.
 pub const USERNS_ANNOTATION: &str = cnfbox_annotations::USERNS;
@@ -165,12 +151,17 @@ fn host_userns_request(spec: &Spec) -> Option<String> {
         .then(|| format!("linux.namespaces user path {}", path.display()))
 }
 
-/// Applies the profile to `spec` (the staged copy) for container `id`.
+/// Applies the profile to `spec` (the staged copy) for container `id`,
+/// recording in `journal` what it is about to make (the pod's range, the
+/// container's directory with its rootfs view and pin, its volume views)
+/// before it makes it. On failure what it made is left to the journal's
+/// teardown.
 pub fn apply(
     root: &Path,
     id: &str,
     spec: &mut Spec,
     rootfs: &Path,
+    journal: &mut Journal,
 ) -> Result<Applied, ProfileError> {
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
@@ -201,76 +192,51 @@ pub fn apply(
     if let Some(how) = host {
         tracing::warn!(id, %how, "container runs in the host's user namespace (allowed by config)");
         return Ok(Applied {
-            root: key,
             pod: role.pod().to_string(),
             sandbox: matches!(role, Role::Sandbox { .. }),
             mapping: None,
             rootfs_view: None,
-            granted_here: false,
             pinned: None,
             volume_views: Vec::new(),
             adopted_netns: None,
         });
     }
-    let (mapping, granted_here, pinned, adopted_netns) = match &role {
+    let paths = views::Paths::of(root, id);
+    journal.record(Step::Range {
+        pod: role.pod().to_string(),
+    })?;
+    // The member's pin goes into the container's directory: both recorded
+    // before either exists.
+    journal.record(Step::Views {
+        dir: paths.dir.clone(),
+    })?;
+    let (mapping, pinned, adopted_netns) = match &role {
         Role::Sandbox { pod } => {
-            let (m, granted, adopted) = own_userns(&key, spec, pod, kubelet)?;
-            // The container's directory, before anything goes into it.
-            if let Err(err) = container_dir(root, id, &m) {
-                if granted {
-                    if let Err(e) = release_unused(root, pod) {
-                        tracing::warn!(err = %e, pod, "release range after failed create");
-                    }
-                }
-                return Err(err);
-            }
-            (m, granted, None, adopted)
+            let (m, _granted, adopted) = own_userns(&key, spec, pod, kubelet)?;
+            container_dir(root, id, &m)?;
+            (m, None, adopted)
         }
         Role::Member { pod } => {
             let (m, pin) = join_sandbox(root, id, spec, pod)?;
-            (m, false, Some(pin), None)
+            (m, Some(pin), None)
         }
     };
-    let dir = views::container_dir(root, id);
-    let view = dir.join(views::VIEW);
-    let attached = attach_rootfs(rootfs, &view, &mapping).and_then(|()| {
-        let volumes = mount_dir(root, "volumes").and_then(|d| {
-            crate::volumes::apply(spec, &mapping, &d.join(id)).map_err(|e| Box::new(e).into())
-        });
-        match volumes {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let _ = detach(&view);
-                Err(e)
-            }
-        }
-    });
-    let volume_views = match attached {
-        Ok(v) => v,
-        Err(err) => {
-            if granted_here {
-                if let Err(e) = release_unused(root, role.pod()) {
-                    tracing::warn!(err = %e, pod = role.pod(), "release range after failed create");
-                }
-            }
-            if let Some(pin) = &pinned {
-                unpin(pin);
-            }
-            let _ = fs::remove_dir(&dir);
-            return Err(err);
-        }
-    };
+    attach_rootfs(rootfs, &paths.view, &mapping)?;
+    journal.record(Step::Volumes {
+        dir: paths.volumes.clone(),
+    })?;
+    views::mount_dir(root, Kind::Volumes)?;
+    let volume_views = crate::volumes::apply(spec, &mapping, &paths.volumes)
+        .map_err(|e| ProfileError::Volume(Box::new(e)))?;
     if let Some(r) = spec.root_mut() {
-        r.set_path(view.clone());
+        r.set_path(paths.view.clone());
     }
-    crate::failpoint::hit("create:after-mounts");
+    crate::failpoint::hit("create:after-mounts")?;
     Ok(Applied {
-        root: key,
         pod: role.pod().to_string(),
         sandbox: matches!(role, Role::Sandbox { .. }),
         mapping: Some(mapping),
-        rootfs_view: Some(view),
-        granted_here,
+        rootfs_view: Some(paths.view),
         pinned,
         volume_views,
         adopted_netns,
@@ -281,7 +247,7 @@ pub fn apply(
 /// the pod's host root, which its init walks as that uid.
 fn container_dir(root: &Path, id: &str, mapping: &PodMapping) -> Result<PathBuf, ProfileError> {
     let dir = views::container_dir(root, id);
-    mount_dir(root, "rootfs")?;
+    views::mount_dir(root, Kind::Rootfs)?;
     views::guard(&dir, Owner::pod_root(mapping)).map_err(|source| ProfileError::MountPoint {
         path: dir.clone(),
         source,
@@ -303,25 +269,6 @@ pub fn release_unused(root: &Path, pod: &str) -> Result<(), ProfileError> {
         tracing::info!(pod, root = %key.display(), %reason, "pod range kept for its remaining containers");
     }
     Ok(())
-}
-
-/// Reverses `apply` after a failed create: the namespace pin, the volume and
-/// rootfs views, and the range only when this create granted it.
-pub fn undo(applied: &Applied) {
-    if let Some(pin) = &applied.pinned {
-        unpin(pin);
-    }
-    crate::volumes::detach_all(&applied.volume_views);
-    if let Some(view) = &applied.rootfs_view {
-        if let Err(err) = detach(view) {
-            tracing::warn!(%err, "detach rootfs view after failed create");
-        }
-    }
-    if applied.granted_here {
-        if let Err(err) = release_unused(&applied.root, &applied.pod) {
-            tracing::warn!(%err, pod = %applied.pod, "release range after failed create");
-        }
-    }
 }
 
 fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(), ProfileError> {
@@ -347,81 +294,4 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
             source,
         }
     })
-}
-
-/// Undoes the profile of a deleted (or never created) container of state
-/// root `root`: detaches its rootfs view and, if it was the pod's last
-/// container (sandbox or member), frees the pod's range.
-pub fn teardown(root: &Path, meta: &ContainerMeta) -> Result<(), ProfileError> {
-    if let Some(h) = &meta.hugepages {
-        h.teardown()
-            .map_err(|e| ProfileError::Hugepages(Box::new(e)))?;
-    }
-    if let Some(d) = &meta.devices {
-        crate::devices::detach(&d.dir);
-    }
-    crate::volumes::detach_all(&meta.volume_views);
-    if let Some(view) = &meta.rootfs_view {
-        detach(view)?;
-    }
-    if let Some(pod) = &meta.pod {
-        release_unused(root, pod)?;
-    }
-    Ok(())
-}
-
-/// Lazily unmounts and removes a rootfs view; a view already gone is fine.
-pub fn detach(view: &Path) -> Result<(), ProfileError> {
-    lazy_umount(view).map_err(|source| ProfileError::Umount {
-        path: view.to_path_buf(),
-        source,
-    })?;
-    // Only an empty mount point is removed: never the image below it.
-    let _ = fs::remove_dir(view);
-    views::remove_container_dir_of(view);
-    Ok(())
-}
-
-/// Detaches whatever views and pins container `id` of state root `root`
-/// may have, found by their paths rather than by its record: what
-/// `delete --force` does for a container whose `create` died before it
-/// wrote that record.
-pub fn teardown_by_id(root: &Path, id: &str) {
-    let volumes = mount_path(root, "volumes").join(id);
-    if let Ok(entries) = fs::read_dir(&volumes) {
-        let views: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        crate::volumes::detach_all(&views);
-    }
-    let _ = fs::remove_dir(&volumes);
-    let dir = views::container_dir(root, id);
-    let pin = dir.join(views::MEMBER_PIN);
-    if pin.exists() {
-        unpin(&pin);
-    }
-    if let Ok(entries) = fs::read_dir(dir.join(views::LAYERS)) {
-        for layer in entries.flatten() {
-            if let Err(err) = detach(&layer.path()) {
-                tracing::warn!(%err, %id, "detach overlay staging of a half-created container");
-            }
-        }
-        let _ = fs::remove_dir(dir.join(views::LAYERS));
-    }
-    // The view, then `rootfs/<id>` itself: the container's directory, or
-    // the view as cnfbox recorded it before views got one.
-    for view in [dir.join(views::VIEW), dir.clone()] {
-        if let Err(err) = detach(&view) {
-            tracing::warn!(%err, %id, "detach rootfs view of a half-created container");
-        }
-    }
-    let old_pin = mount_path(root, "ns").join(format!("{id}-net"));
-    if old_pin.exists() {
-        unpin(&old_pin);
-    }
-    let hugetlbfs = mount_path(root, "hugepages").join(id);
-    if let Ok(entries) = fs::read_dir(&hugetlbfs) {
-        let mounts: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        crate::hugetlbfs::detach_all(&mounts);
-    }
-    let _ = fs::remove_dir(&hugetlbfs);
-    crate::devices::detach(&mount_path(root, "devices").join(id));
 }

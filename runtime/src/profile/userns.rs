@@ -176,7 +176,7 @@ pub(super) fn own_userns(
             mapping
         }
     };
-    crate::failpoint::hit("create:after-range");
+    crate::failpoint::hit("create:after-range")?;
     if joined.is_some() {
         // libcontainer joins the namespace; its mappings are the kernel's.
         linux.set_uid_mappings(None);

@@ -2,8 +2,12 @@
 //! step, a full disk under the state root and under the ledger, and 200
 //! create/start/delete cycles, 8 at a time. Every check lists what is left
 //! for this test's own ids (other tests run on this machine at once).
+//! `journal`: create failed or killed at each journal step, undone by the
+//! one teardown.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod journal;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;

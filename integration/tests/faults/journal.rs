@@ -1,0 +1,125 @@
+//! The create journal's one teardown (runtime/src/journal): a create that
+//! fails at a journal step undoes itself, and one killed there is cleared
+//! by `delete --force` alone (no `ranges gc`): state dir, journal, staged
+//! spec, cgroups on every hierarchy, mounts, pins, hugetlbfs and the range.
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+
+use super::common::{assert_nothing_left, can_run, Env};
+use super::{bundle_with_volume, create_with, leftovers, STEPS};
+use test_bundles::Scenario;
+
+/// `cnfbox create` failing at `step` (`CNFBOX_FAILPOINT=fail:<step>`); its
+/// stderr through a file (a detached init would hold a pipe open).
+fn create_failing_at(env: &Env, bundle: &std::path::Path, id: &str, step: &str) -> (bool, String) {
+    let err_path = env.tmp.path().join(format!("{id}.err"));
+    let status = env
+        .command()
+        .args(["create", "-b"])
+        .arg(bundle)
+        .arg(id)
+        .env("CNFBOX_FAILPOINT", format!("fail:{step}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .status()
+        .expect("spawn cnfbox create");
+    (status.success(), fs::read_to_string(&err_path).unwrap())
+}
+
+#[test]
+fn create_failing_at_each_step_undoes_everything_itself() {
+    if !can_run("failed create") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = bundle_with_volume(&env, "failing", &Scenario::Sleep);
+    for step in STEPS {
+        let id = env.id(&format!("fail-{}", step.trim_start_matches("create:")));
+        let (ok, err) = create_failing_at(&env, &bundle.dir, &id, step);
+        assert!(!ok, "{step}: create succeeded");
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "{step}: one error line: {err}");
+        assert!(
+            lines[0].contains(&format!("failpoint {step}")),
+            "{step}: the error names the step: {err}"
+        );
+        assert!(
+            !err.contains("teardown"),
+            "{step}: teardown complete: {err}"
+        );
+        // No `delete`, no `ranges gc`: the failed create left nothing.
+        assert_nothing_left(&env, &id);
+        assert!(
+            env.allocator().show(&id).unwrap().is_none(),
+            "{step}: the pod's range is still allocated"
+        );
+    }
+    assert!(env.allocator().list().unwrap().is_empty());
+}
+
+#[test]
+fn create_killed_at_each_step_is_cleared_by_delete_force_alone() {
+    if !can_run("killed create, no gc") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = bundle_with_volume(&env, "killed-nogc", &Scenario::Sleep);
+    for step in STEPS {
+        let id = env.id(&format!("kng-{}", step.trim_start_matches("create:")));
+        let status = create_with(&env, &bundle.dir, &id, Some(step));
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{step}: {status:?}");
+        let left = leftovers(&env, &id);
+        let journal = env.root.join(".journal").join(format!("{id}.json"));
+        if *step != "create:before-range" {
+            assert!(
+                journal.is_file(),
+                "{step}: no journal left by the killed create"
+            );
+        }
+        eprintln!("killed at {step}: left {left:?}");
+        env.ok(&["delete", "--force", &id]);
+        assert_nothing_left(&env, &id);
+        assert!(
+            env.allocator().show(&id).unwrap().is_none(),
+            "{step}: delete --force left the pod's range"
+        );
+        // A second `delete --force` of what is gone succeeds (runc's).
+        env.ok(&["delete", "--force", &id]);
+    }
+}
+
+#[test]
+fn a_create_of_an_id_whose_killed_create_was_not_cleared_is_refused() {
+    if !can_run("journal left") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = bundle_with_volume(&env, "leftjournal", &Scenario::Sleep);
+    let id = env.id("left");
+    let status = create_with(&env, &bundle.dir, &id, Some("create:after-mounts"));
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let out = env
+        .command()
+        .args(["create", "-b"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("already exists") && err.contains("delete --force"),
+        "{err}"
+    );
+    // The refused create touched nothing of the first: its journal still
+    // tears all of it down.
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+    assert!(env.allocator().show(&id).unwrap().is_none());
+}

@@ -1,0 +1,148 @@
+//! Create's steps once libcontainer made the init: harden the host-side
+//! views, place the init in the hugetlb cgroup, restore its memlock limit,
+//! adopt a CNI network namespace, attach the pod's interfaces, and move the
+//! staged bundle into the state dir.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use libcontainer::container::Container;
+
+use super::super::Ctx;
+use crate::journal::{Journal, Step};
+use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+
+/// Attaches the pod's interfaces to the created container's network
+/// namespace, recording them in its journal first so that a crash midway
+/// leaves something `delete --force` can undo.
+pub(super) fn attach_interfaces(
+    ctx: &Ctx,
+    id: &str,
+    c: &Container,
+    pod: &str,
+    journal: &mut Journal,
+    interfaces: &[crate::net::Request],
+) -> anyhow::Result<crate::net::PodNetwork> {
+    let pid = c.pid().context("created container has no init pid")?;
+    crate::views::pins_dir(&ctx.root)?;
+    let paths = crate::views::Paths::of(&ctx.root, id);
+    let step = |net: &crate::net::PodNetwork| Step::Network {
+        pod: pod.to_string(),
+        net: net.clone(),
+    };
+    let claimed = || crate::journal::networks(&ctx.root, id);
+    let net = crate::net::attach(
+        &ctx.root,
+        &paths,
+        id,
+        pid.as_raw(),
+        interfaces,
+        claimed,
+        |net| journal.record_network(step(net)).map_err(Into::into),
+    )
+    .with_context(|| format!("create container {id}"))?;
+    // What attach learnt on the way (the links as the pod sees them) is
+    // what a give-back needs.
+    journal.record_network(step(&net))?;
+    Ok(net)
+}
+
+/// Sets `nosuid,nodev` on the host's copies of the container's views now
+/// that its init, in its own mount namespace, has bound its copies, which
+/// keep the spec's options (see `views`). A container without a mount
+/// namespace of its own would share the host's copies: left as they are.
+pub(super) fn harden_views(
+    spec: &oci_spec::runtime::Spec,
+    meta: &ContainerMeta,
+) -> anyhow::Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let own_mounts = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|v| v.iter().any(|n| n.typ() == LinuxNamespaceType::Mount));
+    if !own_mounts {
+        tracing::warn!("no mount namespace in the spec: host-side views keep suid,dev");
+        return Ok(());
+    }
+    // The device tmpfs too: the container's binds of its nodes are copies
+    // made in the init's mount namespace and keep `dev`.
+    let views = meta
+        .rootfs_view
+        .iter()
+        .chain(&meta.volume_views)
+        .chain(meta.devices.iter().map(|d| &d.dir));
+    crate::views::harden(views.map(PathBuf::as_path))?;
+    Ok(())
+}
+
+/// Places the created (not yet started) init in the container's cgroup2
+/// hugetlb cgroup, where cnfbox enforces the limits.
+pub(super) fn join_hugetlb(container: &Container, meta: &ContainerMeta) -> anyhow::Result<()> {
+    let Some(h) = &meta.hugepages else {
+        return Ok(());
+    };
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    h.join(pid.as_raw())?;
+    Ok(())
+}
+
+/// The init's `RLIMIT_MEMLOCK` as it was before libcgroups' device program
+/// (`devices::rules`).
+pub(super) fn restore_memlock(
+    container: &Container,
+    spec: &oci_spec::runtime::Spec,
+) -> anyhow::Result<()> {
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    crate::devices::rules::restore_memlock(spec, pid)?;
+    Ok(())
+}
+
+/// Moves the staged bundle into the state dir and records cnfbox's metadata.
+pub(super) fn finish(
+    container: &mut Container,
+    dir: &Path,
+    stage: &Path,
+    meta: &ContainerMeta,
+) -> anyhow::Result<()> {
+    // libcontainer made the directory 0755; what cnfbox keeps in it (the
+    // spec, exec process files) is for host root only.
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("make {} private", dir.display()))?;
+    let kept: PathBuf = dir.join(STAGED_BUNDLE);
+    fs::rename(stage, &kept)
+        .with_context(|| format!("move {} to {}", stage.display(), kept.display()))?;
+    container.state.bundle = kept;
+    container.save().context("save container state")?;
+    meta.save(dir)?;
+    Ok(())
+}
+
+/// Moves the CNI interfaces of an adopted network namespace into the new
+/// init's (see `adopt`).
+pub(super) fn adopt_netns(c: &Container, from: Option<&Path>, id: &str) -> anyhow::Result<()> {
+    let Some(from) = from else {
+        return Ok(());
+    };
+    let pid = c.pid().with_context(|| {
+        format!(
+            "create container {id}: no init pid to adopt {}",
+            from.display()
+        )
+    })?;
+    let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    crate::adopt::move_links(from, &to)
+        .and_then(|_| crate::adopt::show_pod_netns(from, &to))
+        .with_context(|| {
+            format!(
+                "create container {id}: adopt the CNI network namespace {}",
+                from.display()
+            )
+        })?;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The journal's file, its owner, and teardown on fake roots (steps whose
+//! undo touches only paths: no range, no cgroup).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::teardown::TeardownError;
+use super::*;
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn begin_is_exclusive_and_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::begin(tmp.path(), "c1").unwrap();
+    assert_eq!(mode(&tmp.path().join(DIR)), 0o700);
+    assert_eq!(mode(&path_of(tmp.path(), "c1")), 0o600);
+    assert_eq!(j.creator, Creator::myself());
+    let err = Journal::begin(tmp.path(), "c1").unwrap_err();
+    assert!(matches!(err, JournalError::Exists { .. }), "{err}");
+    assert!(err.to_string().contains("delete --force c1"), "{err}");
+}
+
+#[test]
+fn steps_are_on_disk_before_they_are_made_and_commit_drops_the_creator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut j = Journal::begin(tmp.path(), "c1").unwrap();
+    j.record(Step::Stage {
+        dir: tmp.path().join("s"),
+    })
+    .unwrap();
+    let on_disk = Journal::load(tmp.path(), "c1").unwrap().unwrap();
+    assert_eq!(on_disk.steps, j.steps);
+    assert!(on_disk.live_creator().is_some(), "this test process runs");
+    j.commit().unwrap();
+    let on_disk = Journal::load(tmp.path(), "c1").unwrap().unwrap();
+    assert_eq!(on_disk.creator, None);
+    assert!(Journal::load(tmp.path(), "other").unwrap().is_none());
+    fs::write(path_of(tmp.path(), "bad"), b"{").unwrap();
+    assert!(matches!(
+        Journal::load(tmp.path(), "bad"),
+        Err(JournalError::Parse { .. })
+    ));
+}
+
+#[test]
+fn a_dead_or_reused_pid_is_no_creator() {
+    let me = Creator::myself().unwrap();
+    assert!(me.alive());
+    let reused = Creator {
+        pid: me.pid,
+        start: me.start + 1,
+    };
+    assert!(!reused.alive());
+    let gone = Creator {
+        pid: i32::MAX,
+        start: 0,
+    };
+    assert!(!gone.alive());
+}
+
+#[test]
+fn teardown_refuses_a_journal_whose_create_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = tmp.path().join("stage");
+    fs::create_dir(&stage).unwrap();
+    let mut j = Journal::begin(tmp.path(), "c1").unwrap();
+    j.record(Step::Stage { dir: stage.clone() }).unwrap();
+    let err = teardown(tmp.path(), j, true).unwrap_err();
+    assert!(matches!(err, TeardownError::Creating { .. }), "{err}");
+    assert!(stage.exists(), "nothing undone under a live create");
+}
+
+/// A journal of path-only steps, as a create leaves them.
+fn made(tmp: &Path) -> (Journal, Vec<std::path::PathBuf>) {
+    let views = tmp.join("rootfs/c1");
+    fs::create_dir_all(views.join("root")).unwrap();
+    fs::create_dir_all(views.join("layers/0")).unwrap();
+    let volumes = tmp.join("volumes/c1");
+    fs::create_dir_all(volumes.join("0")).unwrap();
+    fs::write(volumes.join("1"), b"").unwrap();
+    let devices = tmp.join("devices/c1");
+    fs::create_dir_all(&devices).unwrap();
+    let stage = tmp.join("stage/c1.1");
+    fs::create_dir_all(&stage).unwrap();
+    fs::write(stage.join("config.json"), b"{}").unwrap();
+    let mut j = Journal::begin(tmp, "c1").unwrap();
+    for step in [
+        Step::Views { dir: views.clone() },
+        Step::Volumes {
+            dir: volumes.clone(),
+        },
+        Step::Devices {
+            dir: devices.clone(),
+        },
+        Step::Stage { dir: stage.clone() },
+    ] {
+        j.record(step).unwrap();
+    }
+    j.creator = None;
+    (j, vec![views, volumes, devices, stage])
+}
+
+#[test]
+fn teardown_undoes_every_step_and_removes_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (j, paths) = made(tmp.path());
+    let warnings = teardown(tmp.path(), j, false).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for p in paths {
+        assert!(!p.exists(), "{} left", p.display());
+    }
+    assert!(!path_of(tmp.path(), "c1").exists());
+    // A step recorded but never made undoes to nothing.
+    let mut j = Journal::begin(tmp.path(), "c2").unwrap();
+    j.record(Step::Devices {
+        dir: tmp.path().join("never"),
+    })
+    .unwrap();
+    j.creator = None;
+    teardown(tmp.path(), j, false).unwrap();
+}
+
+#[test]
+fn a_step_that_cannot_be_undone_is_reported_and_kept_with_the_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut j, paths) = made(tmp.path());
+    // Something that is not a mount point, inside a volume mount point:
+    // rmdir (never a recursive removal) refuses it.
+    fs::write(paths[1].join("0/file"), b"x").unwrap();
+    j.steps.insert(
+        0,
+        Step::Range {
+            pod: "p1".to_string(),
+        },
+    );
+    let err = teardown(tmp.path(), j.clone(), true).unwrap_err();
+    let TeardownError::Incomplete { failed, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(failed.len(), 1, "{err}");
+    assert!(err.to_string().contains("volumes: remove"), "{err}");
+    // --force went on with the other steps, but kept the range.
+    assert!(!paths[3].exists() && !paths[2].exists() && !paths[0].exists());
+    let kept = Journal::load(tmp.path(), "c1").unwrap().unwrap();
+    let names: Vec<_> = kept.steps.iter().map(Step::name).collect();
+    assert_eq!(names, ["range", "volumes"]);
+    // Without --force the first failure stops the teardown.
+    let (mut j, paths) = made(&tmp.path().join("again"));
+    fs::write(paths[1].join("0/file"), b"x").unwrap();
+    j.steps.swap(1, 3);
+    teardown(&tmp.path().join("again"), j, false).unwrap_err();
+    for p in [&paths[0], &paths[2], &paths[3]] {
+        assert!(
+            p.exists(),
+            "{} was undone after the failed step",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn by_names_finds_the_stages_of_dead_creates_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join(crate::commands::STAGING);
+    let dead = staging.join(format!("c1.{}", i32::MAX));
+    let live = staging.join(format!("c1.{}", std::process::id()));
+    fs::create_dir_all(&dead).unwrap();
+    fs::create_dir_all(&live).unwrap();
+    let j = by_names(tmp.path(), "c1", false);
+    let stages: Vec<_> = j
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Stage { dir } => Some(dir.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stages, [dead]);
+    let containers = j
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Container { .. }))
+        .count();
+    assert_eq!(containers, 1, "the default cgroup path: {:?}", j.steps);
+}
