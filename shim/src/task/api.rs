@@ -1,9 +1,7 @@
-//! The Task service: one per shim, serving every container of the pod.
+//! The ttrpc Task API: what containerd calls on the shim.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::api::{
@@ -13,264 +11,23 @@ use containerd_shim::api::{
     StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
-use containerd_shim::asynchronous::publisher::RemotePublisher;
-use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskPaused, TaskResumed,
+    TaskStart,
 };
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::types::task::ProcessInfo;
-use containerd_shim::util::{convert_to_any, timestamp};
-use containerd_shim::{Context, ExitSignal, Task, TtrpcContext, TtrpcResult};
-use tokio::sync::{mpsc, Mutex};
+use containerd_shim::util::convert_to_any;
+use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
 use crate::errors::{internal, not_found, runtime as runtime_err, status, Kind};
-use crate::exits::Exits;
-use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
-use crate::options::{self, ShimState};
+use crate::io::{ProcessIo, StdioPaths};
 use crate::process::{ExitInfo, Proc};
 use crate::rootfs;
-use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
-use crate::{oom, stats, stop};
+use crate::stats;
 
-/// How long an exited process's output may take to drain (a daemon it
-/// left behind can hold its stdout open forever).
-const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
-
-struct Container {
-    bundle: PathBuf,
-    cnfbox: Cnfbox,
-    init: Arc<Proc>,
-    execs: HashMap<String, Arc<Proc>>,
-    rootfs_mounted: bool,
-}
-
-/// The shim's Task service.
-pub struct Service {
-    namespace: String,
-    exits: Arc<Exits>,
-    publisher: Arc<RemotePublisher>,
-    containers: Mutex<HashMap<String, Container>>,
-    exit: Arc<ExitSignal>,
-}
-
-fn now() -> Timestamp {
-    timestamp().unwrap_or_default()
-}
-
-impl Service {
-    pub fn new(
-        namespace: &str,
-        exits: Arc<Exits>,
-        publisher: RemotePublisher,
-        exit: Arc<ExitSignal>,
-    ) -> Self {
-        Self {
-            namespace: namespace.to_owned(),
-            exits,
-            publisher: Arc::new(publisher),
-            containers: Mutex::new(HashMap::new()),
-            exit,
-        }
-    }
-
-    async fn publish(&self, topic: &str, event: impl Event + 'static) {
-        if let Err(err) = self
-            .publisher
-            .publish(Context::default(), topic, &self.namespace, Box::new(event))
-            .await
-        {
-            log::error!("publishing {topic}: {err}");
-        }
-    }
-
-    /// Reports `proc`'s exit once the reaper sees `pid` go. With
-    /// `leftovers` (an init without a PID namespace of its own), whatever is
-    /// left in the container's cgroup is killed first, so that no orphan
-    /// keeps the container's stdio open (see `stop`).
-    fn watch_exit(&self, proc: Arc<Proc>, pid: i32, leftovers: Option<Cnfbox>) {
-        let rx = self.exits.expect(pid);
-        let publisher = self.publisher.clone();
-        let namespace = self.namespace.clone();
-        tokio::spawn(async move {
-            // A lost reaper reports the process as killed.
-            let code = rx.await.unwrap_or(128 + 9);
-            if let Some(cnfbox) = leftovers {
-                let _stopping = proc.stopping.lock().await;
-                stop::kill_leftovers(&cnfbox, &proc.container_id).await;
-            }
-            let io = proc.io.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(mut io) = io {
-                io.wait_output(OUTPUT_DRAIN).await;
-            }
-            let at = now();
-            proc.st().status = Status::STOPPED;
-            proc.exited.send_replace(Some(ExitInfo {
-                code: code as u32,
-                at: at.clone(),
-            }));
-            let id = if proc.exec_id.is_empty() {
-                proc.container_id.clone()
-            } else {
-                proc.exec_id.clone()
-            };
-            let ev = TaskExit {
-                container_id: proc.container_id.clone(),
-                id,
-                pid: pid as u32,
-                exit_status: code as u32,
-                exited_at: MessageField::some(at),
-                ..Default::default()
-            };
-            if let Err(err) = publisher
-                .publish(
-                    Context::default(),
-                    topics::TASK_EXIT_EVENT_TOPIC,
-                    &namespace,
-                    Box::new(ev),
-                )
-                .await
-            {
-                log::error!("publishing TaskExit: {err}");
-            }
-        });
-    }
-
-    /// Publishes TaskOOM for every OOM kill in the container's memory cgroup.
-    fn watch_oom(&self, container_id: &str, pid: i32) {
-        let (proc_root, cgroup_root) = (Path::new("/proc"), Path::new("/sys/fs/cgroup"));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let watched = if stats::is_unified(cgroup_root) {
-            oom::memory_cgroup_v2(proc_root, cgroup_root, pid).and_then(|d| oom::watch_v2(&d, tx))
-        } else {
-            oom::memory_cgroup(proc_root, cgroup_root, pid).and_then(|d| oom::watch(&d, tx))
-        };
-        if let Err(err) = watched {
-            log::warn!("no OOM events for {container_id}: {err}");
-            return;
-        }
-        let publisher = self.publisher.clone();
-        let namespace = self.namespace.clone();
-        let id = container_id.to_owned();
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                let ev = TaskOOM {
-                    container_id: id.clone(),
-                    ..Default::default()
-                };
-                if let Err(err) = publisher
-                    .publish(
-                        Context::default(),
-                        topics::TASK_OOM_EVENT_TOPIC,
-                        &namespace,
-                        Box::new(ev),
-                    )
-                    .await
-                {
-                    log::error!("publishing TaskOOM: {err}");
-                }
-            }
-        });
-    }
-
-    async fn lookup(&self, id: &str, exec_id: &str) -> TtrpcResult<(Arc<Proc>, Cnfbox, PathBuf)> {
-        let containers = self.containers.lock().await;
-        let c = containers
-            .get(id)
-            .ok_or_else(|| not_found(format!("container {id}")))?;
-        let p = if exec_id.is_empty() {
-            c.init.clone()
-        } else {
-            c.execs
-                .get(exec_id)
-                .cloned()
-                .ok_or_else(|| not_found(format!("exec {exec_id} in container {id}")))?
-        };
-        Ok((p, c.cnfbox.clone(), c.bundle.clone()))
-    }
-
-    /// Sets up stdio, runs `run` with the container side, and wires the
-    /// terminal (if any) afterwards.
-    async fn with_stdio<F, Fut>(&self, paths: &StdioPaths, run: F) -> TtrpcResult<(i32, ProcessIo)>
-    where
-        F: FnOnce(Option<PathBuf>, ContainerStdio) -> Fut,
-        Fut: std::future::Future<Output = Result<i32, RuntimeError>>,
-    {
-        if paths.terminal {
-            let socket = ConsoleSocket::new().map_err(internal)?;
-            let pid = run(Some(socket.path().to_owned()), ContainerStdio::default())
-                .await
-                .map_err(runtime_err)?;
-            let io = ProcessIo::console(&socket, paths).map_err(internal)?;
-            Ok((pid, io))
-        } else {
-            let (io, stdio) = ProcessIo::pipes(paths).map_err(internal)?;
-            let pid = run(None, stdio).await.map_err(runtime_err)?;
-            Ok((pid, io))
-        }
-    }
-
-    async fn create_container(&self, req: &CreateTaskRequest) -> TtrpcResult<i32> {
-        let bundle = PathBuf::from(&req.bundle);
-        let opts = options::from_any(req.options.as_ref()).map_err(internal)?;
-        let state = ShimState::resolve(&opts, &self.namespace).map_err(internal)?;
-        state.save(&bundle).map_err(internal)?;
-        let cnfbox = state.cnfbox(self.exits.clone());
-        let rootfs_mounted = !req.rootfs.is_empty();
-        if rootfs_mounted {
-            rootfs::mount_all(
-                &req.rootfs,
-                &bundle.join("rootfs"),
-                &bundle.join("config.json"),
-            )
-            .await
-            .map_err(internal)?;
-        }
-        let paths = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
-        let created = self
-            .with_stdio(&paths, |console, stdio| {
-                let cnfbox = cnfbox.clone();
-                let bundle = bundle.clone();
-                let id = req.id.clone();
-                async move { cnfbox.create(&id, &bundle, console.as_deref(), stdio).await }
-            })
-            .await;
-        let (pid, io) = match created {
-            Ok(v) => v,
-            Err(err) => {
-                if rootfs_mounted {
-                    rootfs::unmount(&bundle.join("rootfs"));
-                }
-                return Err(err);
-            }
-        };
-        let init = Arc::new(Proc::new(&req.id, "", paths, None));
-        init.st().pid = pid;
-        init.set_io(io);
-        let leftovers = stop::kill_all_on_exit(&bundle).then(|| cnfbox.clone());
-        self.containers.lock().await.insert(
-            req.id.clone(),
-            Container {
-                bundle: bundle.clone(),
-                cnfbox,
-                init: init.clone(),
-                execs: HashMap::new(),
-                rootfs_mounted,
-            },
-        );
-        self.watch_exit(init, pid, leftovers);
-        self.watch_oom(&req.id, pid);
-        Ok(pid)
-    }
-}
+use super::{now, Service};
 
 #[async_trait]
 impl Task for Service {
