@@ -28,8 +28,7 @@ use std::path::{Path, PathBuf};
 use idmap::PodMapping;
 use oci_spec::runtime::Spec;
 
-use crate::commands::STAGING;
-use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+use crate::meta::{ContainerMeta, STAGED_BUNDLE, STAGING};
 use crate::pod;
 
 /// Where the containerd shim keeps its state roots, one per containerd

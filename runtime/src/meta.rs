@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 const META_FILE: &str = "cnfbox.json";
 /// Name of the staged bundle directory inside a container's state directory.
 pub const STAGED_BUNDLE: &str = "bundle";
+/// Directory under the state root where specs are staged during `create`
+/// (`.staging/<id>.<pid>/`).
+pub const STAGING: &str = ".staging";
 
 /// Errors reading or writing the record.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,6 @@
 
 mod confine;
 mod create;
-pub use create::STAGING;
 mod exec_process;
 mod info;
 pub mod inspect;

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::{Journal, Step};
-use crate::commands::STAGING;
-use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+use crate::meta::{ContainerMeta, STAGED_BUNDLE, STAGING};
 use crate::views::Paths;
 
 /// The journal of a container created by a cnfbox that kept none.

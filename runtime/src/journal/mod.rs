@@ -282,6 +282,21 @@ impl Journal {
 
 pub use legacy::{by_names, from_meta};
 
+impl crate::profile::Recorder for Journal {
+    fn making(
+        &mut self,
+        what: crate::profile::Making,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use crate::profile::Making;
+        let step = match what {
+            Making::Range { pod } => Step::Range { pod },
+            Making::Views { dir } => Step::Views { dir },
+            Making::Volumes { dir } => Step::Volumes { dir },
+        };
+        self.record(step).map_err(Into::into)
+    }
+}
+
 /// The pod networks recorded for the containers of state root `root` other
 /// than `own`, as `(pod, network)`: from their journals, and for containers
 /// of an older cnfbox without one, from their records. What `net::attach`

@@ -165,7 +165,7 @@ fn a_step_that_cannot_be_undone_is_reported_and_kept_with_the_range() {
 #[test]
 fn by_names_finds_the_stages_of_dead_creates_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let staging = tmp.path().join(crate::commands::STAGING);
+    let staging = tmp.path().join(crate::meta::STAGING);
     let dead = staging.join(format!("c1.{}", i32::MAX));
     let live = staging.join(format!("c1.{}", std::process::id()));
     fs::create_dir_all(&dead).unwrap();

@@ -91,8 +91,8 @@ pub enum ProfileError {
     HostNamespaces(Box<crate::host_ns::HostNsError>),
     #[error(transparent)]
     Propagation(Box<crate::propagation::PropagationError>),
-    #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    #[error("record what the profile makes")]
+    Record(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Failpoint(#[from] crate::failpoint::Injected),
 }
@@ -127,7 +127,6 @@ fn allocator() -> Result<Allocator, ProfileError> {
         .map_err(|e| ProfileError::Alloc(Box::new(e)))
 }
 
-use crate::journal::{Journal, Step};
 use crate::views::{self, Kind, Owner};
 
 /// Pod or container annotation asking for the host's user namespace.
@@ -151,8 +150,24 @@ fn host_userns_request(spec: &Spec) -> Option<String> {
         .then(|| format!("linux.namespaces user path {}", path.display()))
 }
 
+/// What `apply` is about to make, told to its [`Recorder`] first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Making {
+    /// The pod's range (granted, registered, or the sandbox's joined).
+    Range { pod: String },
+    /// The container's `rootfs/<id>/` with its rootfs view and pin.
+    Views { dir: PathBuf },
+    /// The container's `volumes/<id>/`.
+    Volumes { dir: PathBuf },
+}
+
+/// Where `apply` writes down what it is about to make (create's journal).
+pub trait Recorder {
+    fn making(&mut self, what: Making) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
 /// Applies the profile to `spec` (the staged copy) for container `id`,
-/// recording in `journal` what it is about to make (the pod's range, the
+/// telling `record` what it is about to make (the pod's range, the
 /// container's directory with its rootfs view and pin, its volume views)
 /// before it makes it. On failure what it made is left to the journal's
 /// teardown.
@@ -161,8 +176,9 @@ pub fn apply(
     id: &str,
     spec: &mut Spec,
     rootfs: &Path,
-    journal: &mut Journal,
+    record: &mut dyn Recorder,
 ) -> Result<Applied, ProfileError> {
+    let mut making = |what| record.making(what).map_err(ProfileError::Record);
     let role = pod::role(id, spec.annotations().as_ref());
     let key = crate::holders::root_key(root);
     let etc = EtcRoot::default();
@@ -202,12 +218,12 @@ pub fn apply(
         });
     }
     let paths = views::Paths::of(root, id);
-    journal.record(Step::Range {
+    making(Making::Range {
         pod: role.pod().to_string(),
     })?;
     // The member's pin goes into the container's directory: both recorded
     // before either exists.
-    journal.record(Step::Views {
+    making(Making::Views {
         dir: paths.dir.clone(),
     })?;
     let (mapping, pinned, adopted_netns) = match &role {
@@ -222,7 +238,7 @@ pub fn apply(
         }
     };
     attach_rootfs(rootfs, &paths.view, &mapping)?;
-    journal.record(Step::Volumes {
+    making(Making::Volumes {
         dir: paths.volumes.clone(),
     })?;
     views::mount_dir(root, Kind::Volumes)?;

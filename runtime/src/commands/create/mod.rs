@@ -23,14 +23,11 @@ use crate::bundle_alias::BundleAlias;
 use crate::cgroups;
 use crate::failpoint;
 use crate::journal::{self, Journal, Step};
-use crate::meta::ContainerMeta;
+use crate::meta::{ContainerMeta, STAGING};
 use crate::views::{self, Kind};
 
 mod after;
 pub mod plan;
-
-/// Directory under the state root where specs are staged during `create`.
-pub const STAGING: &str = ".staging";
 
 /// Everything `create` and `run` share.
 pub struct CreateOpts<'a> {
