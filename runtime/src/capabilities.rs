@@ -215,10 +215,8 @@ fn private_netns(spec: &Spec) -> bool {
         // Compare the namespace inodes: works for /proc/PID/ns/net links and
         // for bind-mounted namespace files alike.
         Some(p) => {
-            use std::os::unix::fs::MetadataExt;
-            let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-            let joined = id(p);
-            joined.is_some() && joined != id(Path::new("/proc/self/ns/net"))
+            use crate::host::ns;
+            ns::id(p).is_some() && !ns::is_own(p, "net")
         }
     }
 }

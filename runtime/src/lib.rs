@@ -13,6 +13,11 @@ pub mod host_ns;
 pub mod numa;
 pub mod pod;
 
+/// Of the host layer, only the namespace file helpers.
+pub mod host {
+    pub mod ns;
+}
+
 /// Of `net`, only the request parser (the rest drives netlink).
 pub mod net {
     pub mod request;

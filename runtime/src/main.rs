@@ -29,7 +29,6 @@ mod pod;
 mod profile;
 mod propagation;
 mod sysctl;
-mod userns_path;
 mod views;
 mod volumes;
 

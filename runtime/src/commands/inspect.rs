@@ -199,8 +199,8 @@ fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView 
     let mut namespaces = std::collections::BTreeMap::new();
     if let Some(pid) = pid {
         for ns in ["user", "net", "pid", "mnt", "ipc", "uts", "cgroup"] {
-            if let Ok(target) = fs::read_link(format!("/proc/{pid}/ns/{ns}")) {
-                let host = fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+            if let Ok(target) = fs::read_link(crate::host::ns::of_pid(pid, ns)) {
+                let host = fs::read_link(crate::host::ns::own(ns)).ok();
                 let shared = if host.as_ref() == Some(&target) {
                     " (host)"
                 } else {

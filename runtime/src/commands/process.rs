@@ -129,13 +129,17 @@ fn join_userns(container: &libcontainer::container::Container, id: &str) -> anyh
     let pid = container
         .pid()
         .with_context(|| format!("exec in container {id}: it has no init pid"))?;
-    let path = format!("/proc/{pid}/ns/user");
-    let ns = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-    if std::fs::read_link(&path).ok() == std::fs::read_link("/proc/self/ns/user").ok() {
+    let path = crate::host::ns::of_pid(pid.as_raw(), "user");
+    let ns = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    if crate::host::ns::is_own(&path, "user") {
         return Ok(());
     }
-    setns(ns, CloneFlags::CLONE_NEWUSER)
-        .with_context(|| format!("setns(CLONE_NEWUSER) into {path} for exec in {id}"))
+    setns(ns, CloneFlags::CLONE_NEWUSER).with_context(|| {
+        format!(
+            "setns(CLONE_NEWUSER) into {} for exec in {id}",
+            path.display()
+        )
+    })
 }
 
 pub fn ps(ctx: &Ctx, a: &Ps) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use netlink_packet_route::link::MacVlanMode;
 
@@ -182,8 +182,8 @@ pub fn attach(
     record: impl FnOnce(&PodNetwork) -> anyhow::Result<()>,
 ) -> anyhow::Result<PodNetwork> {
     let _guard = lock(root)?;
-    let host_path = PathBuf::from("/proc/self/ns/net");
-    let pod_path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let host_path = crate::host::ns::own("net");
+    let pod_path = crate::host::ns::of_pid(pid, "net");
     let host_ns = open_ns(&host_path)?;
     let pod_ns = open_ns(&pod_path)?;
     let mut host = socket_in(&host_ns, &host_path)?;

@@ -236,7 +236,7 @@ pub fn plan(id: &str, spec: &Spec, config: &Path) -> Result<Vec<Request>, NetErr
         .and_then(|v| v.iter().find(|n| n.typ() == LinuxNamespaceType::Network));
     let own = netns.is_some_and(|n| match n.path() {
         None => true,
-        Some(p) => !same_file(p, Path::new("/proc/self/ns/net")),
+        Some(p) => !crate::host::ns::is_own(p, "net"),
     });
     if !own {
         return Err(NetError::NoPrivateNetns {
@@ -245,14 +245,6 @@ pub fn plan(id: &str, spec: &Spec, config: &Path) -> Result<Vec<Request>, NetErr
     }
     policy::Policy::load(config)?.check(&requests)?;
     Ok(requests)
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
 }
 
 /// Removes `linux.netDevices` from the spec libcontainer is given: cnfbox

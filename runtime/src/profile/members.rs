@@ -42,7 +42,7 @@ pub(super) fn join_sandbox(
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    let user = PathBuf::from(format!("/proc/{pid}/ns/user"));
+    let user = crate::host::ns::of_pid(pid, "user");
     for (typ, path) in [
         (LinuxNamespaceType::User, user),
         (LinuxNamespaceType::Network, pin.clone()),
@@ -95,7 +95,7 @@ pub fn wait_for_exec(what: &str, pid: i32) -> Result<(), ProfileError> {
 /// directory, which only host root and the pod's root may walk).
 fn pin_netns(dir: &Path, pid: i32) -> Result<PathBuf, ProfileError> {
     let to = dir.join(views::MEMBER_PIN);
-    let from = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let from = crate::host::ns::of_pid(pid, "net");
     create_pin_point(&to).map_err(|source| ProfileError::MountPoint {
         path: to.clone(),
         source,

@@ -43,7 +43,7 @@ pub enum ProfileError {
     )]
     UsernsPath { path: PathBuf },
     #[error("linux.namespaces: the sandbox's user namespace path")]
-    JoinedUserns(#[source] crate::userns_path::UsernsPathError),
+    JoinedUserns(#[source] crate::host::userns::UsernsPathError),
     #[error("running in the host's user namespace ({how}) is refused: set `allow_host_userns = true` under [idmap] in {config} to permit it")]
     HostUserns { how: String, config: PathBuf },
     #[error("linux.namespaces: network path {path} belongs to the host's user namespace; a pod with its own user namespace cannot join it (omit the path and cnfbox creates the pod's network namespace)")]
@@ -134,7 +134,6 @@ pub const USERNS_ANNOTATION: &str = cnfbox_annotations::USERNS;
 
 /// How the spec asks for the host's user namespace, if it does.
 fn host_userns_request(spec: &Spec) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
     if let Some(v) = spec
         .annotations()
         .as_ref()
@@ -145,8 +144,7 @@ fn host_userns_request(spec: &Spec) -> Option<String> {
         }
     }
     let path = user_ns(spec)?.path().clone()?;
-    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    (id(&path).is_some() && id(&path) == id(Path::new("/proc/self/ns/user")))
+    crate::host::ns::is_own(&path, "user")
         .then(|| format!("linux.namespaces user path {}", path.display()))
 }
 

@@ -1,6 +1,6 @@
 //! The sandbox's own user namespace: a range allocated from the pool, the
 //! mapping kubelet put in the spec registered, or the user namespace
-//! containerd pinned joined (`userns_path`); and the check of the network
+//! containerd pinned joined (`host::userns`); and the check of the network
 //! namespace a sandbox is given.
 
 use std::fs;
@@ -96,7 +96,7 @@ pub(super) fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
 ///
 /// containerd 2.x gives a kubelet user-namespace sandbox the path of a user
 /// namespace of kubelet's mappings that owns the pod's network namespace
-/// (`userns_path`): the sandbox joins it, with the mappings the kernel
+/// (`host::userns`): the sandbox joins it, with the mappings the kernel
 /// holds for it. In `kubelet` mode a mapping below 65536 is taken as given
 /// and not recorded (cnfbox's pool never reaches there).
 pub(super) fn own_userns(
@@ -107,7 +107,7 @@ pub(super) fn own_userns(
 ) -> Result<(PodMapping, bool, Option<PathBuf>), ProfileError> {
     let joined = match user_ns(spec).and_then(|n| n.path().clone()) {
         Some(path) if is_cri_sandbox(spec) => {
-            let m = crate::userns_path::mappings(&path).map_err(ProfileError::JoinedUserns)?;
+            let m = crate::host::userns::mappings(&path).map_err(ProfileError::JoinedUserns)?;
             Some((path, m))
         }
         Some(path) => return Err(ProfileError::UsernsPath { path }),

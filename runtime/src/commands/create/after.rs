@@ -135,7 +135,7 @@ pub(super) fn adopt_netns(c: &Container, from: Option<&Path>, id: &str) -> anyho
             from.display()
         )
     })?;
-    let to = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let to = crate::host::ns::of_pid(pid.as_raw(), "net");
     crate::adopt::move_links(from, &to)
         .and_then(|_| crate::adopt::show_pod_netns(from, &to))
         .with_context(|| {
