@@ -49,6 +49,16 @@ pub fn looks_like_a_key(text: &str) -> bool {
         .any(|p| text.starts_with(p))
 }
 
+/// The `kind` field of the error line `cnfbox` logs for a failed command,
+/// which the shim maps to a ttrpc code without reading the message's words
+/// (a create's "bind source ... does not exist" is no missing container).
+pub mod error_kind {
+    /// The container named does not exist (the shim's NOT_FOUND).
+    pub const NOT_FOUND: &str = "not_found";
+    /// Any other failure.
+    pub const FAILED: &str = "failed";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

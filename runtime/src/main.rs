@@ -60,10 +60,11 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     let line = causes::complete(format!("{err:#}").replace('\n', " "));
     // What kind of failure, for callers that must tell them apart (the
     // shim's NOT_FOUND) without matching words of the message.
+    use cnfbox_annotations::error_kind;
     let kind = if err.chain().any(|e| e.is::<commands::NoSuchContainer>()) {
-        "not_found"
+        error_kind::NOT_FOUND
     } else {
-        "failed"
+        error_kind::FAILED
     };
     tracing::error!(kind, "{line}");
     eprintln!("cnfbox: error: {line}");

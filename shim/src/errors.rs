@@ -35,7 +35,7 @@ impl Kind {
     /// The kind of a runtime error log line's `kind` field.
     pub fn of_runtime_log(kind: Option<&str>) -> Self {
         match kind {
-            Some("not_found") => Self::NotFound,
+            Some(cnfbox_annotations::error_kind::NOT_FOUND) => Self::NotFound,
             _ => Self::Unknown,
         }
     }
