@@ -319,3 +319,75 @@ pub fn detach_all(views: &[PathBuf]) {
         let _ = fs::remove_dir(parent);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(json: serde_json::Value) -> Mount {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn pod() -> PodMapping {
+        PodMapping::symmetric(Mapping::new(0, 200_000, 65_536).unwrap())
+    }
+
+    #[test]
+    fn binds_by_type_or_option() {
+        assert!(is_bind(&mount(
+            serde_json::json!({"destination": "/a", "type": "bind", "source": "/x"})
+        )));
+        assert!(is_bind(&mount(
+            serde_json::json!({"destination": "/a", "source": "/x", "options": ["rbind"]})
+        )));
+        assert!(!is_bind(&mount(
+            serde_json::json!({"destination": "/proc", "type": "proc", "source": "proc"})
+        )));
+    }
+
+    #[test]
+    fn a_mount_gets_its_own_mapping_the_pods_or_none() {
+        let plain = mount(serde_json::json!({"destination": "/a", "type": "bind", "source": "/x"}));
+        assert_eq!(wanted(0, &plain, &pod(), false).unwrap(), None);
+        assert_eq!(wanted(0, &plain, &pod(), true).unwrap(), Some(pod()));
+        let asked = mount(
+            serde_json::json!({"destination": "/a", "type": "bind", "source": "/x", "options": ["rbind", "idmap"]}),
+        );
+        assert_eq!(wanted(0, &asked, &pod(), false).unwrap(), Some(pod()));
+        let own = mount(
+            serde_json::json!({"destination": "/a", "type": "bind", "source": "/x",
+            "uidMappings": [{"containerID": 0, "hostID": 201000, "size": 10}],
+            "gidMappings": [{"containerID": 0, "hostID": 201000, "size": 10}]}),
+        );
+        let m = wanted(0, &own, &pod(), false).unwrap().unwrap();
+        assert_eq!(m.uid.host_id(), 201_000);
+        assert_eq!(m.uid.size(), 10);
+    }
+
+    #[test]
+    fn hostile_mount_mappings_are_refused_by_field() {
+        let outside = mount(
+            serde_json::json!({"destination": "/a", "type": "bind", "source": "/x",
+            "uidMappings": [{"containerID": 0, "hostID": 0, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 1}]}),
+        );
+        let err = wanted(3, &outside, &pod(), false).unwrap_err().to_string();
+        assert!(
+            err.contains("uidMappings") && err.contains("outside the pod's range"),
+            "{err}"
+        );
+        let half = mount(
+            serde_json::json!({"destination": "/a", "type": "bind", "source": "/x",
+            "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 1}]}),
+        );
+        let err = wanted(0, &half, &pod(), false).unwrap_err().to_string();
+        assert!(err.contains("both must be given"), "{err}");
+        let two = mount(
+            serde_json::json!({"destination": "/a", "type": "bind", "source": "/x",
+            "uidMappings": [{"containerID": 0, "hostID": 200000, "size": 1}, {"containerID": 1, "hostID": 200001, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 1}]}),
+        );
+        let err = wanted(0, &two, &pod(), false).unwrap_err().to_string();
+        assert!(err.contains("expected one range, got 2"), "{err}");
+    }
+}

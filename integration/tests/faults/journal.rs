@@ -1,14 +1,15 @@
 //! The create journal's one teardown (runtime/src/journal): a create that
-//! fails at a journal step undoes itself, and one killed there is cleared
-//! by `delete --force` alone (no `ranges gc`): state dir, journal, staged
-//! spec, cgroups on every hierarchy, mounts, pins, hugetlbfs and the range.
+//! fails at a journal step undoes itself: state dir, journal, staged spec,
+//! cgroups on every hierarchy, mounts, pins, hugetlbfs and the range. (One
+//! killed there is cleared by `delete --force` alone: `recover_and_check`
+//! in main.rs.)
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
 use super::common::{assert_nothing_left, can_run, Env};
-use super::{bundle_with_volume, create_with, leftovers, STEPS};
+use super::{bundle_with_volume, create_with, STEPS};
 use test_bundles::Scenario;
 
 /// `cnfbox create` failing at `step` (`CNFBOX_FAILPOINT=fail:<step>`); its
@@ -58,37 +59,6 @@ fn create_failing_at_each_step_undoes_everything_itself() {
         );
     }
     assert!(env.allocator().list().unwrap().is_empty());
-}
-
-#[test]
-fn create_killed_at_each_step_is_cleared_by_delete_force_alone() {
-    if !can_run("killed create, no gc") {
-        return;
-    }
-    let env = Env::new();
-    let bundle = bundle_with_volume(&env, "killed-nogc", &Scenario::Sleep);
-    for step in STEPS {
-        let id = env.id(&format!("kng-{}", step.trim_start_matches("create:")));
-        let status = create_with(&env, &bundle.dir, &id, Some(step));
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{step}: {status:?}");
-        let left = leftovers(&env, &id);
-        let journal = env.root.join(".journal").join(format!("{id}.json"));
-        if *step != "create:before-range" {
-            assert!(
-                journal.is_file(),
-                "{step}: no journal left by the killed create"
-            );
-        }
-        eprintln!("killed at {step}: left {left:?}");
-        env.ok(&["delete", "--force", &id]);
-        assert_nothing_left(&env, &id);
-        assert!(
-            env.allocator().show(&id).unwrap().is_none(),
-            "{step}: delete --force left the pod's range"
-        );
-        // A second `delete --force` of what is gone succeeds (runc's).
-        env.ok(&["delete", "--force", &id]);
-    }
 }
 
 #[test]

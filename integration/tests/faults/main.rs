@@ -152,12 +152,17 @@ fn leftovers(env: &Env, id: &str) -> Vec<String> {
     left
 }
 
-/// `delete --force` then `ranges gc --grace 0`, both must succeed; then
-/// nothing of `id` may be left and the ledger must read back.
+/// `delete --force` alone leaves nothing of `id`, its range included (the
+/// create journal's teardown); `ranges gc --grace 0` then succeeds and the
+/// ledger reads back without it.
 fn recover_and_check(env: &Env, id: &str) {
     env.ok(&["delete", "--force", id]);
-    env.ok(&["ranges", "gc", "--grace", "0"]);
     assert_nothing_left(env, id);
+    assert!(
+        env.allocator().show(id).unwrap().is_none(),
+        "delete --force left the range of {id}"
+    );
+    env.ok(&["ranges", "gc", "--grace", "0"]);
     let listed = env.ok(&["ranges", "list", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&listed).expect("ledger lists as JSON");
     assert!(

@@ -501,3 +501,51 @@ pub fn detach(pod: &str, net: &PodNetwork) -> Result<(), NetError> {
     tracing::info!(%pod, count = net.attachments.len(), "pod interfaces given back");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(requests: &[(&str, Kind)]) -> PodNetwork {
+        PodNetwork {
+            host_netns: NsId { dev: 1, ino: 2 },
+            host_pin: "/h".into(),
+            pod_pin: "/p".into(),
+            attachments: requests
+                .iter()
+                .map(|(name, kind)| Attachment {
+                    request: Request {
+                        name: name.to_string(),
+                        kind: kind.clone(),
+                        origin: "test".into(),
+                    },
+                    host_addrs: Vec::new(),
+                    host_up: false,
+                    pod_index: None,
+                    identity: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn claims_name_the_pod_and_whether_a_device_moved() {
+        let mac = Kind::Macvlan {
+            parent: "eth1".into(),
+            mode: MacvlanMode::Bridge,
+        };
+        let claims = vec![
+            ("p1".to_string(), net(&[("a", mac.clone())])),
+            (
+                "p2".to_string(),
+                net(&[("b", Kind::Move { host: "vf0".into() })]),
+            ),
+            ("p3".to_string(), net(&[("c", mac)])),
+        ];
+        let used = in_use(&claims);
+        assert_eq!(used.get("vf0"), Some(&("p2".to_string(), true)));
+        // A parent shared by macvlans of two pods: first claimant, not moved.
+        assert_eq!(used.get("eth1"), Some(&("p1".to_string(), false)));
+        assert!(!used.contains_key("eth2"));
+    }
+}

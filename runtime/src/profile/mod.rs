@@ -309,3 +309,38 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        let mut doc = serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "linux": {"namespaces": [{"type": "mount"}]}
+        });
+        for (k, v) in json.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        serde_json::from_value(doc).unwrap()
+    }
+
+    #[test]
+    fn the_host_user_namespace_is_asked_for_by_annotation_or_by_path() {
+        assert_eq!(host_userns_request(&spec(serde_json::json!({}))), None);
+        let by_annotation = spec(serde_json::json!({"annotations": {USERNS_ANNOTATION: "host"}}));
+        let how = host_userns_request(&by_annotation).unwrap();
+        assert!(how.contains(USERNS_ANNOTATION), "{how}");
+        let other = spec(serde_json::json!({"annotations": {USERNS_ANNOTATION: "pod"}}));
+        assert_eq!(host_userns_request(&other), None);
+        let by_path = spec(serde_json::json!({"linux": {"namespaces": [
+            {"type": "user", "path": "/proc/self/ns/user"}
+        ]}}));
+        let how = host_userns_request(&by_path).unwrap();
+        assert!(how.contains("/proc/self/ns/user"), "{how}");
+        let elsewhere = spec(serde_json::json!({"linux": {"namespaces": [
+            {"type": "user", "path": "/proc/self/ns/net"}
+        ]}}));
+        assert_eq!(host_userns_request(&elsewhere), None);
+    }
+}
