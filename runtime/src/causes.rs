@@ -20,7 +20,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
-use crate::logging::Fields;
+use crate::fields::Fields;
 
 static RECORD: OnceLock<File> = OnceLock::new();
 

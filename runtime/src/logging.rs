@@ -6,13 +6,13 @@
 //! therefore `{"level":..,"msg":..,"time":..}` plus the event's fields, as
 //! logrus writes them.
 
+use crate::fields::Fields;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -57,40 +57,6 @@ enum Sink {
 struct RuncLayer {
     sink: Sink,
     format: Format,
-}
-
-/// An event's message and other fields.
-#[derive(Default)]
-pub struct Fields {
-    pub msg: String,
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.msg = value.to_string();
-        } else {
-            self.extra.insert(field.name().into(), value.into());
-        }
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.extra.insert(field.name().into(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.extra.insert(field.name().into(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.extra.insert(field.name().into(), value.into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.msg = format!("{value:?}");
-        } else {
-            self.extra
-                .insert(field.name().into(), format!("{value:?}").into());
-        }
-    }
 }
 
 fn level_name(level: &Level) -> &'static str {

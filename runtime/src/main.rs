@@ -11,6 +11,7 @@ mod commands;
 mod config;
 mod devices;
 mod failpoint;
+mod fields;
 mod holders;
 mod hooks;
 mod host;
