@@ -15,7 +15,8 @@ use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 use crate::exits::Exits;
 use crate::options::{from_any, ShimState};
 use crate::rootfs;
-use crate::task::Service;
+use crate::runtime::{Cnfbox, Runtime};
+use crate::task::{FromOptions, Service};
 
 // Annotations that name a container's pod (CRI, CRI-O), the runtime's
 // own keys; containers of one pod share the sandbox's shim.
@@ -46,7 +47,7 @@ pub struct CnfboxShim {
 
 #[async_trait]
 impl Shim for CnfboxShim {
-    type T = Service;
+    type T = Service<Cnfbox>;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Self {
@@ -102,7 +103,13 @@ impl Shim for CnfboxShim {
                 std::process::exit(1);
             }
         };
-        Service::new(&self.namespace, exits, publisher, self.exit.clone())
+        Service::new(
+            &self.namespace,
+            exits.clone(),
+            Arc::new(publisher),
+            Box::new(FromOptions { exits }),
+            self.exit.clone(),
+        )
     }
 }
 

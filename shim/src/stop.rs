@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::runtime::Cnfbox;
+use crate::runtime::Runtime;
 
 /// SIGKILL, as `cnfbox kill` reads it.
 const SIGKILL: u32 = 9;
@@ -70,8 +70,8 @@ pub fn kill_all_on_exit(bundle: &Path) -> bool {
 
 /// SIGKILLs every process left in container `id`'s cgroup (its init has
 /// exited). A failure is logged: the exit is reported regardless.
-pub async fn kill_leftovers(cnfbox: &Cnfbox, id: &str) {
-    match cnfbox.kill(id, SIGKILL, true).await {
+pub async fn kill_leftovers(runtime: &impl Runtime, id: &str) {
+    match runtime.kill(id, SIGKILL, true).await {
         Ok(()) => log::info!("container {id}: init exited, killed what was left in its cgroup"),
         Err(err) if err.is_not_found() => {}
         Err(err) => log::warn!("container {id}: killing what its init left: {err}"),

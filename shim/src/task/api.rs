@@ -25,12 +25,13 @@ use crate::errors::{internal, not_found, runtime as runtime_err, status, Kind};
 use crate::io::{ProcessIo, StdioPaths};
 use crate::process::{ExitInfo, Proc};
 use crate::rootfs;
+use crate::runtime::Runtime;
 use crate::stats;
 
 use super::{now, Service};
 
 #[async_trait]
-impl Task for Service {
+impl<R: Runtime> Task for Service<R> {
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
         let (p, _, bundle) = self.lookup(&req.id, &req.exec_id).await?;
         Ok(p.response(&bundle))
@@ -80,7 +81,7 @@ impl Task for Service {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        let (p, cnfbox, bundle) = self.lookup(&req.id, &req.exec_id).await?;
+        let (p, runtime, bundle) = self.lookup(&req.id, &req.exec_id).await?;
         if p.st().status != Status::CREATED {
             return Err(status(
                 Kind::FailedPrecondition,
@@ -88,7 +89,7 @@ impl Task for Service {
             ));
         }
         if req.exec_id.is_empty() {
-            cnfbox.start(&req.id).await.map_err(runtime_err)?;
+            runtime.start(&req.id).await.map_err(runtime_err)?;
             let pid = {
                 let mut s = p.st();
                 if s.status == Status::CREATED {
@@ -117,12 +118,12 @@ impl Task for Service {
         std::fs::write(&process_json, &spec).map_err(internal)?;
         let started = self
             .with_stdio(&p.paths, |console, stdio| {
-                let cnfbox = cnfbox.clone();
+                let runtime = runtime.clone();
                 let id = req.id.clone();
                 let process_json = process_json.clone();
                 let pid_file = pid_file.clone();
                 async move {
-                    cnfbox
+                    runtime
                         .exec(&id, &process_json, &pid_file, console.as_deref(), stdio)
                         .await
                 }
@@ -155,7 +156,7 @@ impl Task for Service {
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        let (p, cnfbox, bundle) = self.lookup(&req.id, &req.exec_id).await?;
+        let (p, runtime, bundle) = self.lookup(&req.id, &req.exec_id).await?;
         let st = p.st().status;
         if !req.exec_id.is_empty() {
             if matches!(st, Status::RUNNING | Status::PAUSED) {
@@ -186,10 +187,10 @@ impl Task for Service {
         {
             // After the delete the leftovers' kill finds no container.
             let _stopping = p.stopping.lock().await;
-            if let Err(err) = cnfbox.delete(&req.id, force).await {
+            if let Err(err) = runtime.delete(&req.id, force).await {
                 if !err.is_not_found() {
                     log::warn!("cnfbox delete {}: {err}; retrying with --force", req.id);
-                    if let Err(err) = cnfbox.delete(&req.id, true).await {
+                    if let Err(err) = runtime.delete(&req.id, true).await {
                         if !err.is_not_found() {
                             return Err(runtime_err(err));
                         }
@@ -230,8 +231,8 @@ impl Task for Service {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        let (_, cnfbox, _) = self.lookup(&req.id, "").await?;
-        let pids = cnfbox.ps(&req.id).await.map_err(runtime_err)?;
+        let (_, runtime, _) = self.lookup(&req.id, "").await?;
+        let pids = runtime.ps(&req.id).await.map_err(runtime_err)?;
         Ok(PidsResponse {
             processes: pids
                 .into_iter()
@@ -245,8 +246,8 @@ impl Task for Service {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
-        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
-        cnfbox.pause(&req.id).await.map_err(runtime_err)?;
+        let (p, runtime, _) = self.lookup(&req.id, "").await?;
+        runtime.pause(&req.id).await.map_err(runtime_err)?;
         p.st().status = Status::PAUSED;
         self.publish(
             topics::TASK_PAUSED_EVENT_TOPIC,
@@ -260,8 +261,8 @@ impl Task for Service {
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
-        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
-        cnfbox.resume(&req.id).await.map_err(runtime_err)?;
+        let (p, runtime, _) = self.lookup(&req.id, "").await?;
+        runtime.resume(&req.id).await.map_err(runtime_err)?;
         p.st().status = Status::RUNNING;
         self.publish(
             topics::TASK_RESUMED_EVENT_TOPIC,
@@ -275,7 +276,7 @@ impl Task for Service {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        let (p, cnfbox, _) = self.lookup(&req.id, &req.exec_id).await?;
+        let (p, runtime, _) = self.lookup(&req.id, &req.exec_id).await?;
         if p.exit().is_some() {
             return Err(not_found(format!(
                 "process {} {} (already finished)",
@@ -283,7 +284,7 @@ impl Task for Service {
             )));
         }
         if req.exec_id.is_empty() {
-            cnfbox
+            runtime
                 .kill(&req.id, req.signal, req.all)
                 .await
                 .map_err(runtime_err)?;
@@ -374,14 +375,14 @@ impl Task for Service {
     }
 
     async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        let (_, cnfbox, _) = self.lookup(&req.id, "").await?;
+        let (_, runtime, _) = self.lookup(&req.id, "").await?;
         let resources = req
             .resources
             .as_ref()
             .map(|a| a.value.clone())
             .filter(|v| !v.is_empty())
             .ok_or_else(|| status(Kind::InvalidArgument, "update: no resources given"))?;
-        cnfbox
+        runtime
             .update(&req.id, resources)
             .await
             .map_err(runtime_err)?;
@@ -408,11 +409,11 @@ impl Task for Service {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let (p, cnfbox, _) = self.lookup(&req.id, "").await?;
+        let (p, runtime, _) = self.lookup(&req.id, "").await?;
         if p.exit().is_some() {
             return Err(not_found(format!("running container {}", req.id)));
         }
-        let s = cnfbox.stats(&req.id).await.map_err(runtime_err)?;
+        let s = runtime.stats(&req.id).await.map_err(runtime_err)?;
         let any = if stats::is_unified(Path::new("/sys/fs/cgroup")) {
             convert_to_any(Box::new(stats::v2(&s)))
         } else {

@@ -4,46 +4,53 @@
 //!   init and execs), looking processes up, wiring stdio, creating a
 //!   container;
 //! - `watch`: background tasks reporting exits and OOM kills as events;
-//! - `api`: the ttrpc Task API methods containerd calls.
+//! - `api`: the ttrpc Task API methods containerd calls;
+//! - `backend`: the seams the service drives (which runtime a container
+//!   uses, where events go), so tests can drive it with fakes.
+//!
+//! The service is generic over the [`Runtime`]: `Service<Cnfbox>` in the
+//! shim, anything that answers runc's commands elsewhere.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use containerd_shim::api::CreateTaskRequest;
-use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::event::Event;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::util::timestamp;
-use containerd_shim::{Context, ExitSignal, TtrpcResult};
+use containerd_shim::{ExitSignal, TtrpcResult};
 use tokio::sync::Mutex;
 
 use crate::errors::{internal, not_found, runtime as runtime_err};
 use crate::exits::Exits;
 use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
-use crate::options::{self, ShimState};
 use crate::process::Proc;
 use crate::rootfs;
-use crate::runtime::{Cnfbox, ContainerStdio, RuntimeError};
+use crate::runtime::{ContainerStdio, Runtime, RuntimeError};
 use crate::stop;
 
 mod api;
+mod backend;
 mod watch;
 
-struct Container {
+pub use backend::{FromOptions, Publish, Runtimes};
+
+struct Container<R> {
     bundle: PathBuf,
-    cnfbox: Cnfbox,
+    runtime: R,
     init: Arc<Proc>,
     execs: HashMap<String, Arc<Proc>>,
     rootfs_mounted: bool,
 }
 
-/// The shim's Task service.
-pub struct Service {
+/// The shim's Task service, driving runtime `R`.
+pub struct Service<R: Runtime> {
     namespace: String,
     exits: Arc<Exits>,
-    publisher: Arc<RemotePublisher>,
-    containers: Mutex<HashMap<String, Container>>,
+    publisher: Arc<dyn Publish>,
+    runtimes: Box<dyn Runtimes<Runtime = R>>,
+    containers: Mutex<HashMap<String, Container<R>>>,
     exit: Arc<ExitSignal>,
 }
 
@@ -51,17 +58,22 @@ fn now() -> Timestamp {
     timestamp().unwrap_or_default()
 }
 
-impl Service {
+impl<R: Runtime> Service<R> {
+    /// The service of a shim in `namespace`: containers get their runtime
+    /// from `runtimes`, exit statuses from `exits`, events go to
+    /// `publisher`; `exit` is signalled at shutdown.
     pub fn new(
         namespace: &str,
         exits: Arc<Exits>,
-        publisher: RemotePublisher,
+        publisher: Arc<dyn Publish>,
+        runtimes: Box<dyn Runtimes<Runtime = R>>,
         exit: Arc<ExitSignal>,
     ) -> Self {
         Self {
             namespace: namespace.to_owned(),
             exits,
-            publisher: Arc::new(publisher),
+            publisher,
+            runtimes,
             containers: Mutex::new(HashMap::new()),
             exit,
         }
@@ -70,14 +82,14 @@ impl Service {
     async fn publish(&self, topic: &str, event: impl Event + 'static) {
         if let Err(err) = self
             .publisher
-            .publish(Context::default(), topic, &self.namespace, Box::new(event))
+            .publish(topic, &self.namespace, Box::new(event))
             .await
         {
             log::error!("publishing {topic}: {err}");
         }
     }
 
-    async fn lookup(&self, id: &str, exec_id: &str) -> TtrpcResult<(Arc<Proc>, Cnfbox, PathBuf)> {
+    async fn lookup(&self, id: &str, exec_id: &str) -> TtrpcResult<(Arc<Proc>, R, PathBuf)> {
         let containers = self.containers.lock().await;
         let c = containers
             .get(id)
@@ -90,7 +102,7 @@ impl Service {
                 .cloned()
                 .ok_or_else(|| not_found(format!("exec {exec_id} in container {id}")))?
         };
-        Ok((p, c.cnfbox.clone(), c.bundle.clone()))
+        Ok((p, c.runtime.clone(), c.bundle.clone()))
     }
 
     /// Sets up stdio, runs `run` with the container side, and wires the
@@ -116,10 +128,10 @@ impl Service {
 
     async fn create_container(&self, req: &CreateTaskRequest) -> TtrpcResult<i32> {
         let bundle = PathBuf::from(&req.bundle);
-        let opts = options::from_any(req.options.as_ref()).map_err(internal)?;
-        let state = ShimState::resolve(&opts, &self.namespace).map_err(internal)?;
-        state.save(&bundle).map_err(internal)?;
-        let cnfbox = state.cnfbox(self.exits.clone());
+        let runtime = self
+            .runtimes
+            .for_container(&bundle, &self.namespace, req.options.as_ref())
+            .map_err(internal)?;
         let rootfs_mounted = !req.rootfs.is_empty();
         if rootfs_mounted {
             rootfs::mount_all(
@@ -138,10 +150,14 @@ impl Service {
         };
         let created = self
             .with_stdio(&paths, |console, stdio| {
-                let cnfbox = cnfbox.clone();
+                let runtime = runtime.clone();
                 let bundle = bundle.clone();
                 let id = req.id.clone();
-                async move { cnfbox.create(&id, &bundle, console.as_deref(), stdio).await }
+                async move {
+                    runtime
+                        .create(&id, &bundle, console.as_deref(), stdio)
+                        .await
+                }
             })
             .await;
         let (pid, io) = match created {
@@ -156,12 +172,12 @@ impl Service {
         let init = Arc::new(Proc::new(&req.id, "", paths, None));
         init.st().pid = pid;
         init.set_io(io);
-        let leftovers = stop::kill_all_on_exit(&bundle).then(|| cnfbox.clone());
+        let leftovers = stop::kill_all_on_exit(&bundle).then(|| runtime.clone());
         self.containers.lock().await.insert(
             req.id.clone(),
             Container {
                 bundle: bundle.clone(),
-                cnfbox,
+                runtime,
                 init: init.clone(),
                 execs: HashMap::new(),
                 rootfs_mounted,

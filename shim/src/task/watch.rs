@@ -9,11 +9,10 @@ use containerd_shim::api::Status;
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::topics;
-use containerd_shim::Context;
 use tokio::sync::mpsc;
 
 use crate::process::{ExitInfo, Proc};
-use crate::runtime::Cnfbox;
+use crate::runtime::Runtime;
 use crate::{oom, stats, stop};
 
 use super::{now, Service};
@@ -22,21 +21,21 @@ use super::{now, Service};
 /// left behind can hold its stdout open forever).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
-impl Service {
+impl<R: Runtime> Service<R> {
     /// Reports `proc`'s exit once the reaper sees `pid` go. With
     /// `leftovers` (an init without a PID namespace of its own), whatever is
     /// left in the container's cgroup is killed first, so that no orphan
     /// keeps the container's stdio open (see `stop`).
-    pub(super) fn watch_exit(&self, proc: Arc<Proc>, pid: i32, leftovers: Option<Cnfbox>) {
+    pub(super) fn watch_exit(&self, proc: Arc<Proc>, pid: i32, leftovers: Option<R>) {
         let rx = self.exits.expect(pid);
         let publisher = self.publisher.clone();
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
             // A lost reaper reports the process as killed.
             let code = rx.await.unwrap_or(128 + 9);
-            if let Some(cnfbox) = leftovers {
+            if let Some(runtime) = leftovers {
                 let _stopping = proc.stopping.lock().await;
-                stop::kill_leftovers(&cnfbox, &proc.container_id).await;
+                stop::kill_leftovers(&runtime, &proc.container_id).await;
             }
             let io = proc.io.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(mut io) = io {
@@ -62,12 +61,7 @@ impl Service {
                 ..Default::default()
             };
             if let Err(err) = publisher
-                .publish(
-                    Context::default(),
-                    topics::TASK_EXIT_EVENT_TOPIC,
-                    &namespace,
-                    Box::new(ev),
-                )
+                .publish(topics::TASK_EXIT_EVENT_TOPIC, &namespace, Box::new(ev))
                 .await
             {
                 log::error!("publishing TaskExit: {err}");
@@ -98,12 +92,7 @@ impl Service {
                     ..Default::default()
                 };
                 if let Err(err) = publisher
-                    .publish(
-                        Context::default(),
-                        topics::TASK_OOM_EVENT_TOPIC,
-                        &namespace,
-                        Box::new(ev),
-                    )
+                    .publish(topics::TASK_OOM_EVENT_TOPIC, &namespace, Box::new(ev))
                     .await
                 {
                     log::error!("publishing TaskOOM: {err}");

@@ -13,76 +13,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use crate::exits::Exits;
+
+use super::{ContainerStdio, Runtime, RuntimeError};
 
 /// The runtime binary's name, looked up next to the shim, then in `PATH`.
 pub const RUNTIME_BINARY: &str = "cnfbox";
-
-/// Errors running `cnfbox`.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("{name} not found next to the shim ({shim}) nor in PATH")]
-    NotFound { name: String, shim: PathBuf },
-    #[error("spawning {binary} {command}")]
-    Spawn {
-        binary: PathBuf,
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("passing input to `cnfbox {command}`")]
-    Input {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`cnfbox {command}` failed (exit status {code}): {message}")]
-    Failed {
-        command: String,
-        code: i32,
-        message: String,
-        /// The `kind` of the runtime's error log line (`not_found`, ...).
-        kind: Option<String>,
-    },
-    #[error("the shim's reaper stopped before `cnfbox {command}` exited")]
-    Reaper { command: String },
-    #[error("reading the pid file {path} that `cnfbox {command}` wrote")]
-    PidFile {
-        command: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`cnfbox {command}` wrote pid file {path} without a pid: {content:?}")]
-    BadPid {
-        command: String,
-        path: PathBuf,
-        content: String,
-    },
-    #[error("`cnfbox {command}` printed output that is not the expected JSON")]
-    Json {
-        command: String,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl RuntimeError {
-    /// True when the runtime said the container does not exist (its error
-    /// line's `kind`, never the words of its message: "bind source ... does
-    /// not exist" is a failed create, not a missing container).
-    pub fn is_not_found(&self) -> bool {
-        self.kind() == crate::errors::Kind::NotFound
-    }
-}
-
-/// The container side of a process's stdio (`None`: /dev/null).
-#[derive(Debug, Default)]
-pub struct ContainerStdio {
-    pub stdin: Option<OwnedFd>,
-    pub stdout: Option<OwnedFd>,
-    pub stderr: Option<OwnedFd>,
-}
 
 fn stdio(fd: Option<OwnedFd>) -> Stdio {
     fd.map_or_else(Stdio::null, Stdio::from)
@@ -274,9 +212,13 @@ impl Cnfbox {
         let args = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         self.run(args, None, None).await
     }
+}
 
+/// The production runtime: each call is one `cnfbox` command.
+#[async_trait]
+impl Runtime for Cnfbox {
     /// `create --bundle B --pid-file P [--console-socket S] ID`; the init's pid.
-    pub async fn create(
+    async fn create(
         &self,
         id: &str,
         bundle: &Path,
@@ -301,7 +243,7 @@ impl Cnfbox {
     }
 
     /// `exec --process P --detach --pid-file F [--console-socket S] ID`; the pid.
-    pub async fn exec(
+    async fn exec(
         &self,
         id: &str,
         process_json: &Path,
@@ -326,11 +268,11 @@ impl Cnfbox {
         read_pid("exec", pid_file)
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.simple(["start", id]).await.map(drop)
     }
 
-    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuntimeError> {
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), RuntimeError> {
         let sig = signal.to_string();
         let mut args = vec!["kill"];
         if all {
@@ -340,7 +282,7 @@ impl Cnfbox {
         self.simple(args).await.map(drop)
     }
 
-    pub async fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+    async fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
         let mut args = vec!["delete"];
         if force {
             args.push("--force");
@@ -349,16 +291,16 @@ impl Cnfbox {
         self.simple(args).await.map(drop)
     }
 
-    pub async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn pause(&self, id: &str) -> Result<(), RuntimeError> {
         self.simple(["pause", id]).await.map(drop)
     }
 
-    pub async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn resume(&self, id: &str) -> Result<(), RuntimeError> {
         self.simple(["resume", id]).await.map(drop)
     }
 
     /// `update --resources - ID` with the OCI LinuxResources JSON on stdin.
-    pub async fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), RuntimeError> {
+    async fn update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), RuntimeError> {
         let args = ["update", "--resources", "-", id]
             .map(OsString::from)
             .to_vec();
@@ -367,7 +309,7 @@ impl Cnfbox {
 
     /// `events --stats ID`: the container's cgroup stats (libcgroups'),
     /// in runc's JSON.
-    pub async fn stats(&self, id: &str) -> Result<crate::stats::Stats, RuntimeError> {
+    async fn stats(&self, id: &str) -> Result<crate::stats::Stats, RuntimeError> {
         let out = self.simple(["events", "--stats", id]).await?;
         serde_json::from_slice::<crate::stats::Event>(&out)
             .map(|e| e.data)
@@ -378,7 +320,7 @@ impl Cnfbox {
     }
 
     /// `ps --format json ID`: the container's pids.
-    pub async fn ps(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
+    async fn ps(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
         let out = self.simple(["ps", "--format", "json", id]).await?;
         serde_json::from_slice(&out).map_err(|source| RuntimeError::Json {
             command: "ps".into(),
@@ -407,7 +349,6 @@ fn read_pid(command: &str, path: &Path) -> Result<i32, RuntimeError> {
         })
 }
 
-/// The last `"level":"error"` message of a runc-format JSON log.
 /// The last `"level":"error"` line of a runtime log: its message and kind.
 fn read_error_log(path: &Path) -> Option<(String, Option<String>)> {
     let text = std::fs::read_to_string(path).ok()?;
