@@ -9,7 +9,7 @@
 //!   uses, where events go), so tests can drive it with fakes.
 //!
 //! The service is generic over the [`Runtime`]: `Service<Cnfbox>` in the
-//! shim, anything that answers runc's commands elsewhere.
+//! shim, a recording fake (`fake`) in the unit tests (`tests`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +32,10 @@ use crate::stop;
 
 mod api;
 mod backend;
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 pub use backend::{FromOptions, Publish, Runtimes};
