@@ -100,8 +100,8 @@ pub fn deny_by_default(spec: &mut Spec) {
 
 /// The device rules an `update` applies: the container's own on v2, with
 /// the cgroupfs or the systemd manager (both build the whole program
-/// again), none on v1. Rules in the
-/// update itself are ignored, as runc's `update` ignores them.
+/// again), none on v1. Rules in the update itself are ignored, as runc's
+/// `update` ignores them.
 pub fn for_update(
     manager: &AnyCgroupManager,
     kept_spec: &Path,
