@@ -20,5 +20,7 @@ CNFBOX_CONTAINERD_BIN="$containerd2_bin" cargo test -p integration --locked \
   --test shim_ctr --test shim_cri --test cri_userns --test cri_lifecycle -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
 echo "== VM lane: cgroup v2 only, two NUMA nodes, 8021q (QEMU TCG, scripts/vm-test.sh)"
 bash scripts/vm-test.sh
+echo "== VM lane with systemd as pid 1: --systemd-cgroup (CNFBOX_VM_SYSTEMD=1 scripts/vm-test.sh)"
+CNFBOX_VM_SYSTEMD=1 bash scripts/vm-test.sh
 echo "== fuzz (FUZZ_SECONDS=${FUZZ_SECONDS:-30} per target)"
 bash scripts/fuzz.sh

@@ -15,11 +15,21 @@ fail() {
   echo o > /proc/sysrq-trigger
   exit 1
 }
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
+# CNFBOX_VM_SYSTEMD: systemd is pid 1 (a service of it runs this) and has
+# mounted /proc, /sys, the cgroup2 hierarchy and /run (whose
+# /run/systemd it needs) already.
+sd=${CNFBOX_VM_SYSTEMD:-}
+if [[ -z "$sd" ]]; then
+  mount -t proc proc /proc
+  mount -t sysfs sysfs /sys
+fi
 ln -sfn /proc/self/fd /dev/fd
 exec > >(tee -a "$res/output") 2>&1
-mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
+if [[ -z "$sd" ]]; then
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
+elif [[ ! -d /run/systemd/system ]] || [[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]]; then
+  fail "CNFBOX_VM_SYSTEMD: no /run/systemd/system or no cgroup2 at /sys/fs/cgroup"
+fi
 mkdir -p /dev/pts /dev/shm /dev/hugepages
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
@@ -33,7 +43,7 @@ case "$repo" in
     mkdir -p /vmrepo && mount --bind "$repo" /vmrepo || fail "bind $repo"
     ;;
 esac
-mount -t tmpfs -o mode=0755 run /run
+[[ -n "$sd" ]] || mount -t tmpfs -o mode=0755 run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
 if mountpoint -q /vmrepo 2>/dev/null; then
   mkdir -p "$repo" && mount --move /vmrepo "$repo" || fail "move $repo back"
@@ -48,6 +58,7 @@ done
 for n in /sys/devices/system/node/node[0-9]*; do
   echo 16 > "$n/hugepages/hugepages-2048kB/nr_hugepages" || fail "reserve hugepages on $n"
 done
+[[ -n "$sd" ]] && echo "vm-guest: pid 1 is $(cat /proc/1/comm) ($(systemctl --version | head -n1))"
 echo "vm-guest: kernel $(uname -r), nodes $(ls -d /sys/devices/system/node/node[0-9]* | wc -l)," \
   "cgroup $(stat -fc %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 for n in /sys/devices/system/node/node[0-9]*; do
@@ -92,6 +103,11 @@ for e in "${exes[@]}"; do
   echo "vm-guest: $name: $(grep -E '^test result:' "/tmp/$name.log" || echo 'no result (crashed?)')"
   grep -E '^SKIP' "/tmp/$name.log" | sed "s/^/vm-guest: $name: /"
 done
+if [[ -n "$sd" ]]; then
+  # What systemd said (no journald runs: it logs to the kernel's buffer).
+  dmesg | grep -E 'systemd\[1\]' > "$res/systemd.log" || true
+  echo "vm-guest: systemd's messages: $(wc -l < "$res/systemd.log") lines in systemd.log of the results"
+fi
 echo "$status" > "$res/status"
 exec >/dev/console 2>&1
 sleep 1

@@ -12,6 +12,12 @@
 #   CNFBOX_VM_TESTS="numa vm_node" bash scripts/vm-test.sh
 #   CNFBOX_VM_FILTER=node1 bash scripts/vm-test.sh   # test-name filter
 #   CNFBOX_VM_BENCH=30 bash scripts/vm-test.sh       # also the numa_start benchmark, 30 rounds
+#   CNFBOX_VM_SYSTEMD=1 bash scripts/vm-test.sh      # systemd as the guest's PID 1 (--systemd-cgroup tests)
+#
+# With CNFBOX_VM_SYSTEMD=1 the guest boots the host's /lib/systemd/systemd
+# instead of busybox init, straight into a target that only runs the
+# tests (a oneshot service; no other unit of the host's is started), and
+# the lane defaults to the tests that use `--systemd-cgroup`.
 #
 # Downloads (qemu from bookworm-backports, the kernel package) go through
 # private apt directories in $CNFBOX_CACHE (default /var/cache/cnfbox):
@@ -27,6 +33,11 @@ fi
 cache="${CNFBOX_CACHE:-/var/cache/cnfbox}"
 # The lane's integration test targets, in run order; `target:a,b` runs only
 # the tests of `target` whose names contain `a` or `b`.
+systemd_mode="${CNFBOX_VM_SYSTEMD:-}"
+if [[ -n "$systemd_mode" ]]; then
+  [[ -x /lib/systemd/systemd ]] || { echo "vm-test.sh: CNFBOX_VM_SYSTEMD needs /lib/systemd/systemd on this machine" >&2; exit 1; }
+  : "${CNFBOX_VM_TESTS:=devices:device_rules}"
+fi
 read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes shim_cri:cri_pods_on_cnfbox_and_runc devices:vfio,device_rules}"
 filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
@@ -182,6 +193,17 @@ mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay /
 mkdir -p /newroot/vmresults
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none results /newroot/vmresults || exec sh
 echo booted > /newroot/vmresults/booted
+if [ -f /systemd-mode ]; then
+  # systemd as pid 1, booting only into the tests (units on the tmpfs upper).
+  # A /.dockerenv of the host's would make it take the VM for a container
+  # (where it ignores systemd.unit= on the kernel command line): hidden.
+  rm -f /newroot/.dockerenv /newroot/run/.containerenv
+  mkdir -p /newroot/etc/systemd/system
+  cp /cnfbox-vm.target /cnfbox-vm.service /newroot/etc/systemd/system/
+  umount /proc /sys
+  mount --move /dev /newroot/dev
+  exec switch_root /newroot /lib/systemd/systemd
+fi
 # busybox init as pid 1 reaps the orphans cnfbox leaves to it.
 mkdir -p /newroot/etc
 echo "::sysinit:/bin/bash /vmresults/guest.sh" > /newroot/etc/inittab
@@ -189,6 +211,33 @@ umount /proc /sys
 mount --move /dev /newroot/dev
 exec switch_root /newroot /bin/busybox init
 EOF
+if [[ -n "$systemd_mode" ]]; then
+  touch "$work/initramfs/systemd-mode"
+  cat > "$work/initramfs/cnfbox-vm.target" <<'EOF'
+[Unit]
+Description=cnfbox VM lane tests
+Requires=cnfbox-vm.service
+After=cnfbox-vm.service
+AllowIsolate=yes
+EOF
+  cat > "$work/initramfs/cnfbox-vm.service" <<'EOF'
+[Unit]
+Description=cnfbox VM lane tests (scripts/vm-guest.sh)
+DefaultDependencies=no
+[Service]
+Type=oneshot
+Environment=CNFBOX_VM_SYSTEMD=1
+ExecStart=/bin/bash /vmresults/guest.sh
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/console
+TimeoutStartSec=infinity
+# The tests' mounts (views, pins, device tmpfs) stay out of pid 1's mount
+# namespace: under TCG systemd's tracking of every mount change kept it
+# from answering D-Bus calls within libcgroups' 10 s receive timeout.
+PrivateMounts=yes
+EOF
+fi
 chmod 0755 "$work/initramfs/init"
 (cd "$work/initramfs" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initrd.gz"
 
@@ -213,7 +262,7 @@ boot() {
     -object memory-backend-ram,id=m0,size=1536M -object memory-backend-ram,id=m1,size=1536M \
     -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2,memdev=m1 \
     -kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 loglevel=4 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all intel_iommu=on iommu=pt" \
+    -append "console=ttyS0 loglevel=4 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all intel_iommu=on iommu=pt${systemd_mode:+ systemd.unit=cnfbox-vm.target systemd.show_status=0}" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on \
     -virtfs "local,path=$work/results,mount_tag=results,security_model=passthrough" \
     -device e1000e,id=vfionic -nic none -display none -monitor none -serial "file:$work/console" -no-reboot &

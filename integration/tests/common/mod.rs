@@ -172,10 +172,16 @@ impl Env {
     /// `create` a container without holding its stdio (a detached init
     /// inherits the caller's stdio; the test must not block on it).
     pub fn create(&self, bundle: &Bundle, id: &str) {
+        self.create_with(&[], bundle, id);
+    }
+
+    /// `create` with global flags (`--systemd-cgroup`) before the command.
+    pub fn create_with(&self, global: &[&str], bundle: &Bundle, id: &str) {
         let err_path = self.tmp.path().join(format!("{id}.create.err"));
         let err_file = std::fs::File::create(&err_path).expect("stderr file");
         let status = self
             .command()
+            .args(global)
             .args(["create", "--bundle"])
             .arg(&bundle.dir)
             .arg(id)

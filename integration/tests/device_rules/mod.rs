@@ -6,6 +6,8 @@
 //! containerd's default set (`/dev/null`, `/dev/zero`) opens either way;
 //! `update` keeps the rules; the init's `RLIMIT_MEMLOCK` is the runtime's.
 
+mod systemd;
+
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::Path;
 

@@ -180,6 +180,10 @@ pub enum SystemdManagerError {
     Pids(Infallible),
     #[error("in pids unified controller: {0}")]
     Unified(#[from] super::unified::SystemdUnifiedError),
+    // PATCH(cnfbox): the v2 device program, attached to the unit's cgroup.
+    #[cfg(feature = "cgroupsv2_devices")]
+    #[error("in devices controller: {0}")]
+    Devices(#[from] crate::v2::devices::controller::DevicesControllerError),
     #[error(
         "systemd cgroup flag passed, but systemd support for managing cgroups is not available"
     )]
@@ -543,6 +547,20 @@ impl CgroupManager for Manager {
             self.client
                 .set_unit_properties(&self.unit_name, &properties)?;
         }
+
+        // PATCH(cnfbox): upstream sets no device policy on the unit, so the
+        // spec's device rules were not enforced at all with this manager.
+        // The same eBPF program the cgroupfs v2 manager builds goes on the
+        // unit's own cgroup (the scope systemd made in `add_task`), with
+        // BPF_F_ALLOW_MULTI: a program systemd has on the slice above still
+        // counts (the kernel needs every program on the path to allow), and
+        // systemd, which sets no DevicePolicy/DeviceAllow on this unit,
+        // attaches none to the scope and only ever detaches its own.
+        #[cfg(feature = "cgroupsv2_devices")]
+        crate::v2::devices::Devices::apply_devices(
+            &self.full_path,
+            controller_opt.resources.devices(),
+        )?;
 
         Ok(())
     }
