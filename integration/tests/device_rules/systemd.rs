@@ -326,9 +326,8 @@ fn systemd_scope_rules_survive_update() {
         "init's RLIMIT_MEMLOCK: {limits}"
     );
     env.ok(&["start", &id]);
-    // Not `cnfbox exec`: after it joins the pod's user namespace,
-    // libcgroups' systemd manager takes it for a rootless caller and looks
-    // for a session bus.
+    // The init reports through /tmp/report; `cnfbox exec` is checked on
+    // its own below.
     let report = b.rootfs.join("tmp/report");
     let wait = |key: &str| loop {
         let text = std::fs::read_to_string(&report).unwrap_or_default();
@@ -350,6 +349,20 @@ fn systemd_scope_rules_survive_update() {
         "systemd, no rule: {out}"
     );
     assert_eq!(kv(&out, "before_null_open"), "ok", "systemd: {out}");
+    // `cnfbox exec` into the pod (own user namespace) with the systemd
+    // driver: it joins the pod's user namespace first, and libcgroups used
+    // to take it for a rootless caller and look for a session bus. Its
+    // process is held by the scope's rules as the init is.
+    // devopen exits non-zero when the open fails: its report is the answer.
+    let exec_open = |dev: &str| {
+        let out = env.run(&["exec", &id, "/bin/devopen", "open", dev]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("cnfbox: error"), "exec {dev}: {err}");
+        kv(&text, "open")
+    };
+    assert_eq!(exec_open(path), "ok", "exec, allow rule");
+    assert_eq!(exec_open(NO_DRIVER), "EPERM", "exec, no rule");
     env.ok(&["update", "--pids-limit", "99", &id]);
     std::fs::write(b.rootfs.join("tmp/go"), "").unwrap();
     let out = wait("after");

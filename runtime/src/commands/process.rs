@@ -46,7 +46,14 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
             crate::profile::wait_for_exec(&format!("container {id}"), pid.as_raw())?;
         }
         // Files above were read and written as host root; from here on
-        // this process is in the pod's user namespace.
+        // this process is in the pod's user namespace, where its uid reads
+        // as unmapped: libcgroups' systemd manager (`--systemd-cgroup`)
+        // would take it for a rootless caller and look for a session bus.
+        // It is host root, and the container's scope is the system
+        // instance's (a patch of libcgroups: vendor/libcgroups/NOTE.md).
+        if meta.systemd {
+            std::env::set_var(libcgroups::common::SYSTEM_INSTANCE_ENV, "1");
+        }
         join_userns(&container, id)?;
         exec_process::set(&process.gids, id)?;
     }

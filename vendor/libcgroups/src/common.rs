@@ -420,6 +420,16 @@ fn create_v2_cgroup_manager(
     Err(v2::manager::V2ManagerError::NotEnabled)
 }
 
+/// PATCH(cnfbox): set to `1` by a host-root caller that has joined a user
+/// namespace and still means systemd's system instance (see
+/// `create_systemd_cgroup_manager`).
+pub const SYSTEM_INSTANCE_ENV: &str = "LIBCGROUPS_SYSTEMD_SYSTEM_INSTANCE";
+
+/// PATCH(cnfbox): whether the caller set [`SYSTEM_INSTANCE_ENV`].
+pub fn system_instance_asked() -> bool {
+    std::env::var_os(SYSTEM_INSTANCE_ENV).is_some_and(|v| v == "1")
+}
+
 #[cfg(feature = "systemd")]
 fn create_systemd_cgroup_manager(
     root_path: &Path,
@@ -432,7 +442,12 @@ fn create_systemd_cgroup_manager(
         return Err(systemd::manager::SystemdManagerError::SystemdNotAvailable);
     }
 
-    let use_system = is_true_root().map_err(systemd::manager::SystemdManagerError::WrappedIo)?;
+    // PATCH(cnfbox): a caller that is host root but has joined a
+    // container's user namespace before building an exec'd process (its
+    // uid reads as unmapped there) still talks to systemd's system
+    // instance when it says so; without it, it looked for a session bus.
+    let use_system = system_instance_asked()
+        || is_true_root().map_err(systemd::manager::SystemdManagerError::WrappedIo)?;
 
     tracing::info!(
         "systemd cgroup manager with system bus {} will be used",
