@@ -29,6 +29,8 @@ pub const STEPS: &[&str] = &[
     "create:after-stage",
     "create:after-init",
     "create:after-state",
+    // `run` between its create and its start.
+    "run:before-start",
 ];
 
 /// The error a `fail:<step>` failpoint makes its step return.

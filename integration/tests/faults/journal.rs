@@ -61,6 +61,38 @@ fn create_failing_at_each_step_undoes_everything_itself() {
     assert!(env.allocator().list().unwrap().is_empty());
 }
 
+/// `run` whose start fails (after its create succeeded): the same
+/// teardown leaves nothing, with no `delete`.
+#[test]
+fn a_failed_start_of_run_undoes_the_created_container() {
+    if !can_run("failed start") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = bundle_with_volume(&env, "failstart", &Scenario::True);
+    let id = env.id("failstart");
+    let out = env
+        .command()
+        .args(["run", "-b"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .env("CNFBOX_FAILPOINT", "fail:run:before-start")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run succeeded: {err}");
+    assert!(
+        err.contains(&format!("start container {id}"))
+            && err.contains("failpoint run:before-start"),
+        "{err}"
+    );
+    assert_nothing_left(&env, &id);
+    assert!(env.allocator().show(&id).unwrap().is_none(), "range left");
+}
+
 #[test]
 fn a_create_of_an_id_whose_killed_create_was_not_cleared_is_refused() {
     if !can_run("journal left") {

@@ -84,8 +84,11 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     // Signals are blocked only now, after the init was cloned, so the
     // container's mask is untouched; runc forwards them the same way.
     let signals = wait::block_forwarded_signals()?;
-    if let Err(err) = container.start() {
-        let err = anyhow::Error::from(err).context(format!("start container {}", a.container_id));
+    let started = failpoint::hit("run:before-start")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| container.start().map_err(anyhow::Error::from));
+    if let Err(err) = started {
+        let err = err.context(format!("start container {}", a.container_id));
         return Err(undo_failed(ctx, journal, err));
     }
     if a.detach {
