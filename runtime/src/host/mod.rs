@@ -7,12 +7,15 @@
 //!   namespace.
 //! - [`ns`]: namespace files under `/proc` and whether two are the same.
 //! - [`userns`]: the mappings of a user namespace given by path.
+//! - [`cgroup2`]: a cgroup2 tree cnfbox writes itself (the hugetlb cgroup
+//!   of a hybrid host; libcgroups manages the container's own cgroups).
 //!
-//! Cgroup v2 trees cnfbox writes itself (the hugetlb cgroup of a hybrid
-//! host) stay with `hugetlb`, their only user; sysfs and procfs are read
-//! through injectable roots by the features (`numa::Topology`,
-//! `hugepages::Roots`, `commands::create::plan::HostRoots`).
+//! Process information comes from the `procfs` crate. What sysfs says
+//! (NUMA topology, hugepage pools) is parsed by the feature that needs it,
+//! each under an injectable root (`numa::Topology`, `hugepages::Roots`,
+//! `commands::create::plan::HostRoots`), so tests run on fake trees.
 
+pub mod cgroup2;
 pub mod mounts;
 pub mod ns;
 pub mod userns;

@@ -2,12 +2,12 @@
 //! hugetlb cgroup on the cgroup2 tree of a hybrid host.
 
 use std::fs;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::{HugetlbError, Limit, PageSize};
+use crate::host::cgroup2;
 
 /// Which hierarchy enforces hugetlb limits on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +22,7 @@ pub enum Enforcer {
 
 /// Finds the hierarchy holding hugetlb under `cgroup_root` (`/sys/fs/cgroup`).
 pub fn enforcer(cgroup_root: &Path) -> Enforcer {
-    let has_hugetlb = |controllers: &Path| {
-        fs::read_to_string(controllers)
-            .map(|s| s.split_whitespace().any(|c| c == "hugetlb"))
-            .unwrap_or(false)
-    };
+    let has_hugetlb = |controllers: &Path| cgroup2::lists(controllers, "hugetlb");
     if cgroup_root.join("cgroup.controllers").exists() {
         return if has_hugetlb(&cgroup_root.join("cgroup.controllers")) {
             Enforcer::Libcontainer
@@ -65,26 +61,12 @@ impl Cgroup2 {
         cgroup_path: &Path,
         limits: Vec<Limit>,
     ) -> Result<Self, HugetlbError> {
-        let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
-        let mut dir = mount.to_path_buf();
-        for part in rel.components() {
-            let control = dir.join("cgroup.subtree_control");
-            let enabled = fs::read_to_string(&control)
-                .map(|s| s.split_whitespace().any(|c| c == "hugetlb"))
-                .unwrap_or(false);
-            if !enabled {
-                write(&control, "+hugetlb").map_err(|source| HugetlbError::Enable {
-                    path: control.clone(),
-                    source,
-                })?;
+        let dir = cgroup2::create_below(mount, cgroup_path, "hugetlb").map_err(|e| match e {
+            cgroup2::Cgroup2Error::Enable { path, source, .. } => {
+                HugetlbError::Enable { path, source }
             }
-            dir.push(part);
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(HugetlbError::Mkdir { path: dir, source }),
-            }
-        }
+            cgroup2::Cgroup2Error::Mkdir { path, source } => HugetlbError::Mkdir { path, source },
+        })?;
         let cg = Self { dir, limits };
         if let Err(err) = cg.set_limits() {
             let _ = fs::remove_dir(&cg.dir);
@@ -114,8 +96,7 @@ impl Cgroup2 {
 
     /// Moves process `pid` (0: the caller) into the cgroup.
     pub fn join(&self, pid: i32) -> Result<(), HugetlbError> {
-        let procs = self.dir.join("cgroup.procs");
-        write(&procs, &pid.to_string()).map_err(|source| HugetlbError::Join {
+        cgroup2::join(&self.dir, pid).map_err(|source| HugetlbError::Join {
             pid,
             path: self.dir.clone(),
             source,
@@ -125,11 +106,7 @@ impl Cgroup2 {
     /// Bytes of hugepages of `page` charged to the cgroup (faulted; and
     /// reserved, where the kernel accounts reservations).
     pub fn usage(&self, page: PageSize) -> (Option<u64>, Option<u64>) {
-        let read = |f: String| {
-            fs::read_to_string(self.dir.join(f))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-        };
+        let read = |f: String| cgroup2::read_u64(&self.dir, &f);
         let name = page.cgroup_name();
         (
             read(format!("hugetlb.{name}.current")),
@@ -153,23 +130,10 @@ impl Cgroup2 {
     pub fn remove(&self) -> Result<(), HugetlbError> {
         // The container's processes were killed through its v1 cgroups just
         // before; they may take a moment to leave this one.
-        let mut tries = 0;
-        loop {
-            match fs::remove_dir(&self.dir) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 500 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(source) => {
-                    return Err(HugetlbError::Remove {
-                        path: self.dir.clone(),
-                        source,
-                    })
-                }
-            }
-        }
+        cgroup2::remove(&self.dir).map_err(|source| HugetlbError::Remove {
+            path: self.dir.clone(),
+            source,
+        })
     }
 }
 
