@@ -231,7 +231,7 @@ fn detach_children(dir: &Path) -> Result<(), StepError> {
 /// The container's `rootfs/<id>/`: its member pin, overlay layers, rootfs
 /// view, then the directory (which an older cnfbox used as the view).
 fn undo_views(dir: &Path) -> Result<(), StepError> {
-    if is_mount_point(dir) {
+    if is_mount_point(dir)? {
         // The view itself (an older cnfbox's layout): nothing of cnfbox's
         // is inside, only the image.
         return detach(dir);
@@ -242,15 +242,18 @@ fn undo_views(dir: &Path) -> Result<(), StepError> {
     detach(dir)
 }
 
-/// Whether `path` is the root of a mount (another filesystem than its
-/// parent's); `false` when either cannot be read.
-fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let dev = |p: &Path| fs::symlink_metadata(p).map(|m| m.dev()).ok();
-    match (dev(path), path.parent().and_then(dev)) {
-        (Some(a), Some(b)) => a != b,
-        _ => false,
-    }
+/// Whether `path` is a mount point in this mount namespace (by
+/// `/proc/self/mountinfo`: a bind of the same filesystem has its parent's
+/// `st_dev`, so the device number cannot tell).
+pub(super) fn is_mount_point(path: &Path) -> Result<bool, StepError> {
+    use procfs::FromRead;
+    const MOUNTINFO: &str = "/proc/self/mountinfo";
+    let mounts =
+        procfs::process::MountInfos::from_file(MOUNTINFO).map_err(|e| StepError::List {
+            path: MOUNTINFO.into(),
+            source: io::Error::other(e),
+        })?;
+    Ok(mounts.0.iter().any(|m| m.mount_point == path))
 }
 
 /// libcontainer's container of `u.id`: deleted through its own state when

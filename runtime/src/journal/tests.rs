@@ -187,3 +187,10 @@ fn by_names_finds_the_stages_of_dead_creates_only() {
         .count();
     assert_eq!(containers, 1, "the default cgroup path: {:?}", j.steps);
 }
+
+#[test]
+fn only_a_mount_point_is_taken_for_an_old_layout_view() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(!step::is_mount_point(tmp.path()).unwrap());
+    assert!(step::is_mount_point(Path::new("/proc")).unwrap());
+}
