@@ -30,6 +30,10 @@ if [[ -z "$sd" ]]; then
 elif [[ ! -d /run/systemd/system ]] || [[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]]; then
   fail "CNFBOX_VM_SYSTEMD: no /run/systemd/system or no cgroup2 at /sys/fs/cgroup"
 fi
+# systemd's PrivateMounts= namespace is shared (MountFlags= defaults to
+# shared), and a mount under a shared parent cannot be moved (the repo
+# bind below): nothing here needs to propagate anywhere.
+[[ -n "$sd" ]] && { mount --make-rprivate / || fail "make / private"; }
 mkdir -p /dev/pts /dev/shm /dev/hugepages
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
