@@ -13,7 +13,13 @@
 //! - `<root>/<id>/bundle/config.json`: the spec of a create between the
 //!   move of its staged bundle and the write of its record;
 //! - `<root>/.staging/<id>.<pid>/config.json`: the spec of a create in
-//!   progress, or of one killed before it moved it (its init may live).
+//!   progress, or of one killed before it moved it (its init may live);
+//! - `<root>/.journal/<id>.json` with a range step and any other: a
+//!   container whose teardown is not complete (a step that failed to undo
+//!   keeps the range: what is left of it, a view or a mount, is owned by
+//!   the range's IDs). A teardown trims its journal to the range step
+//!   before it releases the range, so two members deleted at once do not
+//!   each count the other and both keep it.
 //!
 //! A member can only start while its sandbox runs (it joins the sandbox's
 //! namespaces through `/proc/<sandbox pid>`), and every create writes one
@@ -28,6 +34,7 @@ use std::path::{Path, PathBuf};
 use idmap::PodMapping;
 use oci_spec::runtime::Spec;
 
+use crate::journal;
 use crate::meta::{ContainerMeta, STAGED_BUNDLE, STAGING};
 use crate::pod;
 
@@ -96,6 +103,7 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
             });
         }
     }
+    found.extend(journaled(root));
     let staging = root.join(STAGING);
     if let Ok(stages) = fs::read_dir(&staging) {
         for stage in stages.flatten() {
@@ -117,6 +125,46 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
     Ok(found)
 }
 
+/// The containers of `root` whose journal still records their pod's range
+/// and something made with its IDs.
+/// A journal removed while we scan does not count; one that cannot be
+/// read or parsed (root wrote it atomically) is skipped with a warning.
+fn journaled(root: &Path) -> Vec<Container> {
+    let mut found = Vec::new();
+    let dir = root.join(journal::DIR);
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let j = match journal::Journal::load(root, id) {
+            Ok(Some(j)) => j,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(root = %root.display(), id, %err, "journal unreadable: not counted as a range holder");
+                continue;
+            }
+        };
+        if j.steps
+            .iter()
+            .all(|s| matches!(s, journal::Step::Range { .. }))
+        {
+            continue; // nothing but the range is left: it holds nothing
+        }
+        for step in j.steps {
+            if let journal::Step::Range { pod } = step {
+                found.push(Container {
+                    id: id.to_owned(),
+                    pod,
+                    mapping: None,
+                    source: entry.path(),
+                });
+            }
+        }
+    }
+    found
+}
+
 fn pod_of_spec(id: &str, path: &Path) -> Option<String> {
     let spec = Spec::load(path).ok()?;
     Some(pod::role(id, spec.annotations().as_ref()).pod().to_owned())
@@ -124,16 +172,23 @@ fn pod_of_spec(id: &str, path: &Path) -> Option<String> {
 
 /// Why pod `pod`'s range is still in use in state root `root`, or `None`
 /// if no container of the pod is left there (or the root is gone).
-pub fn in_root(root: &Path, pod: &str) -> Option<String> {
+/// `tearing_down`: the container whose teardown is freeing the range, whose
+/// own journal (still on disk until the teardown ends) does not hold it.
+pub fn in_root(root: &Path, pod: &str, tearing_down: Option<&str>) -> Option<String> {
+    let own_journal = tearing_down.map(|id| journal::path_of(root, id));
     match containers(root) {
-        Ok(all) => all.into_iter().find(|c| c.pod == pod).map(|c| {
-            format!(
-                "container {} of the pod is still in {} ({})",
-                c.id,
-                root.display(),
-                c.source.display()
-            )
-        }),
+        Ok(all) => all
+            .into_iter()
+            .filter(|c| own_journal.as_ref() != Some(&c.source))
+            .find(|c| c.pod == pod)
+            .map(|c| {
+                format!(
+                    "container {} of the pod is still in {} ({})",
+                    c.id,
+                    root.display(),
+                    c.source.display()
+                )
+            }),
         Err(err) => Some(format!(
             "state root {} cannot be read ({err}), so its containers are unknown",
             root.display()
@@ -177,7 +232,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let root = d.path();
         assert_eq!(
-            in_root(&root.join("gone"), "p"),
+            in_root(&root.join("gone"), "p", None),
             None,
             "a missing root holds nothing"
         );
@@ -185,18 +240,51 @@ mod tests {
         let stage = root.join(STAGING).join("m1.123");
         fs::create_dir_all(&stage).expect("mkdir");
         fs::write(stage.join("config.json"), spec_with("p", "container")).expect("spec");
-        let why = in_root(root, "p").expect("staged member holds");
+        let why = in_root(root, "p", None).expect("staged member holds");
         assert!(why.contains("container m1"), "{why}");
-        assert_eq!(in_root(root, "q"), None);
+        assert_eq!(in_root(root, "q", None), None);
         fs::remove_dir_all(&stage).expect("rm");
         // Between the move of the bundle and the record.
         let kept = root.join("m2").join(STAGED_BUNDLE);
         fs::create_dir_all(&kept).expect("mkdir");
         fs::write(kept.join("config.json"), spec_with("p", "container")).expect("spec");
-        assert!(in_root(root, "p").is_some());
+        assert!(in_root(root, "p", None).is_some());
         // A junk directory names no pod.
         fs::remove_dir_all(root.join("m2")).expect("rm");
         fs::create_dir_all(root.join("junk")).expect("mkdir");
-        assert_eq!(in_root(root, "p"), None);
+        assert_eq!(in_root(root, "p", None), None);
+    }
+
+    #[test]
+    fn an_incomplete_teardown_holds_through_its_journal() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        let mut j = journal::Journal::begin(root, "m1").expect("journal");
+        j.record(journal::Step::Range { pod: "p".into() })
+            .expect("record");
+        // Only the range (a create that just began, or a teardown about to
+        // release it): nothing made with the range's IDs is left.
+        assert_eq!(in_root(root, "p", None), None);
+        j.record(journal::Step::Volumes {
+            dir: root.join("volumes/m1"),
+        })
+        .expect("record");
+        let why = in_root(root, "p", None).expect("the journal holds the range");
+        assert!(
+            why.contains("container m1") && why.contains(".journal"),
+            "{why}"
+        );
+        assert_eq!(in_root(root, "q", None), None, "another pod's journal");
+        assert_eq!(
+            in_root(root, "p", Some("m1")),
+            None,
+            "the teardown freeing the range is not its own holder"
+        );
+        assert!(in_root(root, "p", Some("m2")).is_some());
+        fs::write(journal::path_of(root, "bad"), b"{").expect("junk journal");
+        assert!(
+            in_root(root, "p", None).is_some(),
+            "a junk journal hides none"
+        );
     }
 }

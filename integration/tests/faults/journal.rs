@@ -125,3 +125,80 @@ fn a_create_of_an_id_whose_killed_create_was_not_cleared_is_refused() {
     assert_nothing_left(&env, &id);
     assert!(env.allocator().show(&id).unwrap().is_none());
 }
+
+/// A member whose teardown cannot undo a step keeps its pod's range through
+/// its journal, after its state dir is gone: deleting the sandbox (the last
+/// container with a record) and `ranges gc` keep it; the member's next
+/// `delete --force`, once its step can be undone, frees it.
+#[test]
+fn an_incomplete_member_teardown_keeps_the_pods_range_past_its_sandbox() {
+    if !can_run("incomplete teardown") {
+        return;
+    }
+    let env = Env::new();
+    let pod = env.id("tdpod");
+    let annotated = |name: &str, kind: &'static str| {
+        let pod = pod.clone();
+        env.bundle(name, move |b| {
+            b.scenario(&Scenario::Sleep)
+                .annotation("io.kubernetes.cri.sandbox-id", pod)
+                .annotation("io.kubernetes.cri.container-type", kind)
+        })
+    };
+    let sandbox = annotated("tdsandbox", "sandbox");
+    env.create(&sandbox, &pod);
+    let member_bundle = bundle_with_volume(&env, "tdmember", &Scenario::Sleep);
+    // The volume bundle, made a member of the pod.
+    let cfg = member_bundle.config_path.clone();
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    doc["annotations"]["io.kubernetes.cri.sandbox-id"] = pod.clone().into();
+    doc["annotations"]["io.kubernetes.cri.container-type"] = "container".into();
+    fs::write(&cfg, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let member = env.id("tdmember");
+    env.create(&member_bundle, &member);
+    let range = env
+        .allocator()
+        .show(&pod)
+        .unwrap()
+        .expect("the pod's range");
+    // Something that is not a mount point in the member's volume views:
+    // teardown only unmounts and rmdirs, so its volumes step fails.
+    let journal = env.root.join(".journal").join(format!("{member}.json"));
+    let j: serde_json::Value = serde_json::from_slice(&fs::read(&journal).unwrap()).unwrap();
+    let volumes = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "volumes")
+        .and_then(|s| s["dir"].as_str())
+        .map(std::path::PathBuf::from)
+        .expect("the member's journal records its volume views");
+    let junk = volumes.join("junk");
+    fs::create_dir_all(&junk).unwrap();
+    fs::write(junk.join("file"), b"x").unwrap();
+    let out = env.run(&["delete", "--force", &member]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "delete --force succeeded");
+    assert!(err.contains("volumes"), "the error names the step: {err}");
+    assert!(
+        !env.root.join(&member).exists(),
+        "the member's state dir stays"
+    );
+    // The sandbox is the last container with a record; the member's
+    // journal still holds the range.
+    env.ok(&["delete", "--force", &pod]);
+    env.ok(&["ranges", "gc", "--grace", "0"]);
+    assert_eq!(
+        env.allocator().show(&pod).unwrap().map(|e| e.mapping),
+        Some(range.mapping),
+        "the range went while the member's teardown was incomplete"
+    );
+    fs::remove_dir_all(&junk).unwrap();
+    env.ok(&["delete", "--force", &member]);
+    assert_nothing_left(&env, &member);
+    assert_nothing_left(&env, &pod);
+    assert!(
+        env.allocator().show(&pod).unwrap().is_none(),
+        "the member's completed teardown did not free the pod's range"
+    );
+}

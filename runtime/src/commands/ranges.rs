@@ -106,7 +106,7 @@ fn held_by(
             .chain(holders::conventional_roots())
             .collect(),
     };
-    roots.iter().find_map(|r| holders::in_root(r, &e.pod))
+    roots.iter().find_map(|r| holders::in_root(r, &e.pod, None))
 }
 
 /// Scans `/proc` once, at the first entry that needs it (under the ledger

@@ -132,7 +132,7 @@ impl Step {
     /// the user should see.
     pub fn undo(&self, u: &Undo<'_>) -> Result<Option<String>, StepError> {
         match self {
-            Step::Range { pod } => crate::profile::release_unused(u.root, pod)
+            Step::Range { pod } => crate::profile::release_unused(u.root, pod, u.id)
                 .map(|()| None)
                 .map_err(|source| StepError::Release {
                     pod: pod.clone(),

@@ -86,6 +86,16 @@ pub fn teardown(
             kept.push(step);
             continue;
         }
+        if matches!(step, Step::Range { .. }) {
+            // All else is undone: the journal on disk says so before the
+            // range is released, so a sibling's teardown running now no
+            // longer counts this container as a holder (`holders`).
+            let mut left = journal.clone();
+            left.steps.push(step.clone());
+            if let Err(err) = left.save() {
+                tracing::warn!(%id, %err, "journal not trimmed to its range: a sibling deleted now may keep the pod's range");
+            }
+        }
         match step.undo(&undo) {
             Ok(warning) => warnings.extend(warning),
             Err(error) => {

@@ -271,13 +271,16 @@ fn container_dir(root: &Path, id: &str, mapping: &PodMapping) -> Result<PathBuf,
 
 /// Frees the host ID range of pod `pod` of state root `root` once no
 /// container of the pod is left there (a no-op if it holds none): the last
-/// of sandbox and members to go frees it. Decided under the ledger lock
+/// of sandbox and members to go frees it (`tearing_down` is the one going,
+/// whose journal does not count). Decided under the ledger lock
 /// from the state root's files (`holders`), so no create or delete can
 /// slip between the look and the write.
-pub fn release_unused(root: &Path, pod: &str) -> Result<(), ProfileError> {
+pub fn release_unused(root: &Path, pod: &str, tearing_down: &str) -> Result<(), ProfileError> {
     let key = crate::holders::root_key(root);
     let outcome = allocator()?
-        .release_in(Some(&key), pod, |_| crate::holders::in_root(root, pod))
+        .release_in(Some(&key), pod, |_| {
+            crate::holders::in_root(root, pod, Some(tearing_down))
+        })
         .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
     if let idmap::Release::Kept { reason, .. } = outcome {
         tracing::info!(pod, root = %key.display(), %reason, "pod range kept for its remaining containers");
