@@ -498,9 +498,7 @@ fn deleting_the_sandbox_keeps_the_range_until_the_last_member_goes() {
     let annotated = |name: &str, kind: &'static str| {
         let pod = pod.clone();
         env.bundle(name, move |b| {
-            b.scenario(&Scenario::Sleep)
-                .annotation("io.kubernetes.cri.sandbox-id", pod)
-                .annotation("io.kubernetes.cri.container-type", kind)
+            b.scenario(&Scenario::Sleep).in_pod(pod, kind)
         })
     };
     let (sandbox, member) = (annotated("sb", "sandbox"), annotated("mem", "container"));

@@ -200,6 +200,13 @@ impl BundleBuilder {
         self
     }
 
+    /// Makes the bundle a container of CRI pod `pod` as containerd's CRI
+    /// annotates it: `kind` is `"sandbox"` or `"container"` (a member).
+    pub fn in_pod(self, pod: impl Into<String>, kind: &str) -> Self {
+        self.annotation("io.kubernetes.cri.sandbox-id", pod)
+            .annotation("io.kubernetes.cri.container-type", kind)
+    }
+
     /// Adds `n` filler files to the rootfs (see [`RootfsBuilder::files`]).
     pub fn files(mut self, n: usize) -> Self {
         self.files = n;

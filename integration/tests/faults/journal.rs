@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
 use super::common::{assert_nothing_left, can_run, Env};
-use super::{bundle_with_volume, create_with, STEPS};
+use super::{bundle_with_volume, bundle_with_volume_in, create_with, STEPS};
 use test_bundles::Scenario;
 
 /// `cnfbox create` failing at `step` (`CNFBOX_FAILPOINT=fail:<step>`); its
@@ -137,23 +137,19 @@ fn an_incomplete_member_teardown_keeps_the_pods_range_past_its_sandbox() {
     }
     let env = Env::new();
     let pod = env.id("tdpod");
-    let annotated = |name: &str, kind: &'static str| {
+    let sandbox = {
         let pod = pod.clone();
-        env.bundle(name, move |b| {
-            b.scenario(&Scenario::Sleep)
-                .annotation("io.kubernetes.cri.sandbox-id", pod)
-                .annotation("io.kubernetes.cri.container-type", kind)
+        env.bundle("tdsandbox", |b| {
+            b.scenario(&Scenario::Sleep).in_pod(pod, "sandbox")
         })
     };
-    let sandbox = annotated("tdsandbox", "sandbox");
     env.create(&sandbox, &pod);
-    let member_bundle = bundle_with_volume(&env, "tdmember", &Scenario::Sleep);
-    // The volume bundle, made a member of the pod.
-    let cfg = member_bundle.config_path.clone();
-    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
-    doc["annotations"]["io.kubernetes.cri.sandbox-id"] = pod.clone().into();
-    doc["annotations"]["io.kubernetes.cri.container-type"] = "container".into();
-    fs::write(&cfg, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let member_bundle = bundle_with_volume_in(
+        &env,
+        "tdmember",
+        &Scenario::Sleep,
+        Some((&pod, "container")),
+    );
     let member = env.id("tdmember");
     env.create(&member_bundle, &member);
     let range = env

@@ -35,11 +35,25 @@ const STEPS: &[&str] = &[
 /// a tmpfs of the container's), and (where the kernel has 2 MiB hugepages) a hugepage limit, so it
 /// also makes a hugetlb cgroup and a hugetlbfs.
 fn bundle_with_volume(env: &Env, name: &str, scenario: &Scenario) -> test_bundles::Bundle {
+    bundle_with_volume_in(env, name, scenario, None)
+}
+
+/// [`bundle_with_volume`], as a container of pod `(pod, kind)`.
+fn bundle_with_volume_in(
+    env: &Env,
+    name: &str,
+    scenario: &Scenario,
+    pod: Option<(&str, &str)>,
+) -> test_bundles::Bundle {
     let hugepages = Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
     let vol = env.tmp.path().join(format!("{name}-vol"));
     fs::create_dir_all(&vol).unwrap();
     let vol_s = vol.to_str().unwrap().to_string();
     env.bundle(name, |b| {
+        let b = match pod {
+            Some((pod, kind)) => b.in_pod(pod, kind),
+            None => b,
+        };
         b.scenario(scenario).modify(move |s| {
             let mut doc = serde_json::to_value(&*s).unwrap();
             doc["mounts"].as_array_mut().unwrap().push(json!({
@@ -479,17 +493,14 @@ fn member_create_killed_at_each_step_keeps_the_pods_range() {
     let annotated = |name: &str, kind: &'static str| {
         let pod = pod.clone();
         env.bundle(name, move |b| {
-            b.scenario(&Scenario::Sleep)
-                .annotation("io.kubernetes.cri.sandbox-id", pod)
-                .annotation("io.kubernetes.cri.container-type", kind)
-                .modify(|s| {
-                    // A device node, made on a tmpfs of the member's own.
-                    let mut doc = serde_json::to_value(&*s).unwrap();
-                    doc["linux"]["devices"] = json!([{
-                        "path": "/dev/cnf/null", "type": "c", "major": 1, "minor": 3
-                    }]);
-                    *s = serde_json::from_value(doc).unwrap();
-                })
+            b.scenario(&Scenario::Sleep).in_pod(pod, kind).modify(|s| {
+                // A device node, made on a tmpfs of the member's own.
+                let mut doc = serde_json::to_value(&*s).unwrap();
+                doc["linux"]["devices"] = json!([{
+                    "path": "/dev/cnf/null", "type": "c", "major": 1, "minor": 3
+                }]);
+                *s = serde_json::from_value(doc).unwrap();
+            })
         })
     };
     let sandbox = annotated("ksandbox", "sandbox");
