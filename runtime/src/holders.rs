@@ -131,17 +131,12 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
 /// read or parsed (root wrote it atomically) is skipped with a warning.
 fn journaled(root: &Path) -> Vec<Container> {
     let mut found = Vec::new();
-    let dir = root.join(journal::DIR);
-    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".json") else {
-            continue;
-        };
-        let j = match journal::Journal::load(root, id) {
+    for id in journal::ids(root) {
+        let j = match journal::Journal::load(root, &id) {
             Ok(Some(j)) => j,
             Ok(None) => continue,
             Err(err) => {
-                tracing::warn!(root = %root.display(), id, %err, "journal unreadable: not counted as a range holder");
+                tracing::warn!(root = %root.display(), %id, %err, "journal unreadable: not counted as a range holder");
                 continue;
             }
         };
@@ -154,10 +149,10 @@ fn journaled(root: &Path) -> Vec<Container> {
         for step in j.steps {
             if let journal::Step::Range { pod } = step {
                 found.push(Container {
-                    id: id.to_owned(),
+                    id: id.clone(),
                     pod,
                     mapping: None,
-                    source: entry.path(),
+                    source: journal::path_of(root, &id),
                 });
             }
         }
@@ -172,15 +167,13 @@ fn pod_of_spec(id: &str, path: &Path) -> Option<String> {
 
 /// Why pod `pod`'s range is still in use in state root `root`, or `None`
 /// if no container of the pod is left there (or the root is gone).
-/// `tearing_down`: the container whose teardown is freeing the range, whose
-/// own journal (still on disk until the teardown ends) does not hold it.
+/// `tearing_down`: the container whose teardown is freeing the range (its
+/// journal stays on disk until the teardown ends): not its own holder.
 pub fn in_root(root: &Path, pod: &str, tearing_down: Option<&str>) -> Option<String> {
-    let own_journal = tearing_down.map(|id| journal::path_of(root, id));
     match containers(root) {
         Ok(all) => all
             .into_iter()
-            .filter(|c| own_journal.as_ref() != Some(&c.source))
-            .find(|c| c.pod == pod)
+            .find(|c| c.pod == pod && Some(c.id.as_str()) != tearing_down)
             .map(|c| {
                 format!(
                     "container {} of the pod is still in {} ({})",

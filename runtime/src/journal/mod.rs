@@ -297,19 +297,27 @@ impl crate::profile::Recorder for Journal {
     }
 }
 
+/// The ids of the containers of state root `root` that have a journal.
+pub fn ids(root: &Path) -> std::collections::HashSet<String> {
+    fs::read_dir(root.join(DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect()
+}
+
 /// The pod networks recorded for the containers of state root `root` other
 /// than `own`, as `(pod, network)`: from their journals, and for containers
 /// of an older cnfbox without one, from their records. What `net::attach`
 /// checks a new pod's interfaces against (under its lock).
 pub fn networks(root: &Path, own: &str) -> Vec<(String, crate::net::PodNetwork)> {
     let mut found = Vec::new();
-    let mut journaled = std::collections::HashSet::new();
-    for entry in fs::read_dir(root.join(DIR)).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".json") else {
-            continue;
-        };
-        journaled.insert(id.to_string());
+    let journaled = ids(root);
+    for id in &journaled {
         if id == own {
             continue;
         }
