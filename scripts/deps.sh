@@ -7,7 +7,7 @@ pkgs=(
   libelf-dev zlib1g-dev                                        # libbpf (libbpf-sys) for the cgroup v2 device program
   busybox-static uidmap iproute2 util-linux procps strace     # test bundles, namespaces, syscall budget
   runc crun hyperfine                                          # side-by-side benchmarks
-  containerd containernetworking-plugins                       # shim tests (later issues)
+  containernetworking-plugins                                  # CRI tests (containerd 2.x: scripts/go-tools.sh)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -12,6 +12,7 @@ mod process;
 mod rootfs;
 mod runtime;
 mod shim;
+mod start;
 mod stats;
 mod stop;
 mod task;

@@ -6,17 +6,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
-use containerd_shim::asynchronous::util::write_str_to_file;
-use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::asynchronous::{ExitSignal, Shim};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::util::timestamp;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 
 use crate::exits::Exits;
 use crate::options::{from_any, ShimState};
-use crate::rootfs;
 use crate::runtime::{Cnfbox, Runtime};
 use crate::task::{FromOptions, Service};
+use crate::{rootfs, start};
 
 // Annotations that name a container's pod (CRI, CRI-O), the runtime's
 // own keys; containers of one pod share the sandbox's shim.
@@ -60,9 +59,9 @@ impl Shim for CnfboxShim {
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         // containerd runs `start` in the bundle directory.
         let group = group_id(Path::new("config.json"), &opts.id);
-        let address = spawn(opts, &group, Vec::new()).await?;
-        write_str_to_file("address", &address).await?;
-        Ok(address)
+        start::start_server(&opts, &group)
+            .await
+            .map_err(|e| Error::Other(e.to_string()))
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {

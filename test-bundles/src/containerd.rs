@@ -130,6 +130,46 @@ pub fn missing_tool() -> Option<&'static str> {
     REQUIRED_TOOLS.into_iter().find(|t| find_tool(t).is_none())
 }
 
+/// `containerd --version` of the first containerd on [`search_path`]
+/// (e.g. `2.4.2+unknown`), empty when there is none or it does not answer.
+pub fn installed_version() -> String {
+    let out = find_tool("containerd")
+        .and_then(|bin| Command::new(bin).arg("--version").output().ok())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // "containerd github.com/containerd/containerd/v2 2.1.9+unknown <rev>"
+    out.split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .trim_start_matches('v')
+        .to_string()
+}
+
+/// Why cnfbox's shim cannot be tested on the containerd found here, if it
+/// cannot: a required tool is missing, or the containerd first on
+/// [`search_path`] is older than 2.0 (the shim serves the task API v3,
+/// which containerd 1.x does not speak).
+pub fn unsupported_for_cnfbox_shim() -> Option<String> {
+    if let Some(tool) = missing_tool() {
+        return Some(format!(
+            "{tool} not installed (scripts/go-tools.sh containerd, apt-get install runc util-linux)"
+        ));
+    }
+    let version = installed_version();
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= 2 => None,
+        _ => Some(format!(
+            "containerd {version:?} at {} is not 2.x (cnfbox's shim needs containerd 2.0+): \
+             set {CONTAINERD_BIN_ENV}=$(bash scripts/go-tools.sh containerd v2.4.2)",
+            find_tool("containerd").unwrap_or_default().display()
+        )),
+    }
+}
+
 /// Environment of a private containerd (inherited by its shims and the
 /// runtimes they run).
 #[derive(Debug, Clone, Default)]
@@ -385,15 +425,7 @@ state = "{state}"
     /// `containerd --version` of the binary this instance runs (the first
     /// on [`search_path`]), e.g. `2.1.9+unknown`.
     pub fn version(&self) -> String {
-        let out = find_tool("containerd")
-            .and_then(|bin| Command::new(bin).arg("--version").output().ok())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        // "containerd github.com/containerd/containerd/v2 2.1.9+unknown <rev>"
-        out.split_whitespace()
-            .nth(2)
-            .unwrap_or_default()
-            .to_string()
+        installed_version()
     }
 
     /// The gRPC socket (`ctr --address`).

@@ -15,7 +15,7 @@ use k8s_cri::v1::{
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
-use test_bundles::containerd::missing_tool;
+use test_bundles::containerd::unsupported_for_cnfbox_shim;
 use test_bundles::{PrivateContainerd, StartOptions};
 
 /// A private containerd with CRI, both handlers and a CNI bridge.
@@ -38,8 +38,8 @@ pub fn cri_node(test: &str) -> Option<CriNode> {
     if !can_run(test) {
         return None;
     }
-    if let Some(tool) = missing_tool() {
-        eprintln!("SKIP {test}: {tool} not installed (apt-get install containerd runc util-linux)");
+    if let Some(why) = unsupported_for_cnfbox_shim() {
+        eprintln!("SKIP {test}: {why}");
         return None;
     }
     if !Path::new(CNI_BIN).join("bridge").exists() {

@@ -25,7 +25,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::{can_run, cnfbox_bin, Env};
-use test_bundles::containerd::missing_tool;
+use test_bundles::containerd::unsupported_for_cnfbox_shim;
 use test_bundles::{ImageBuilder, PrivateContainerd, StartOptions, DEFAULT_IMAGE_REF};
 
 const RUNTIME: &str = "io.containerd.cnfbox.v2";
@@ -51,8 +51,8 @@ fn node(test: &str) -> Option<Node> {
     if !can_run(test) {
         return None;
     }
-    if let Some(tool) = missing_tool() {
-        eprintln!("SKIP {test}: {tool} not installed (apt-get install containerd runc util-linux)");
+    if let Some(why) = unsupported_for_cnfbox_shim() {
+        eprintln!("SKIP {test}: {why}");
         return None;
     }
     let shim = shim_bin();

@@ -60,12 +60,8 @@ pub enum RulesError {
     },
     #[error("getrlimit(RLIMIT_MEMLOCK) of cnfbox")]
     GetMemlock(#[source] nix::Error),
-    #[error("prlimit(RLIMIT_MEMLOCK) of the container's init (pid {pid})")]
-    SetMemlock {
-        pid: i32,
-        #[source]
-        source: nix::Error,
-    },
+    #[error("RLIMIT_MEMLOCK of the container's init")]
+    SetMemlock(#[from] crate::host::rlimit::RlimitError),
 }
 
 /// runc's first rule: nothing is allowed but what the rules after it allow.
@@ -147,22 +143,7 @@ pub fn restore_memlock(spec: &Spec, init: nix::unistd::Pid) -> Result<(), RulesE
         rlim_cur: cur,
         rlim_max: max,
     };
-    // SAFETY: `limit` is a valid rlimit that outlives the call; the old
-    // limit is not asked for (null). prlimit only reads `limit`.
-    let ret = unsafe {
-        libc::prlimit(
-            init.as_raw(),
-            libc::RLIMIT_MEMLOCK,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    if ret != 0 {
-        return Err(RulesError::SetMemlock {
-            pid: init.as_raw(),
-            source: nix::Error::last(),
-        });
-    }
+    crate::host::rlimit::set_limit(init, libc::RLIMIT_MEMLOCK, limit)?;
     Ok(())
 }
 

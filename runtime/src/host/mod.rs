@@ -7,6 +7,8 @@
 //!   namespace.
 //! - [`ns`]: namespace files under `/proc` and whether two are the same.
 //! - [`userns`]: the mappings of a user namespace given by path.
+//! - [`rlimit`]: another process's resource limits, also where root
+//!   lacks `CAP_SYS_RESOURCE`.
 //! - [`cgroup2`]: a cgroup2 tree cnfbox writes itself (the hugetlb cgroup
 //!   of a hybrid host; libcgroups manages the container's own cgroups).
 //!
@@ -18,6 +20,7 @@
 pub mod cgroup2;
 pub mod mounts;
 pub mod ns;
+pub mod rlimit;
 pub mod userns;
 
 pub use mounts::{create_pin_point, lazy_umount, unpin};

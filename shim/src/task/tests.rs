@@ -64,6 +64,7 @@ fn ctx() -> TtrpcContext {
         mh: MessageHeader::default(),
         metadata: HashMap::new(),
         timeout_nano: 0,
+        connection_data: Default::default(),
     }
 }
 
