@@ -8,11 +8,19 @@
 set -u
 res=/vmresults
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
+# Powers the guest off with reboot(2) (busybox's -f): no /proc needed,
+# so a guest that cannot set itself up ends at once instead of waiting
+# out the host's watchdog.
+power_off() {
+  sync
+  /bin/busybox poweroff -f
+  sleep 60
+}
 fail() {
   echo "vm-guest: $*"
+  echo "vm-guest: $*" > /dev/console 2>/dev/null
   echo 1 > "$res/status"
-  sync
-  echo o > /proc/sysrq-trigger
+  power_off
   exit 1
 }
 # CNFBOX_VM_SYSTEMD: systemd is pid 1 (a service of it runs this) and has
@@ -23,8 +31,10 @@ if [[ -z "$sd" ]]; then
   mount -t proc proc /proc
   mount -t sysfs sysfs /sys
 fi
+[[ -r /proc/self/fd ]] || fail "no /proc after mounting it"
 ln -sfn /proc/self/fd /dev/fd
 exec > >(tee -a "$res/output") 2>&1
+[[ -d /proc/sys/kernel ]] || fail "/proc vanished after mounting /sys"
 if [[ -z "$sd" ]]; then
   mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
 elif [[ ! -d /run/systemd/system ]] || [[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]]; then
@@ -42,10 +52,10 @@ mount -t hugetlbfs hugetlbfs /dev/hugepages
 # clone): keep it reachable across the tmpfs mounts below.
 # shellcheck source=/dev/null
 . "$res/plan.sh"
+# A checkout under /tmp or /run arrives as its own overlay at /vmrepo
+# (the initramfs mounted it): moved to its path once /tmp and /run are up.
 case "$repo" in
-  /tmp/*|/run/*)
-    mkdir -p /vmrepo && mount --bind "$repo" /vmrepo || fail "bind $repo"
-    ;;
+  /tmp/*|/run/*) mountpoint -q /vmrepo || fail "no /vmrepo for the checkout $repo" ;;
 esac
 [[ -n "$sd" ]] || mount -t tmpfs -o mode=0755 run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
@@ -53,7 +63,6 @@ if mountpoint -q /vmrepo 2>/dev/null; then
   mkdir -p "$repo" && mount --move /vmrepo "$repo" || fail "move $repo back"
 fi
 mkdir -p /vmtmp && mount -t tmpfs -o mode=1777 vmtmp /vmtmp
-echo 1 > /proc/sys/kernel/sysrq
 ip link set lo up
 hostname cnfbox-vm
 for c in cpuset cpu io memory hugetlb pids; do
@@ -89,6 +98,7 @@ fi
 
 export CNFBOX_VM_LANE=1 TMPDIR=/vmtmp RUST_BACKTRACE=1
 cd "$repo" || fail "cd $repo"
+echo started > "$res/started"
 status=0
 for e in "${exes[@]}"; do
   IFS='=' read -r name exe only <<< "$e"
@@ -115,6 +125,4 @@ fi
 echo "$status" > "$res/status"
 exec >/dev/console 2>&1
 sleep 1
-sync
-echo o > /proc/sysrq-trigger
-sleep 60
+power_off

@@ -41,6 +41,7 @@ fi
 read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes shim_cri:cri_pods_on_cnfbox_and_runc devices:vfio,device_rules}"
 filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
+setup_timeout="${CNFBOX_VM_SETUP_TIMEOUT:-90}"  # from init's report until the tests start
 run_timeout="${CNFBOX_VM_RUN_TIMEOUT:-1500}"   # the whole boot, tests included
 mods=(9pnet_virtio 9p overlay 8021q veth macvlan dummy bridge vfio vfio_iommu_type1 vfio-pci)
 mkdir -p "$cache"
@@ -87,6 +88,7 @@ need=()
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v jq >/dev/null || need+=(jq)
 command -v xz >/dev/null || need+=(xz-utils)
+command -v setfattr >/dev/null || need+=(attr)
 if (( ${#need[@]} )); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
 fi
@@ -176,6 +178,15 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/initramfs"/{bin,dev,proc,sys,lower,upper,newroot,lib} "$work/results"
 cp /bin/busybox "$work/initramfs/bin/busybox"
+# setfattr (busybox has none) with the libraries it loads: the init marks
+# the guest's mount points opaque in the overlay's upper layer.
+cp "$(command -v setfattr)" "$work/initramfs/bin/setfattr"
+while read -r lib; do
+  mkdir -p "$work/initramfs$(dirname "$lib")"
+  cp -L "$lib" "$work/initramfs$lib"
+done < <(ldd "$(command -v setfattr)" | grep -oE '/[^ ]+')
+# The checkout, if it lives under a directory the guest mounts over.
+case "$repo" in /tmp/*|/run/*) printf '%s\n' "$repo" > "$work/initramfs/repo-path" ;; esac
 cp "$kdir"/modules/*.ko "$work/initramfs/lib/"
 cp "$kdir/modules.order" "$work/initramfs/modules.order"
 cat > "$work/initramfs/init" <<'EOF'
@@ -189,9 +200,25 @@ for m in $(cat /modules.order); do insmod "/lib/$m.ko" || echo "vm-init: insmod 
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /lower || exec sh
 mount -t tmpfs -o mode=0755 upper /upper
 mkdir -p /upper/u /upper/w
+# Every directory the guest mounts over is an opaque directory of the
+# tmpfs upper, never one looked up through the 9p lower: there it would be
+# the host's own mount point, which the 9p client may find changed and
+# invalidate, detaching whatever the guest mounted on it (kernel 6.12.118:
+# /proc vanished after the next mount).
+for d in proc sys dev run tmp; do
+  mkdir -m 0755 "/upper/u/$d" && setfattr -n trusted.overlay.opaque -v y "/upper/u/$d" || exec sh
+done
+chmod 1777 /upper/u/tmp
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay /newroot || exec sh
 mkdir -p /newroot/vmresults
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=none results /newroot/vmresults || exec sh
+# A checkout under /tmp or /run (hidden by the opaque directories): an
+# overlay of its own at /vmrepo, which the guest moves to its path.
+if [ -f /repo-path ]; then
+  repo=$(cat /repo-path)
+  mkdir -p /upper/r/u /upper/r/w /newroot/vmrepo
+  mount -t overlay -o "lowerdir=/lower$repo,upperdir=/upper/r/u,workdir=/upper/r/w" overlay /newroot/vmrepo || exec sh
+fi
 echo booted > /newroot/vmresults/booted
 if [ -f /systemd-mode ]; then
   # systemd as pid 1, booting only into the tests (units on the tmpfs upper).
@@ -252,7 +279,7 @@ cp scripts/vm-guest.sh "$work/results/guest.sh"
 
 # ---- boot, with a watchdog and one retry ------------------------------------
 boot() {
-  rm -f "$work/results/booted" "$work/results/status" "$work/results/output"
+  rm -f "$work/results/booted" "$work/results/started" "$work/results/status" "$work/results/output"
   # q35 for the emulated IOMMU (created before the PCI devices): the
   # e1000e, which no guest driver claims, gets an IOMMU group of its own
   # for vfio-pci (Debian's kernel has no VFIO_NOIOMMU).
@@ -263,16 +290,24 @@ boot() {
     -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2,memdev=m1 \
     -kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 loglevel=4 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all intel_iommu=on iommu=pt${systemd_mode:+ systemd.unit=cnfbox-vm.target systemd.show_status=0}" \
-    -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on \
-    -virtfs "local,path=$work/results,mount_tag=results,security_model=passthrough" \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+    -virtfs "local,path=$work/results,mount_tag=results,security_model=passthrough,multidevs=remap" \
     -device e1000e,id=vfionic -nic none -display none -monitor none -serial "file:$work/console" -no-reboot &
   qemu_pid=$!
-  local t=0
+  local t=0 setup_t=0
   while kill -0 "$qemu_pid" 2>/dev/null; do
     if [[ ! -f "$work/results/booted" ]] && (( t >= boot_timeout )); then
       log "no sign of the guest's init after ${boot_timeout}s: killing the boot"
       kill -9 "$qemu_pid" 2>/dev/null || true
       break
+    fi
+    if [[ -f "$work/results/booted" && ! -f "$work/results/started" ]]; then
+      setup_t=$((setup_t + 1))
+      if (( setup_t >= setup_timeout )); then
+        log "the guest booted but did not start its tests within ${setup_timeout}s: killing it"
+        kill -9 "$qemu_pid" 2>/dev/null || true
+        break
+      fi
     fi
     if (( t >= run_timeout )); then
       log "the guest ran for ${run_timeout}s: killing it (a test hangs?)"
