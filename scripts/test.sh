@@ -24,7 +24,7 @@ cargo test --workspace --locked -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
 for bin in "$ctd_mid" "$ctd_old"; do
   echo "== shim and CRI tests again on containerd $("$bin/containerd" --version | awk '{print $3}') ($bin)"
   CNFBOX_CONTAINERD_BIN="$bin" cargo test -p integration --locked \
-    --test shim_ctr --test shim_cri --test cri_userns --test cri_lifecycle -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
+    --test shim_ctr --test shim_cri --test cri_userns --test cri_lifecycle --test deploy_node -- --test-threads="${CNFBOX_TEST_THREADS:-4}"
 done
 echo "== VM lane: cgroup v2 only, two NUMA nodes, 8021q (QEMU TCG, scripts/vm-test.sh)"
 bash scripts/vm-test.sh

@@ -139,6 +139,9 @@ if [[ -z "$kdir" ]]; then
 fi
 log "kernel $(basename "$kdir")"
 
+# ---- containerd 2.x for the shim tests (the guest sees the host's cache) ---
+: "${CNFBOX_CONTAINERD_BIN:=$(bash scripts/go-tools.sh containerd v2.4.2)}"
+
 # ---- the test binaries, built on the host ----------------------------------
 log "building (cargo build + cargo test --no-run)"
 cargo build --workspace --locked >&2
@@ -273,6 +276,7 @@ cp scripts/vm-guest.sh "$work/results/guest.sh"
 {
   printf 'repo=%q\n' "$repo"
   printf 'filter=%q\n' "$filter"
+  printf 'export CNFBOX_CONTAINERD_BIN=%q\n' "$CNFBOX_CONTAINERD_BIN"
   printf 'exes=(%s)\n' "$(printf '%q ' "${exes[@]}")"
   printf 'bench=(%s)\n' "$( ((${#bench[@]})) && printf '%q ' "${bench[@]}")"
 } > "$work/results/plan.sh"

@@ -55,6 +55,10 @@ pub fn looks_like_a_key(text: &str) -> bool {
 pub mod error_kind {
     /// The container named does not exist (the shim's NOT_FOUND).
     pub const NOT_FOUND: &str = "not_found";
+    /// The container exists but its init has exited (a signal for it):
+    /// the shim's NOT_FOUND, as containerd's runc shim answers "process
+    /// already finished".
+    pub const NOT_RUNNING: &str = "not_running";
     /// Any other failure.
     pub const FAILED: &str = "failed";
 }

@@ -144,6 +144,15 @@ fn cri_kubelet_userns_pod_runs_with_kubelets_mappings() {
             .and_then(|h| h.features.as_ref())
             .is_some_and(|f| f.user_namespaces)
     };
+    // What README's handler table reports, per containerd version.
+    for h in &status.runtime_handlers {
+        eprintln!(
+            "containerd {}: handler {:?} features {:?}",
+            n.cd().version(),
+            h.name,
+            h.features
+        );
+    }
     assert!(
         userns_of("cnfbox-runc"),
         "configuration B must advertise user namespaces: {:?}",

@@ -389,8 +389,15 @@ fn error_lines_say_error_and_a_stopped_container_is_not_running() {
 
     env.ok(&["kill", &id, "KILL"]);
     env.wait_status(&id, "stopped");
-    let out = env.run(&["kill", &id, "TERM"]);
+    let log = env.tmp.path().join("kill-log.json");
+    let log_s = log.to_str().expect("utf-8");
+    let out = env.run(&["--log", log_s, "--log-format", "json", "kill", &id, "TERM"]);
     common::assert_one_line_error(&out, &["container not running"]);
+    // The kind the shim maps to NOT_FOUND (not the words).
+    let text = std::fs::read_to_string(&log).expect("kill's log");
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a log line")).expect("JSON line");
+    assert_eq!(last["kind"], "not_running", "{last}");
     // --all still reaches what is left (nothing): not an error.
     env.ok(&["kill", "--all", &id, "KILL"]);
     env.ok(&["delete", &id]);

@@ -36,6 +36,8 @@ impl Kind {
     pub fn of_runtime_log(kind: Option<&str>) -> Self {
         match kind {
             Some(cnfbox_annotations::error_kind::NOT_FOUND) => Self::NotFound,
+            // A kill that raced the init's exit: the process is gone.
+            Some(cnfbox_annotations::error_kind::NOT_RUNNING) => Self::NotFound,
             _ => Self::Unknown,
         }
     }
@@ -140,6 +142,15 @@ mod tests {
     fn runtime_errors_go_by_the_logged_kind_not_the_words() {
         let gone = failed("container abc does not exist", Some("not_found"));
         assert_eq!(code_of(&runtime(gone)), Code::NOT_FOUND);
+        let exited = failed(
+            "kill container abc: container not running (stopped)",
+            Some("not_running"),
+        );
+        assert_eq!(
+            code_of(&runtime(exited)),
+            Code::NOT_FOUND,
+            "a kill that raced the init's exit: process already finished"
+        );
         let bind = failed(
             "create container c: bind source /srv/x does not exist",
             Some("failed"),

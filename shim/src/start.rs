@@ -25,6 +25,9 @@ use tokio::process::{Child, Command};
 /// The environment variable a shim server reads containerd's TTRPC address
 /// from (containerd 2.3+ passes it in the bootstrap message instead).
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
+/// How long a server that closed its stdout without serving gets to exit
+/// before it is killed (it is exiting: only a hung server waits it out).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Where the server's address is left for containerd and `delete`.
 pub const ADDRESS_FILE: &str = "address";
 
@@ -63,6 +66,8 @@ pub enum StartError {
         status: ExitStatus,
         cause: String,
     },
+    #[error("the shim server for {address} neither serves nor exits")]
+    NotServing { address: String },
     #[error("writing {path}: {source}")]
     Address {
         path: PathBuf,
@@ -130,19 +135,24 @@ async fn serve_or_fail(
             .await
             .map_err(|source| StartError::Wait { pid, source })?;
     }
-    match child.try_wait() {
-        Err(source) => return Err(StartError::Wait { pid, source }),
-        // Exit 0 without serving: a live server of the pod already owns
-        // the socket (and the server wrote `address` for it).
-        Ok(Some(status)) if status.success() => {}
-        Ok(Some(status)) => {
-            return Err(StartError::ServerExited {
-                address: address.to_owned(),
-                status,
-                cause: last_line(stderr),
-            })
-        }
-        Ok(None) => {}
+    // The pipe also ends while a failing server exits, before it can be
+    // waited for: only a connection tells that something serves.
+    let socket = address.trim_start_matches("unix://");
+    if tokio::net::UnixStream::connect(socket).await.is_err() {
+        let status = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(source)) => return Err(StartError::Wait { pid, source }),
+            Err(_) => {
+                return Err(StartError::NotServing {
+                    address: address.to_owned(),
+                })
+            }
+        };
+        return Err(StartError::ServerExited {
+            address: address.to_owned(),
+            status,
+            cause: last_line(stderr),
+        });
     }
     let path = cwd.join(ADDRESS_FILE);
     std::fs::write(&path, address).map_err(|source| StartError::Address { path, source })

@@ -30,10 +30,10 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
     // them as "process already finished" and a pod stop goes on. With
     // `--all` the signal still reaches whatever is left in the cgroup.
     if before == ContainerStatus::Stopped && !a.all {
-        anyhow::bail!(
-            "kill container {}: container not running (stopped)",
-            a.container_id
-        );
+        return Err(super::NotRunning {
+            id: a.container_id.clone(),
+        }
+        .into());
     }
     c.kill(signal, a.all)
         .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))?;

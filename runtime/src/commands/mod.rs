@@ -113,6 +113,15 @@ pub struct NoSuchContainer {
     pub root: PathBuf,
 }
 
+/// A signal for a container whose init has exited (runc's words,
+/// "container not running"): the shim answers NOT_FOUND, as containerd's
+/// runc shim does ("process already finished"), and a pod's stop goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("kill container {id}: container not running (stopped)")]
+pub struct NotRunning {
+    pub id: String,
+}
+
 /// The state directory of container `id`.
 pub fn container_dir(ctx: &Ctx, id: &str) -> PathBuf {
     ctx.root.join(id)
