@@ -78,6 +78,11 @@ pub struct ContainerMeta {
     /// The device nodes cnfbox made for `linux.devices` and their tmpfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<crate::devices::Record>,
+    /// The numbers of libcgroups' default set that cnfbox withholds and
+    /// `[devices] allow` gave this container at create
+    /// (`devices::withheld`); an update denies the others again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_devices: Vec<crate::devices::Dev>,
 }
 
 /// Whether the container whose state lives in `container_dir` has a record.
@@ -159,6 +164,11 @@ mod tests {
                     host_gid: 100_000,
                 }],
             }),
+            granted_devices: vec![crate::devices::Dev {
+                typ: 'c',
+                major: 5,
+                minor: 1,
+            }],
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

@@ -4,7 +4,8 @@
 //! same node without one gives EPERM, also when the spec's rules do not
 //! start with "deny all" or the spec has no `linux.resources` at all;
 //! containerd's default set (`/dev/null`, `/dev/zero`) opens either way;
-//! `update` keeps the rules; the init's `RLIMIT_MEMLOCK` is the runtime's.
+//! `update` keeps the rules and never gives back the console cnfbox
+//! withholds; the init's `RLIMIT_MEMLOCK` is the runtime's.
 
 mod systemd;
 
@@ -152,6 +153,52 @@ fn cgroup_rules_survive_update() {
     .unwrap();
     env.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
     assert_eq!(open(path), "ok", "{at}, after update --resources");
+    env.ok(&["delete", "--force", &id]);
+}
+
+/// libcgroups' apply allows the console again at every `update` (v1) or
+/// detaches cnfbox's program that denies it (v2): the pod is frozen until
+/// cnfbox denies it again, and thawed afterwards unless it was paused.
+#[test]
+fn the_console_stays_denied_after_update() {
+    if !can_run("console after update") {
+        return;
+    }
+    let env = Env::new();
+    let b = bundle(
+        &env,
+        "consupd",
+        &format!("/bin/sleep {}", 1 << 30),
+        vec![device("/dev/hostconsole", (5, 1), 0o666, 0, 0)],
+        vec![],
+        None,
+    );
+    let id = env.id("consupd");
+    env.create(&b, &id);
+    env.ok(&["start", &id]);
+    let open = |what: &str| {
+        let out = env.run(&["exec", &id, "/bin/devopen", "open", what]);
+        kv(&String::from_utf8_lossy(&out.stdout), "open")
+    };
+    let at = layout();
+    assert_eq!(open("/dev/hostconsole"), "EPERM", "{at}, before update");
+    env.ok(&["update", "--pids-limit", "99", &id]);
+    assert_eq!(
+        env.state(&id)["status"],
+        "running",
+        "{at}: thawed after update"
+    );
+    assert_eq!(open("/dev/hostconsole"), "EPERM", "{at}, after update");
+    assert_eq!(open("/dev/null"), "ok", "{at}, after update");
+    env.ok(&["pause", &id]);
+    env.ok(&["update", "--pids-limit", "98", &id]);
+    assert_eq!(env.state(&id)["status"], "paused", "{at}: still paused");
+    env.ok(&["resume", &id]);
+    assert_eq!(
+        open("/dev/hostconsole"),
+        "EPERM",
+        "{at}, after a paused update"
+    );
     env.ok(&["delete", "--force", &id]);
 }
 

@@ -3,6 +3,8 @@
 //! container-escape technique, and asserts that it gets nothing on the host.
 //! SECURITY.md lists every attack with the test that proves it fails.
 //!
+//! - `console`: the host's console and the rest of libcgroups' default
+//!   device set through a node in the image or a `linux.devices` entry;
 //! - `fds`: the runtime binary through `/proc/<pid>/exe` (CVE-2019-5736)
 //!   and host fds (CVE-2024-21626);
 //! - `mounts`: mount destinations and rootfs paths that leave the rootfs
@@ -15,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod console;
 mod fds;
 mod host_views;
 mod mounts;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcgroups::common::{CgroupManager, ControllerOpt, FreezerState};
 use libcgroups::stats::Stats;
 use libcontainer::container::ContainerStatus;
 use liboci_cli::{Events, Update};
@@ -157,14 +157,46 @@ pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
     let manager = cgroup_manager(&c, &meta)?;
     crate::devices::rules::for_update(&manager, &c.bundle().join("config.json"), &mut resources)
         .with_context(context)?;
-    manager
-        .apply(&ControllerOpt {
+    // libcgroups' apply allows the withheld devices again (v1) or detaches
+    // cnfbox's program (v2): the pod is frozen until they are denied again
+    // (`devices::withheld`), so nothing of its opens one in between.
+    let apply = || {
+        manager.apply(&ControllerOpt {
             resources: &resources,
             disable_oom_killer: false,
             oom_score_adj: None,
             freezer_state: None,
         })
-        .with_context(context)
+    };
+    let init = match c.status() {
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused => c.pid(),
+        _ => None,
+    };
+    let Some(init) = init else {
+        // Nothing of the pod runs to open a device.
+        return apply().with_context(context);
+    };
+    let was_paused = c.status() == ContainerStatus::Paused;
+    manager
+        .freeze(FreezerState::Frozen)
+        .with_context(|| format!("freeze container {} for the update", a.container_id))?;
+    let applied = apply();
+    let denied = crate::devices::withheld::denied(&meta.granted_devices);
+    // A pod whose withheld devices could not be denied again stays frozen:
+    // thawing it would hand it the host's console.
+    crate::devices::withheld::deny(std::path::Path::new("/proc"), init.as_raw(), &denied)
+        .with_context(|| {
+            format!(
+                "withhold devices of container {} after the update (it stays frozen)",
+                a.container_id
+            )
+        })?;
+    if !was_paused {
+        manager
+            .freeze(FreezerState::Thawed)
+            .with_context(|| format!("thaw container {} after the update", a.container_id))?;
+    }
+    applied.with_context(context)
 }
 
 /// An update must not move a NUMA-pinned container off its node.

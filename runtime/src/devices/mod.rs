@@ -25,6 +25,7 @@
 
 pub mod policy;
 pub mod rules;
+pub mod withheld;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

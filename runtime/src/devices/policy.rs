@@ -22,7 +22,9 @@ use oci_spec::runtime::LinuxDeviceType;
 /// zero, full, random, urandom, tty, console, ptmx, pts and tun), which is
 /// also what libcontainer's device cgroup always allows
 /// (`libcgroups::common::default_allow_devices` and `default_devices`):
-/// never subject to the allowlist.
+/// cnfbox makes these nodes without an allowlist entry. Making a node is
+/// not opening it: the console reaches the host's (`withheld`), so the
+/// cgroup denies it unless `[devices] allow` names it.
 const DEFAULT_SET: &[(char, i64, Option<i64>, &str)] = &[
     ('c', 1, Some(3), "null"),
     ('c', 1, Some(5), "zero"),
@@ -94,7 +96,7 @@ impl Rule {
 }
 
 /// A device by type (`c` or `b`; `u` counts as `c`), major and minor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dev {
     pub typ: char,
     pub major: i64,
@@ -169,6 +171,14 @@ impl Policy {
             .iter()
             .find(|(_, r)| r.matches(dev))
             .map(|(text, _)| format!("[devices] allow {text:?}"))
+    }
+
+    /// The `[devices] allow` rule that names `dev`, the default set aside.
+    pub fn config_allows(&self, dev: &Dev) -> Option<&str> {
+        self.allow
+            .iter()
+            .find(|(_, r)| r.matches(dev))
+            .map(|(text, _)| text.as_str())
     }
 
     /// The rules as the config spells them, for error messages.

@@ -41,6 +41,7 @@ static const char *errname(int e) {
     case ENXIO: return "ENXIO";
     case EINVAL: return "EINVAL";
     case EBUSY: return "EBUSY";
+    case EIO: return "EIO";
     default: return strerror(e);
     }
 }

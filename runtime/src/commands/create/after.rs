@@ -1,6 +1,6 @@
 //! Create's steps once libcontainer made the init: harden the host-side
 //! views, place the init in the hugetlb cgroup, restore its memlock limit,
-//! adopt a CNI network namespace, attach the pod's interfaces, and move the
+//! deny the devices libcgroups allows and cnfbox withholds, adopt a CNI network namespace, attach the pod's interfaces, and move the
 //! staged bundle into the state dir.
 
 use std::fs;
@@ -101,6 +101,18 @@ pub(super) fn restore_memlock(
         .context("created container has no init pid")?;
     crate::devices::rules::restore_memlock(spec, pid)?;
     Ok(())
+}
+
+/// Denies the console (libcgroups' default set allows it after the spec's
+/// rules) on the container's cgroup before the init runs anything of the
+/// pod's, unless `[devices] allow` gave it (`devices::withheld`).
+pub(super) fn withhold_devices(container: &Container, meta: &ContainerMeta) -> anyhow::Result<()> {
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    let denied = crate::devices::withheld::denied(&meta.granted_devices);
+    crate::devices::withheld::deny(Path::new("/proc"), pid.as_raw(), &denied)
+        .with_context(|| format!("withhold devices of container {}", container.id()))
 }
 
 /// Moves the staged bundle into the state dir and records cnfbox's metadata.

@@ -220,6 +220,11 @@ fn apply(
     if devices.is_some() {
         failpoint::hit("create:after-devices")?;
     }
+    // What of libcgroups' default set the operator gives back (the console):
+    // decided once, kept for updates.
+    let granted_devices = crate::devices::Policy::load(&config)
+        .map(|p| crate::devices::withheld::granted(&p))
+        .with_context(context)?;
     let private_userns = mapping.is_some();
     let bound = !crate::host_ns::unbounded_caps(&spec, private_userns, &config);
     crate::capabilities::Policy::load(&config)
@@ -251,6 +256,7 @@ fn apply(
         hugepages,
         network: None,
         devices,
+        granted_devices,
     };
     // libcontainer records the path it loads the spec from as the bundle
     // that the in-container hooks see: give it the alias (see
@@ -283,6 +289,7 @@ fn apply(
     after::harden_views(&spec, &meta)?;
     after::join_hugetlb(&c, &meta)?;
     after::restore_memlock(&c, &spec)?;
+    after::withhold_devices(&c, &meta)?;
     after::adopt_netns(&c, applied.adopted_netns.as_deref(), o.id)?;
     if !interfaces.is_empty() {
         let net = after::attach_interfaces(ctx, o.id, &c, &applied.pod, journal, &interfaces)?;
