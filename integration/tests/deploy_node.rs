@@ -107,6 +107,14 @@ fn start(containerd: &Path, config: &Path, dir: &Path) -> (Daemon, PathBuf) {
     (daemon, sock)
 }
 
+/// The `ctr plugins ls` line of plugin `typ`/`id`.
+fn plugin_line<'a>(list: &'a str, typ: &str, id: &str) -> Option<&'a str> {
+    list.lines().find(|l| {
+        let mut f = l.split_whitespace();
+        f.next() == Some(typ) && f.next() == Some(id)
+    })
+}
+
 fn plugins(sock: &Path) -> String {
     let ctr = find_tool("ctr").expect("ctr");
     let mut last = String::new();
@@ -118,7 +126,7 @@ fn plugins(sock: &Path) -> String {
             .output()
             .expect("ctr plugins ls");
         last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && last.contains(CRI_RUNTIME) {
+        if out.status.success() && plugin_line(&last, "io.containerd.cri.v1", "runtime").is_some() {
             return last;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -184,14 +192,16 @@ fn installed_config_holds_the_handler_and_containerd_starts_on_it() {
         std::fs::create_dir(&run).expect("run dir");
         let (_daemon, sock) = start(&containerd, &config, &run);
         let list = plugins(&sock);
-        let line = list
-            .lines()
-            .find(|l| l.contains(CRI_RUNTIME))
-            .unwrap_or_else(|| {
+        for (typ, id) in [
+            ("io.containerd.cri.v1", "runtime"),
+            ("io.containerd.grpc.v1", "cri"),
+        ] {
+            let line = plugin_line(&list, typ, id).unwrap_or_else(|| {
                 let log = std::fs::read_to_string(run.join("containerd.log")).unwrap_or_default();
-                panic!("{conf}: no {CRI_RUNTIME} plugin listed: {list}\nlog:\n{log}")
+                panic!("{conf}: no {typ} {id} plugin listed: {list}\nlog:\n{log}")
             });
-        assert!(line.trim_end().ends_with("ok"), "{conf}: {line}");
+            assert!(line.trim_end().ends_with("ok"), "{conf}: {line}");
+        }
     }
 }
 

@@ -420,3 +420,50 @@ fn ping_group_range_fits_the_pods_groups() {
     common::assert_one_line_error(&out, &["net.ipv4.ping_group_range", "70000 80000"]);
     common::assert_nothing_left(&env, &id);
 }
+
+/// `memory.oom_control` of the init's v1 memory cgroup, or why there is none.
+fn oom_control(pid: i64) -> Result<String, String> {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("init cgroups");
+    let rel = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctrl, path) = (p.next()?, p.next()?, p.next()?);
+            ctrl.split(',').any(|c| c == "memory").then_some(path)
+        })
+        .ok_or("no cgroup v1 memory controller here (cgroup v2 has no OOM-killer switch)")?;
+    let path = format!("/sys/fs/cgroup/memory{rel}/memory.oom_control");
+    fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `linux.resources.memory.disableOOMKiller` reaches the memory cgroup
+/// (libcontainer 0.7 never applies it; runc does on cgroup v1).
+#[test]
+fn disable_oom_killer_reaches_the_memory_cgroup() {
+    let test = "disable_oom_killer_reaches_the_memory_cgroup";
+    if !can_run(test) {
+        return;
+    }
+    let env = Env::new();
+    let mut seen = Vec::new();
+    for disable in [true, false] {
+        let id = sleeper(&env, &format!("oom{disable}"), |d| {
+            d["linux"]["resources"]["memory"] =
+                json!({"limit": 67108864, "disableOOMKiller": disable});
+        });
+        let pid = env.state(&id)["pid"].as_i64().expect("init pid");
+        let control = oom_control(pid);
+        env.ok(&["delete", "--force", &id]);
+        match control {
+            Ok(text) => seen.push((disable, text)),
+            Err(why) => {
+                eprintln!("SKIP {test}: {why}");
+                return;
+            }
+        }
+    }
+    for (disable, text) in seen {
+        let want = format!("oom_kill_disable {}", u8::from(disable));
+        assert!(text.contains(&want), "disableOOMKiller {disable}: {text}");
+    }
+}

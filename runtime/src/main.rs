@@ -25,6 +25,7 @@ mod mempolicy;
 mod meta;
 mod net;
 mod numa;
+mod oom_killer;
 mod overlay;
 mod pod;
 mod profile;

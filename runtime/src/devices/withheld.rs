@@ -173,17 +173,20 @@ pub fn deny(proc: &Path, pid: i32, denied: &[Dev]) -> Result<(), WithheldError> 
     })?;
     match setup {
         CgroupSetup::Unified => {
-            let rel = cgroup_of(&text, None).ok_or_else(|| WithheldError::NoCgroup {
-                path: cgroups_file.clone(),
-                what: "cgroup v2",
-            })?;
+            let rel =
+                crate::host::cgroup_of(&text, None).ok_or_else(|| WithheldError::NoCgroup {
+                    path: cgroups_file.clone(),
+                    what: "cgroup v2",
+                })?;
             let dir = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(rel);
             deny_v2(&dir, denied)
         }
         CgroupSetup::Legacy | CgroupSetup::Hybrid => {
-            let rel = cgroup_of(&text, Some("devices")).ok_or_else(|| WithheldError::NoCgroup {
-                path: cgroups_file.clone(),
-                what: "devices",
+            let rel = crate::host::cgroup_of(&text, Some("devices")).ok_or_else(|| {
+                WithheldError::NoCgroup {
+                    path: cgroups_file.clone(),
+                    what: "devices",
+                }
             })?;
             let mount = libcgroups::v1::util::get_subsystem_mount_point(
                 &libcgroups::v1::ControllerType::Devices,
@@ -192,21 +195,6 @@ pub fn deny(proc: &Path, pid: i32, denied: &[Dev]) -> Result<(), WithheldError> 
             deny_v1(&mount.join(rel), denied)
         }
     }
-}
-
-/// The cgroup path (without its leading `/`) of the hierarchy with
-/// `controller` in a `/proc/PID/cgroup` text, or of the v2 hierarchy
-/// (`0::PATH`) for `None`.
-fn cgroup_of<'a>(text: &'a str, controller: Option<&str>) -> Option<&'a str> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let wanted = match controller {
-            None => id == "0" && controllers.is_empty(),
-            Some(c) => controllers.split(',').any(|have| have == c),
-        };
-        wanted.then(|| path.trim_start_matches('/'))
-    })
 }
 
 /// v1: a deny removes the matching exception libcgroups wrote
@@ -288,10 +276,13 @@ mod tests {
     #[test]
     fn finds_the_devices_and_the_v2_cgroup() {
         let text = "12:pids:/cnfbox/a\n5:cpu,cpuacct:/cnfbox/a\n3:devices:/cnfbox/a\n0::/x/y\n";
-        assert_eq!(cgroup_of(text, Some("devices")), Some("cnfbox/a"));
-        assert_eq!(cgroup_of(text, None), Some("x/y"));
-        assert_eq!(cgroup_of("0::/only\n", Some("devices")), None);
-        assert_eq!(cgroup_of("1:name=systemd:/s\n", None), None);
+        assert_eq!(
+            crate::host::cgroup_of(text, Some("devices")),
+            Some("cnfbox/a")
+        );
+        assert_eq!(crate::host::cgroup_of(text, None), Some("x/y"));
+        assert_eq!(crate::host::cgroup_of("0::/only\n", Some("devices")), None);
+        assert_eq!(crate::host::cgroup_of("1:name=systemd:/s\n", None), None);
     }
 
     #[test]

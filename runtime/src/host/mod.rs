@@ -24,3 +24,18 @@ pub mod rlimit;
 pub mod userns;
 
 pub use mounts::{create_pin_point, lazy_umount, unpin};
+
+/// The cgroup path (without its leading `/`) of the hierarchy with
+/// `controller` in a `/proc/PID/cgroup` text, or of the v2 hierarchy
+/// (`0::PATH`) for `None`.
+pub fn cgroup_of<'a>(text: &'a str, controller: Option<&str>) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let wanted = match controller {
+            None => id == "0" && controllers.is_empty(),
+            Some(c) => controllers.split(',').any(|have| have == c),
+        };
+        wanted.then(|| path.trim_start_matches('/'))
+    })
+}

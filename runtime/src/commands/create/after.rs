@@ -115,6 +115,21 @@ pub(super) fn withhold_devices(container: &Container, meta: &ContainerMeta) -> a
         .with_context(|| format!("withhold devices of container {}", container.id()))
 }
 
+/// `disableOOMKiller`, which libcontainer never applies (`oom_killer`).
+pub(super) fn disable_oom_killer(
+    container: &Container,
+    spec: &oci_spec::runtime::Spec,
+) -> anyhow::Result<()> {
+    if !crate::oom_killer::asked(spec) {
+        return Ok(());
+    }
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    crate::oom_killer::apply(Path::new("/proc"), pid.as_raw(), spec)?;
+    Ok(())
+}
+
 /// Moves the staged bundle into the state dir and records cnfbox's metadata.
 pub(super) fn finish(
     container: &mut Container,

@@ -290,6 +290,7 @@ fn apply(
     after::join_hugetlb(&c, &meta)?;
     after::restore_memlock(&c, &spec)?;
     after::withhold_devices(&c, &meta)?;
+    after::disable_oom_killer(&c, &spec)?;
     after::adopt_netns(&c, applied.adopted_netns.as_deref(), o.id)?;
     if !interfaces.is_empty() {
         let net = after::attach_interfaces(ctx, o.id, &c, &applied.pod, journal, &interfaces)?;
