@@ -526,3 +526,58 @@ fn syscall_count_of_a_run_stays_within_budget() {
         budget_file.display()
     );
 }
+
+/// No reader meets a half-written `state.json` (libcontainer 0.7 truncates
+/// it, then writes): `state` runs while another process pauses and resumes
+/// the container over and over, each rewriting the record.
+#[test]
+fn state_readers_never_see_a_half_written_record() {
+    if !can_run("state readers") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("torn");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    const ROUNDS: usize = 150;
+    let writer = {
+        let bin = common::cnfbox_bin();
+        let root = env.root.clone();
+        let id = id.clone();
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                for cmd in ["pause", "resume"] {
+                    let out = std::process::Command::new(&bin)
+                        .arg("--root")
+                        .arg(&root)
+                        .args([cmd, &id])
+                        .output()
+                        .expect("run cnfbox");
+                    assert!(out.status.success(), "{cmd}: {out:?}");
+                }
+            }
+        })
+    };
+    let mut torn = Vec::new();
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let out = env.run(&["state", &id]);
+        reads += 1;
+        if !out.status.success() {
+            torn.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    writer.join().expect("writer");
+    env.ok(&["delete", "--force", &id]);
+    assert!(
+        reads > 10,
+        "the reader ran alongside the writer ({reads} reads)"
+    );
+    assert!(
+        torn.is_empty(),
+        "{} of {reads} state reads failed, first: {}",
+        torn.len(),
+        torn[0]
+    );
+}

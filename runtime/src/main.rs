@@ -30,6 +30,7 @@ mod overlay;
 mod pod;
 mod profile;
 mod propagation;
+mod state_lock;
 mod sysctl;
 mod views;
 mod volumes;

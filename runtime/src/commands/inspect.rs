@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write as _;
 
 use clap::Args;
-use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::container::ContainerStatus;
 use serde::Serialize;
 
 use super::Ctx;
@@ -189,7 +189,7 @@ fn capabilities(spec: Option<&oci_spec::runtime::Spec>) -> Vec<String> {
 }
 
 fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView {
-    let container = Container::load(dir.to_path_buf()).ok();
+    let container = crate::state_lock::load(dir).ok();
     let status = container.as_ref().map(|c| c.status());
     let pid = container
         .as_ref()

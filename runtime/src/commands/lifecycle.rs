@@ -4,15 +4,15 @@ use anyhow::Context as _;
 use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
 
-use libcontainer::container::Container;
-
 use super::{check_id, container_dir, load, Ctx};
 use crate::cli::Kill;
 use crate::journal::{self, Journal};
 use crate::meta::ContainerMeta;
+use crate::state_lock::StateLock;
 
 pub fn start(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let (mut c, _) = load(ctx, id)?;
+    let _lock = StateLock::exclusive(&ctx.root, id)?;
     c.start().with_context(|| format!("start container {id}"))
 }
 
@@ -35,6 +35,7 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
         }
         .into());
     }
+    let _lock = StateLock::exclusive(&ctx.root, &a.container_id)?;
     c.kill(signal, a.all)
         .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))?;
     // libcontainer 0.7 records `stopped` whatever the signal did. A running
@@ -93,7 +94,7 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
             // Half-created: only `--force` clears it (as runc's).
             return load(ctx, id).map(drop);
         }
-        let c = Container::load(dir.clone())
+        let c = crate::state_lock::load(&dir)
             .with_context(|| format!("load container {id} from {}", dir.display()))?;
         if matches!(
             c.status(),
@@ -117,11 +118,13 @@ fn teardown(ctx: &Ctx, id: &str, journal: Journal, force: bool) -> anyhow::Resul
 
 pub fn pause(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let (mut c, _) = load(ctx, id)?;
+    let _lock = StateLock::exclusive(&ctx.root, id)?;
     c.pause().with_context(|| format!("pause container {id}"))
 }
 
 pub fn resume(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let (mut c, _) = load(ctx, id)?;
+    let _lock = StateLock::exclusive(&ctx.root, id)?;
     c.resume().with_context(|| format!("resume container {id}"))
 }
 

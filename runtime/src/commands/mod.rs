@@ -138,7 +138,7 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
         }
         .into());
     }
-    let container = Container::load(dir.clone())
+    let container = crate::state_lock::load(&dir)
         .with_context(|| format!("load container {id} from {}", dir.display()))?;
     let meta = ContainerMeta::load(&dir)?;
     Ok((container, meta))

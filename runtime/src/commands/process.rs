@@ -57,6 +57,8 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         join_userns(&container, id)?;
         exec_process::set(&process.gids, id)?;
     }
+    // libcontainer's tenant builder reads state.json itself.
+    let state_lock = crate::state_lock::StateLock::shared(&ctx.root, id)?;
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(ctx.root.clone())?
         .with_console_socket(console_socket_path(a.console_socket.as_deref())?)
@@ -71,6 +73,7 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         .with_sub_cgroup(a.cgroup.clone())
         .build()
         .with_context(|| format!("exec in container {id}"));
+    drop(state_lock);
     drop(process);
     remove_spent_notify_sockets(&dir);
     let pid = built?;

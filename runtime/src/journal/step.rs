@@ -88,6 +88,8 @@ pub enum StepError {
         #[source]
         source: Box<libcontainer::error::LibcontainerError>,
     },
+    #[error("lock the container's state")]
+    StateLock(#[source] crate::state_lock::StateLockError),
     #[error("delete the container (init, cgroup, state dir)")]
     Delete(#[source] Box<libcontainer::error::LibcontainerError>),
     #[error("open cgroup {path}")]
@@ -266,6 +268,10 @@ fn undo_container(
 ) -> Result<Option<String>, StepError> {
     let dir = u.root.join(u.id);
     let mut warning = None;
+    // No other cnfbox reads the state while libcontainer marks it stopped
+    // and the directory goes; the lock file goes with it.
+    let lock =
+        crate::state_lock::StateLock::exclusive(u.root, u.id).map_err(StepError::StateLock)?;
     let loaded = dir
         .join("state.json")
         .is_file()
@@ -299,6 +305,7 @@ fn undo_container(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => return Err(StepError::Remove { path: dir, source }),
     }
+    lock.remove_file().map_err(StepError::StateLock)?;
     Ok(warning)
 }
 

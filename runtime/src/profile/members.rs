@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use idmap::PodMapping;
-use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::container::ContainerStatus;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
 use super::{container_dir, ProfileError};
@@ -127,7 +127,7 @@ fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping, bool)> {
         if !meta.sandbox || meta.pod.as_deref() != Some(pod) {
             continue;
         }
-        let Ok(c) = Container::load(entry.path()) else {
+        let Ok(c) = crate::state_lock::load(&entry.path()) else {
             continue;
         };
         if matches!(

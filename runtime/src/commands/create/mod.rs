@@ -269,6 +269,9 @@ fn apply(
         cgroup_path,
         systemd: meta.systemd,
     })?;
+    // libcontainer writes state.json twice while it builds, cnfbox once at
+    // `finish`: readers wait until the record is whole.
+    let state_lock = crate::state_lock::StateLock::exclusive(&ctx.root, o.id)?;
     let built = build(ctx, o, &spec_dir, driver);
     drop(alias);
     if let Some(pin) = &applied.pinned {
@@ -297,6 +300,7 @@ fn apply(
         meta.network = Some(net);
     }
     after::finish(&mut c, &container_dir(ctx, o.id), &stage, &meta)?;
+    drop(state_lock);
     journal.commit()?;
     failpoint::hit("create:after-state")?;
     Ok(c)
