@@ -7,6 +7,8 @@
 //!   namespace.
 //! - [`ns`]: namespace files under `/proc` and whether two are the same.
 //! - [`userns`]: the mappings of a user namespace given by path.
+//! - [`nofollow`]: opening a directory with no symlink anywhere in its
+//!   path, then reaching it by descriptor.
 //! - [`cgroup2`]: a cgroup2 tree cnfbox writes itself (the hugetlb cgroup
 //!   of a hybrid host; libcgroups manages the container's own cgroups).
 //!
@@ -17,6 +19,7 @@
 
 pub mod cgroup2;
 pub mod mounts;
+pub mod nofollow;
 pub mod ns;
 pub mod userns;
 

@@ -131,7 +131,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Created> {
     let plan = plan::plan(
         o.id,
         &bundle.spec,
-        &bundle.rootfs,
+        bundle.rootfs.path(),
         driver,
         setup,
         &plan::HostRoots::default(),
@@ -239,7 +239,7 @@ fn apply(
 
     let mut meta = ContainerMeta {
         bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
+        rootfs: bundle.rootfs.path().to_path_buf(),
         cgroup_path: cgroup_path.clone(),
         systemd: driver == cgroups::Driver::Systemd,
         pod: Some(applied.pod.clone()),
