@@ -263,7 +263,12 @@ fn apply(
         cgroup_path,
         systemd: meta.systemd,
     })?;
-    let built = build(ctx, o, &spec_dir, driver);
+    // libcontainer makes its state dir (`youki_config.json` holds the hook
+    // environments) 0755 under the traversable state root; it makes it in
+    // the private staging directory instead, and `after::into_place` moves
+    // it to `<root>/<id>` once it is 0700 (see there).
+    let private_root = after::private_root(&stage)?;
+    let built = build(&private_root, o, &spec_dir, driver);
     drop(alias);
     if let Some(pin) = &applied.pinned {
         crate::host::unpin(pin);
@@ -279,6 +284,7 @@ fn apply(
             return Err(err);
         }
     };
+    after::into_place(&mut c, &container_dir(ctx, o.id))?;
     failpoint::hit("create:after-init")?;
     after::harden_views(&spec, &meta)?;
     after::join_hugetlb(&c, &meta)?;
@@ -310,13 +316,13 @@ fn staged_alias(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Option<BundleA
 }
 
 fn build(
-    ctx: &Ctx,
+    root: &Path,
     o: &CreateOpts<'_>,
     stage: &Path,
     driver: cgroups::Driver,
 ) -> anyhow::Result<Container> {
     ContainerBuilder::new(o.id.to_string(), SyscallType::default())
-        .with_root_path(ctx.root.clone())?
+        .with_root_path(root)?
         .with_pid_file(o.pid_file)?
         .with_console_socket(console_socket_path(o.console_socket)?)
         .with_preserved_fds(o.preserve_fds)
