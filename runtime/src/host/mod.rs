@@ -9,6 +9,7 @@
 //! - [`userns`]: the mappings of a user namespace given by path.
 //! - [`nofollow`]: opening a directory with no symlink anywhere in its
 //!   path, then reaching it by descriptor.
+//! - [`owner`]: whether a directory root acts on is root's alone.
 //! - [`cgroup2`]: a cgroup2 tree cnfbox writes itself (the hugetlb cgroup
 //!   of a hybrid host; libcgroups manages the container's own cgroups).
 //!
@@ -21,6 +22,7 @@ pub mod cgroup2;
 pub mod mounts;
 pub mod nofollow;
 pub mod ns;
+pub mod owner;
 pub mod userns;
 
 pub use mounts::{create_pin_point, lazy_umount, unpin};

@@ -141,6 +141,8 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Created> {
         .mode(0o711)
         .create(&ctx.root)
         .with_context(|| format!("create state root {}", ctx.root.display()))?;
+    // Made by another user between the check at the start and here.
+    super::check_root(&ctx.root)?;
     let mut journal =
         Journal::begin(&ctx.root, o.id).with_context(|| format!("create container {}", o.id))?;
     match apply(ctx, o, &bundle, plan, &mut journal) {
