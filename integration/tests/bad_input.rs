@@ -366,3 +366,63 @@ fn caps_names() -> Vec<&'static str> {
         "CHECKPOINT_RESTORE",
     ]
 }
+
+/// Issue 25: a state root another host user can write (or owns) is where
+/// they plant the journals and state that root's commands act on (a
+/// journal made `delete --force` remove any directory it named). Every
+/// command that reads the root refuses it, naming the path and the
+/// problem, and makes nothing.
+#[test]
+fn a_state_root_others_can_write_is_refused_by_every_command() {
+    if !can_run("unsafe state root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let bundle = env.bundle("unsafe-root", |b| b.scenario(&Scenario::True));
+    let id = env.id("unsaferoot");
+    let root = env.root.to_str().unwrap().to_string();
+    fs::create_dir_all(&env.root).unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["create", "-b", bundle.dir.to_str().unwrap(), &id],
+        vec!["run", "-b", bundle.dir.to_str().unwrap(), &id],
+        vec!["state", &id],
+        vec!["list"],
+        vec!["kill", &id, "KILL"],
+        vec!["delete", "--force", &id],
+        vec!["ps", &id],
+        vec!["inspect", &id],
+    ];
+    for (mode, owner, problem) in [
+        (0o777, 0, "writable by group or others"),
+        (0o1777, 0, "writable by group or others"),
+        (0o775, 0, "writable by group or others"),
+        (0o755, 65534, "owned by uid 65534"),
+    ] {
+        std::os::unix::fs::chown(&env.root, Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(&env.root, fs::Permissions::from_mode(mode)).unwrap();
+        for args in &commands {
+            // Output through files: a detached init (a create that was
+            // let through) would hold a pipe open.
+            let err_path = env.tmp.path().join("unsafe-root.err");
+            let status = env
+                .command()
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(fs::File::create(&err_path).unwrap())
+                .status()
+                .expect("spawn cnfbox");
+            let out = std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: fs::read(&err_path).unwrap(),
+            };
+            assert_one_line_error(&out, &["state root", &root, problem]);
+            assert_nothing_left(&env, &id);
+        }
+    }
+    std::os::unix::fs::chown(&env.root, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&env.root, fs::Permissions::from_mode(0o711)).unwrap();
+    env.ok(&["list"]);
+}

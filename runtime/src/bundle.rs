@@ -10,7 +10,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use oci_spec::runtime::Spec;
+
+use crate::host::nofollow::OpenedDir;
 
 /// Errors met while reading or staging a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +40,14 @@ pub enum BundleError {
     MissingRootfs { path: PathBuf, rootfs: PathBuf },
     #[error("{path}: root.path {rootfs} is not a directory")]
     RootfsNotDir { path: PathBuf, rootfs: PathBuf },
-    #[error("{path}: root.path {rootfs} is or passes through a symlink (resolves to {resolved}); give the real directory")]
-    RootfsSymlink {
+    #[error("{path}: root.path {rootfs} is or passes through a symlink; give the real directory")]
+    RootfsSymlink { path: PathBuf, rootfs: PathBuf },
+    #[error("{path}: root.path {rootfs}: openat2(RESOLVE_NO_SYMLINKS)")]
+    OpenRootfs {
         path: PathBuf,
         rootfs: PathBuf,
-        resolved: PathBuf,
+        #[source]
+        source: Errno,
     },
     #[error("{path}: root.path resolves to the host's / : container root would own the host's files through the id-mapped rootfs")]
     RootfsIsHostRoot { path: PathBuf },
@@ -59,13 +65,15 @@ pub enum BundleError {
     },
 }
 
-/// A bundle as the user gave it: its directory, its parsed spec and the
-/// absolute path of its rootfs.
+/// A bundle as the user gave it: its directory, its parsed spec and its
+/// rootfs, opened (see `open_rootfs`). Create reaches the rootfs through
+/// the descriptor (`OpenedDir::handle`), so a path component swapped for a
+/// symlink after the check changes nothing.
 #[derive(Debug)]
 pub struct Bundle {
     pub dir: PathBuf,
     pub spec: Spec,
-    pub rootfs: PathBuf,
+    pub rootfs: OpenedDir,
 }
 
 impl Bundle {
@@ -109,52 +117,41 @@ impl Bundle {
                 path: path.clone(),
                 field: "root",
             })?;
-        let given = dir.join(root.path());
-        let rootfs = fs::canonicalize(&given).map_err(|_| BundleError::MissingRootfs {
-            path: path.clone(),
-            rootfs: given.clone(),
-        })?;
-        check_rootfs_path(&path, root.path(), &given, &rootfs)?;
-        if !rootfs.is_dir() {
-            return Err(BundleError::RootfsNotDir { path, rootfs });
-        }
+        let rootfs = open_rootfs(&dir, &path, root.path())?;
         Ok(Self { dir, spec, rootfs })
     }
 }
 
-/// A hostile bundle may point `root.path` at a symlink (to `/`, `/etc`...)
-/// so that the id-mapped rootfs view, which makes container root the owner
-/// of every file owned by host uid 0 below it, covers host files. Refused:
-/// a rootfs whose last component is a symlink, a relative `root.path`
-/// passing through a symlink inside the bundle, and a rootfs that is `/`.
-fn check_rootfs_path(
-    config: &Path,
-    root_path: &Path,
-    given: &Path,
-    resolved: &Path,
-) -> Result<(), BundleError> {
-    if resolved == Path::new("/") {
+/// Opens `root.path` (relative to the bundle `dir`, or absolute) without
+/// following a symlink in any component, the last one included however it
+/// is spelt (`rootfs/`): a hostile bundle may point it through a symlink
+/// at `/`, `/etc` or any host directory, and the id-mapped rootfs view
+/// makes container root the owner of every file of host uid 0 below it.
+/// The host's `/` itself (`..` enough times) is refused by identity.
+fn open_rootfs(dir: &Path, config: &Path, root_path: &Path) -> Result<OpenedDir, BundleError> {
+    let bundle = OpenedDir::open(None, dir).map_err(|_| BundleError::MissingBundle {
+        path: dir.to_path_buf(),
+    })?;
+    let rootfs = OpenedDir::open(Some(bundle.as_fd()), root_path).map_err(|errno| {
+        let (path, rootfs) = (config.to_path_buf(), root_path.to_path_buf());
+        match errno {
+            Errno::ELOOP => BundleError::RootfsSymlink { path, rootfs },
+            Errno::ENOENT => BundleError::MissingRootfs { path, rootfs },
+            Errno::ENOTDIR => BundleError::RootfsNotDir { path, rootfs },
+            source => BundleError::OpenRootfs {
+                path,
+                rootfs,
+                source,
+            },
+        }
+    })?;
+    let host_root = nix::sys::stat::stat("/").map(|st| (st.st_dev, st.st_ino));
+    if host_root.is_ok() && rootfs.id().ok() == host_root.ok() {
         return Err(BundleError::RootfsIsHostRoot {
             path: config.to_path_buf(),
         });
     }
-    let is_link = |p: &Path| {
-        fs::symlink_metadata(p)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false)
-    };
-    // `given` is the (canonical) bundle dir joined with root.path: every
-    // prefix that adds a component of a relative root.path is checked.
-    let depth = root_path.components().count();
-    let inner_link = root_path.is_relative() && given.ancestors().take(depth).any(is_link);
-    if is_link(given) || inner_link {
-        return Err(BundleError::RootfsSymlink {
-            path: config.to_path_buf(),
-            rootfs: root_path.to_path_buf(),
-            resolved: resolved.to_path_buf(),
-        });
-    }
-    Ok(())
+    Ok(rootfs)
 }
 
 /// Parses a spec, naming the JSON path of the first field that fails.
@@ -247,7 +244,7 @@ mod tests {
         fs::create_dir(dir.path().join("rootfs")).unwrap();
         let bundle = Bundle::load(dir.path()).unwrap();
         assert_eq!(
-            bundle.rootfs,
+            bundle.rootfs.path(),
             dir.path().canonicalize().unwrap().join("rootfs")
         );
     }
@@ -271,11 +268,18 @@ mod tests {
         fs::create_dir_all(real.join("rootfs")).unwrap();
         std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
         std::os::unix::fs::symlink("/", dir.path().join("slash")).unwrap();
+        let via_abs = dir.path().join("via/rootfs");
+        let via_abs = via_abs.to_str().unwrap();
         for (root, want) in [
             ("via/rootfs", "symlink"),
             ("via", "symlink"),
-            ("slash", "host's /"),
+            ("via/", "symlink"),
+            ("via/rootfs/", "symlink"),
+            (via_abs, "symlink"),
+            ("slash", "symlink"),
+            ("slash/", "symlink"),
             ("/", "host's /"),
+            ("real/../../../../../../..", "host's /"),
         ] {
             let mut spec = Spec::default();
             spec.root_mut().as_mut().unwrap().set_path(root.into());

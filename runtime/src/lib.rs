@@ -13,8 +13,10 @@ pub mod host_ns;
 pub mod numa;
 pub mod pod;
 
-/// Of the host layer, only the namespace file helpers.
+/// Of the host layer, only the namespace file helpers and the
+/// symlink-free directory opener (the bundle's rootfs).
 pub mod host {
+    pub mod nofollow;
     pub mod ns;
 }
 

@@ -11,44 +11,16 @@
 //! another pod's user and network namespaces if they were read). The keys
 //! of the engine that wrote the spec are therefore the only ones read: a
 //! spec carrying any CRI-O key is CRI-O's, and containerd's keys in it are
-//! ignored entirely; only without CRI-O's are containerd's used.
+//! ignored entirely; only without CRI-O's are containerd's used. The rule
+//! is `cnfbox_annotations::Engine`'s, which the shim groups containers by.
 
 use std::collections::HashMap;
 
+// The keys, for the tests of the modules that build pod specs.
+#[cfg(test)]
 pub use cnfbox_annotations::{
     CRIO_CONTAINER_TYPE, CRIO_SANDBOX_ID, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID,
 };
-
-/// The container engine whose membership keys a spec carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Containerd,
-    CriO,
-}
-
-impl Engine {
-    /// The engine that wrote `annotations`: CRI-O when any of its keys is
-    /// there (even empty), else containerd when one of its keys is, else
-    /// none.
-    pub fn of(annotations: Option<&HashMap<String, String>>) -> Option<Self> {
-        let a = annotations?;
-        if a.contains_key(CRIO_SANDBOX_ID) || a.contains_key(CRIO_CONTAINER_TYPE) {
-            Some(Self::CriO)
-        } else if a.contains_key(CRI_SANDBOX_ID) || a.contains_key(CRI_CONTAINER_TYPE) {
-            Some(Self::Containerd)
-        } else {
-            None
-        }
-    }
-
-    /// Its (sandbox id, container type) keys.
-    pub fn keys(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Containerd => (CRI_SANDBOX_ID, CRI_CONTAINER_TYPE),
-            Self::CriO => (CRIO_SANDBOX_ID, CRIO_CONTAINER_TYPE),
-        }
-    }
-}
 
 /// A container's place in its pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,38 +40,43 @@ impl Role {
     }
 }
 
-/// The value of the writing engine's key (sandbox id or container type),
-/// `None` when it is absent or empty.
-fn engine_value(
-    annotations: Option<&HashMap<String, String>>,
-    pick: fn((&'static str, &'static str)) -> &'static str,
-) -> Option<&String> {
-    let key = pick(Engine::of(annotations)?.keys());
-    annotations?.get(key).filter(|v| !v.is_empty())
+/// `annotations` as the lookup the shared rule takes.
+fn lookup<'a>(
+    annotations: Option<&'a HashMap<String, String>>,
+) -> impl Fn(&str) -> Option<&'a str> {
+    move |k| annotations?.get(k).map(String::as_str)
 }
 
-/// The container type (`sandbox`, `container`) the writing engine set.
+/// The container type (`sandbox`, `container`) the writing engine set
+/// (`cnfbox_annotations::container_type`, the shim's rule too).
 pub fn container_type(annotations: Option<&HashMap<String, String>>) -> Option<&str> {
-    engine_value(annotations, |k| k.1).map(String::as_str)
+    cnfbox_annotations::container_type(lookup(annotations))
 }
 
 /// The role of container `id` given its spec's annotations.
 pub fn role(id: &str, annotations: Option<&HashMap<String, String>>) -> Role {
-    let sandbox_id = engine_value(annotations, |k| k.0);
+    let sandbox_id = cnfbox_annotations::sandbox_id(lookup(annotations));
     match (sandbox_id, container_type(annotations)) {
         (None, _) => Role::Sandbox {
             pod: id.to_string(),
         },
-        (Some(pod), Some("sandbox")) => Role::Sandbox { pod: pod.clone() },
+        (Some(pod), Some("sandbox")) => Role::Sandbox {
+            pod: pod.to_string(),
+        },
         // A sandbox id naming the container itself is its own sandbox.
-        (Some(pod), _) if pod == id => Role::Sandbox { pod: pod.clone() },
-        (Some(pod), _) => Role::Member { pod: pod.clone() },
+        (Some(pod), _) if pod == id => Role::Sandbox {
+            pod: pod.to_string(),
+        },
+        (Some(pod), _) => Role::Member {
+            pod: pod.to_string(),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cnfbox_annotations::Engine;
 
     fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -126,7 +103,7 @@ mod tests {
     #[test]
     fn containerd_shapes() {
         let a = ann(&[(CRI_SANDBOX_ID, "p1"), (CRI_CONTAINER_TYPE, "sandbox")]);
-        assert_eq!(Engine::of(Some(&a)), Some(Engine::Containerd));
+        assert_eq!(Engine::of(lookup(Some(&a))), Some(Engine::Containerd));
         assert_eq!(container_type(Some(&a)), Some("sandbox"));
         // containerd's own keys, and a sandbox id alone.
         let a = ann(&[(CRI_SANDBOX_ID, "p1")]);
@@ -138,7 +115,7 @@ mod tests {
     fn crio_shapes_ignore_containerd_keys() {
         // CRI-O's sandbox (infra) container and one of its members.
         let a = ann(&[(CRIO_SANDBOX_ID, "p2"), (CRIO_CONTAINER_TYPE, "sandbox")]);
-        assert_eq!(Engine::of(Some(&a)), Some(Engine::CriO));
+        assert_eq!(Engine::of(lookup(Some(&a))), Some(Engine::CriO));
         assert_eq!(role("p2", Some(&a)), Role::Sandbox { pod: "p2".into() });
         assert_eq!(container_type(Some(&a)), Some("sandbox"));
 

@@ -156,8 +156,9 @@ pub enum ViewsError {
     },
 }
 
-/// `MOUNT_BASE/<hash of the state root>`, without creating it.
-fn mount_base(root: &Path) -> PathBuf {
+/// `MOUNT_BASE/<hash of the state root>`, without creating it: where every
+/// view, mount and pin of the state root's containers lives.
+pub fn mount_base(root: &Path) -> PathBuf {
     use sha2::Digest;
     let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());

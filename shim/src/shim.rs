@@ -17,25 +17,18 @@ use crate::runtime::{Cnfbox, Runtime};
 use crate::task::{FromOptions, Service};
 use crate::{rootfs, start};
 
-// Annotations that name a container's pod (CRI, CRI-O), the runtime's
-// own keys; containers of one pod share the sandbox's shim.
-use cnfbox_annotations::SANDBOX_IDS as SANDBOX_ID_ANNOTATIONS;
-
 /// The shim-grouping key of the container whose `config.json` this is:
-/// its pod's sandbox id, or its own id.
+/// its pod's sandbox id, or its own id. The pod is found by the runtime's
+/// rule (`cnfbox_annotations::sandbox_id`: the writing engine's key only),
+/// so a CRI-O pod annotation carrying containerd's key with another pod's
+/// id is not handed that pod's shim.
 pub fn group_id(config_json: &Path, id: &str) -> String {
     let spec: Option<serde_json::Value> = std::fs::read(config_json)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    spec.as_ref()
-        .and_then(|s| {
-            SANDBOX_ID_ANNOTATIONS
-                .iter()
-                .find_map(|k| s["annotations"][k].as_str())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or(id)
-        .to_owned()
+    let annotations = spec.as_ref().map(|s| &s["annotations"]);
+    let get = |k: &str| annotations.and_then(|a| a[k].as_str());
+    cnfbox_annotations::sandbox_id(get).unwrap_or(id).to_owned()
 }
 
 pub struct CnfboxShim {
@@ -136,6 +129,27 @@ mod tests {
         std::fs::write(
             &cfg,
             r#"{"annotations":{"io.kubernetes.cri.sandbox-id":""}}"#,
+        )
+        .expect("write");
+        assert_eq!(group_id(&cfg, "c1"), "c1");
+    }
+
+    /// Issue 25: containerd's key with another pod's id beside CRI-O's
+    /// (a CRI-O pod annotation): CRI-O's decides, as in the runtime.
+    #[test]
+    fn a_forged_containerd_key_in_a_crio_spec_groups_by_crio() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.json");
+        std::fs::write(
+            &cfg,
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"victim","io.kubernetes.cri-o.SandboxID":"mine","io.kubernetes.cri-o.ContainerType":"container"}}"#,
+        )
+        .expect("write");
+        assert_eq!(group_id(&cfg, "c1"), "mine");
+        // CRI-O's id empty: a shim of its own, never the forged pod's.
+        std::fs::write(
+            &cfg,
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"victim","io.kubernetes.cri-o.ContainerType":"container"}}"#,
         )
         .expect("write");
         assert_eq!(group_id(&cfg, "c1"), "c1");

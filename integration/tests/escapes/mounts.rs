@@ -221,7 +221,7 @@ fn a_rootfs_that_is_a_symlink_is_refused() {
     }
     let env = Env::new();
     for (name, target, why) in [
-        ("slash", PathBuf::from("/"), "host's /"),
+        ("slash", PathBuf::from("/"), "symlink"),
         ("etc", PathBuf::from("/etc"), "symlink"),
     ] {
         let bundle = env.bundle(&format!("rootlink-{name}"), |b| b.scenario(&Scenario::True));
@@ -248,4 +248,62 @@ fn a_rootfs_that_is_a_symlink_is_refused() {
     let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
     common::assert_one_line_error(&out, &["root.path", "/"]);
     assert_nothing_left(&env, &id);
+}
+
+/// Issue 25: `root.path` through a symlink, spelt so that the old check
+/// (last component, relative prefixes only) missed it: a trailing `/`, or
+/// an absolute path with the symlink in a middle component. The link names
+/// a host directory (here another bundle's rootfs, so the container can
+/// start) holding a 0600 root-owned file; pod root, owner of host uid 0's
+/// files through the id-mapped view, read it and planted a file there.
+#[test]
+fn a_rootfs_through_a_symlink_with_a_slash_or_in_the_middle_is_refused() {
+    if !can_run("rootfs symlink spellings") {
+        return;
+    }
+    let env = Env::new();
+    let host = env.bundle("rootmid-host", |b| b.scenario(&Scenario::True));
+    fs::write(host.rootfs.join("secret"), "host-secret").unwrap();
+    fs::set_permissions(
+        host.rootfs.join("secret"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let script = "cat /secret; echo planted > /planted; echo done";
+    for name in ["slash", "middle"] {
+        let bundle = env.bundle(&format!("rootmid-{name}"), |b| {
+            b.args(["/bin/sh", "-c", script])
+        });
+        let root_path = match name {
+            // `link/` names the host directory itself.
+            "slash" => {
+                std::os::unix::fs::symlink(&host.rootfs, bundle.dir.join("link")).unwrap();
+                "link/".to_string()
+            }
+            // `<bundle>/via/rootfs`, `via` naming the host bundle.
+            _ => {
+                std::os::unix::fs::symlink(&host.dir, bundle.dir.join("via")).unwrap();
+                format!("{}/via/rootfs", bundle.dir.display())
+            }
+        };
+        let mut spec = bundle.spec().unwrap();
+        spec.root_mut()
+            .as_mut()
+            .unwrap()
+            .set_path(root_path.clone().into());
+        bundle.write_spec(&spec).unwrap();
+        let id = env.id(&format!("rootmid-{name}"));
+        let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stdout.contains("host-secret"),
+            "{name}: pod root read the host's 0600 file: {stdout}"
+        );
+        assert!(
+            !host.rootfs.join("planted").exists(),
+            "{name}: pod root planted a file in the host directory"
+        );
+        assert_one_line_error(&out, &["root.path", &root_path, "symlink"]);
+        assert_nothing_left(&env, &id);
+    }
 }

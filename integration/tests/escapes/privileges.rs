@@ -365,3 +365,79 @@ fn the_kept_spec_and_its_secrets_are_private_to_root() {
     env.ok(&["delete", "--force", &id]);
     assert_nothing_left(&env, &id);
 }
+
+/// Issue 25: while create runs, another host user read
+/// `<root>/<id>/youki_config.json` (libcontainer's 0755 state dir), and in
+/// it every hook's environment. A createRuntime hook, run by the runtime
+/// in the middle of create, has uid 65534 read every `youki_config.json`
+/// host root can see under the state root at that moment (and records the
+/// directory's mode, for the message).
+#[test]
+fn the_state_dir_is_private_while_create_runs() {
+    if !can_run("state dir during create") {
+        return;
+    }
+    let env = Env::new();
+    // Traversable like /run, which holds the default state root.
+    fs::set_permissions(env.tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let out = env.tmp.path().join("during");
+    fs::create_dir(&out).unwrap();
+    let hook = env.tmp.path().join("peek-hook");
+    let root = env.root.display();
+    let o = out.display();
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n\
+             for f in {root}/*/youki_config.json {root}/.staging/*/*/*/youki_config.json; do\n\
+             \x20 [ -e \"$f\" ] || continue\n\
+             \x20 echo \"$f\" >> {o}/seen\n\
+             \x20 stat -c '%a %n' \"$(dirname \"$f\")\" >> {o}/modes\n\
+             \x20 setpriv --reuid=65534 --regid=65534 --clear-groups cat \"$f\" >> {o}/read 2>/dev/null\n\
+             done\n\
+             true\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = env.bundle("peek", |b| {
+        let hook = hook.clone();
+        b.scenario(&Scenario::True).modify(move |s| {
+            let h = oci_spec::runtime::HookBuilder::default()
+                .path(&hook)
+                .env(vec![
+                    "PATH=/usr/bin:/bin:/usr/sbin:/sbin".to_string(),
+                    "HOOK_TOKEN=hook-secret-42".to_string(),
+                ])
+                .build()
+                .unwrap();
+            let hooks = oci_spec::runtime::HooksBuilder::default()
+                .create_runtime(vec![h])
+                .build()
+                .unwrap();
+            s.set_hooks(Some(hooks));
+        })
+    });
+    let id = env.id("peek");
+    env.create(&bundle, &id);
+    let seen = fs::read_to_string(out.join("seen")).unwrap_or_default();
+    let modes = fs::read_to_string(out.join("modes")).unwrap_or_default();
+    let read = fs::read_to_string(out.join("read")).unwrap_or_default();
+    eprintln!("during create: seen {seen:?}, modes {modes:?}");
+    assert!(
+        seen.contains("youki_config.json"),
+        "control: the hook found no youki_config.json during create"
+    );
+    assert!(
+        !read.contains("hook-secret-42"),
+        "another host user read a hook's environment during create (modes: {modes})"
+    );
+    let mode = fs::metadata(env.root.join(&id))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}

@@ -198,3 +198,59 @@ fn an_incomplete_member_teardown_keeps_the_pods_range_past_its_sandbox() {
         "the member's completed teardown did not free the pod's range"
     );
 }
+
+/// Issue 25: a journal planted in the state root (by a host user, when the
+/// root was writable by others) whose steps name directories outside
+/// cnfbox's paths: host root's `delete --force` removed any directory a
+/// `stage` step named (recursively) and unlinked the entries of a
+/// `volumes` one. Now neither is touched and the delete says why.
+#[test]
+fn a_planted_journal_naming_a_host_directory_removes_nothing() {
+    if !can_run("planted journal") {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["list"]);
+    fs::create_dir_all(env.root.join(".journal")).unwrap();
+    let victim = env.tmp.path().join("host-dir");
+    fs::create_dir_all(victim.join("sub")).unwrap();
+    fs::write(victim.join("sub/precious"), "host").unwrap();
+    let victim2 = env.tmp.path().join("host-dir2");
+    fs::create_dir_all(&victim2).unwrap();
+    fs::write(victim2.join("precious"), "host").unwrap();
+    let id = env.id("planted");
+    let journal = serde_json::json!({
+        "id": id,
+        "steps": [
+            {"step": "volumes", "dir": victim2},
+            {"step": "stage", "dir": victim},
+            {"step": "stage", "dir": env.root.join(".staging/../../host-dir")},
+        ],
+    });
+    fs::write(
+        env.root.join(".journal").join(format!("{id}.json")),
+        journal.to_string(),
+    )
+    .unwrap();
+    let out = env.run(&["delete", "--force", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "delete --force of the planted journal: {:?} {err}",
+        out.status
+    );
+    assert!(
+        victim.join("sub/precious").exists(),
+        "delete --force removed {} named by a planted journal",
+        victim.display()
+    );
+    assert!(
+        victim2.join("precious").exists(),
+        "delete --force unlinked an entry of {}",
+        victim2.display()
+    );
+    assert!(!out.status.success(), "the refused steps are reported");
+    assert!(
+        err.contains("not under cnfbox's own paths") && err.contains("host-dir"),
+        "{err}"
+    );
+}

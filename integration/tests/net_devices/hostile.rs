@@ -253,7 +253,8 @@ fn the_network_lock_is_private_to_root() {
     ok(&env, &ns, &["delete", "--force", &id]);
     assert_nothing_left(&env, &id);
 
-    // A state root others may write to (and plant a lock in) is refused.
+    // A state root others may write to (and plant a lock in) is refused,
+    // by every command now (`commands::check_root`), before the lock.
     std::fs::set_permissions(&env.root, PermissionsExt::from_mode(0o777)).unwrap();
     let id = env.id("lockdir");
     let out = create(
@@ -268,7 +269,7 @@ fn the_network_lock_is_private_to_root() {
         &[
             env.root.to_str().unwrap(),
             "writable by group or others",
-            "network lock",
+            "state root",
         ],
     );
     assert_nothing_left(&env, &id);

@@ -56,6 +56,56 @@ fn containers_of_one_pod_share_one_shim() {
     n.cd.stop().expect("stop containerd");
 }
 
+/// Issue 25: a CRI-O spec (CRI-O's keys name the container's own pod)
+/// carrying containerd's `io.kubernetes.cri.sandbox-id` with another pod's
+/// id, as a CRI-O pod annotation puts it there. The runtime reads CRI-O's
+/// keys only; the shim must group by the same rule and not hand the
+/// container the victim pod's shim.
+#[test]
+fn a_forged_containerd_sandbox_id_in_a_crio_spec_gets_its_own_shim() {
+    let Some(n) = node("a_forged_containerd_sandbox_id_in_a_crio_spec_gets_its_own_shim") else {
+        return;
+    };
+    let victim = n.env.id("victim");
+    let tenant = n.env.id("tenant");
+    let victim_ann = format!("{}={victim}", cnfbox_annotations::CRI_SANDBOX_ID);
+    n.run_detached(
+        &victim,
+        &[
+            "--annotation",
+            &victim_ann,
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+        ],
+        &["/bin/sleep", "100000"],
+    );
+    let own = format!("{}={tenant}", cnfbox_annotations::CRIO_SANDBOX_ID);
+    let kind = format!("{}=sandbox", cnfbox_annotations::CRIO_CONTAINER_TYPE);
+    n.run_detached(
+        &tenant,
+        &[
+            "--annotation",
+            &victim_ann,
+            "--annotation",
+            &own,
+            "--annotation",
+            &kind,
+        ],
+        &["/bin/sleep", "100000"],
+    );
+    let shims = n.shims();
+    n.remove(&tenant);
+    n.remove(&victim);
+    n.assert_nothing_left(&tenant);
+    n.assert_nothing_left(&victim);
+    n.cd.stop().expect("stop containerd");
+    assert_eq!(
+        shims.len(),
+        2,
+        "the tenant's container was handed the victim pod's shim: {shims:?}"
+    );
+}
+
 #[test]
 fn killed_shim_is_cleaned_up_by_a_fresh_shim_delete() {
     let Some(n) = node("killed_shim_is_cleaned_up_by_a_fresh_shim_delete") else {

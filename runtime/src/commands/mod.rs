@@ -31,6 +31,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         root: cli.global.root,
         systemd: cli.global.systemd_cgroup,
     };
+    let uses_root = !matches!(
+        cli.command,
+        Command::Features(_) | Command::Spec(_) | Command::Setup(_) | Command::HookRelay(_)
+    );
+    if uses_root {
+        check_root(&ctx.root)?;
+    }
     match cli.command {
         Command::Create(a) => create::create_cmd(&ctx, &a).map(|_| 0),
         Command::Run(a) => create::run_cmd(&ctx, &a),
@@ -52,6 +59,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Setup(a) => ranges::setup(&a).map(|_| 0),
         Command::HookRelay(a) => Ok(crate::hooks::run_relay(&a.bundle, &a.path, &a.argv)?),
     }
+}
+
+/// Refuses a state root another user could write (or owns): what is in
+/// it (journals, state, locks) decides what root's commands remove, kill
+/// and unmount. One that does not exist yet is made by create (0711, then
+/// checked again there).
+pub fn check_root(root: &Path) -> anyhow::Result<()> {
+    if !root.exists() {
+        return Ok(());
+    }
+    crate::host::owner::check_private("state root", root)?;
+    Ok(())
 }
 
 /// Rejects ids that could escape the state root or collide with cnfbox's own

@@ -9,6 +9,9 @@
 //! - [`userns`]: the mappings of a user namespace given by path.
 //! - [`rlimit`]: another process's resource limits, also where root
 //!   lacks `CAP_SYS_RESOURCE`.
+//! - [`nofollow`]: opening a directory with no symlink anywhere in its
+//!   path, then reaching it by descriptor.
+//! - [`owner`]: whether a directory root acts on is root's alone.
 //! - [`cgroup2`]: a cgroup2 tree cnfbox writes itself (the hugetlb cgroup
 //!   of a hybrid host; libcgroups manages the container's own cgroups).
 //!
@@ -19,7 +22,9 @@
 
 pub mod cgroup2;
 pub mod mounts;
+pub mod nofollow;
 pub mod ns;
+pub mod owner;
 pub mod rlimit;
 pub mod userns;
 

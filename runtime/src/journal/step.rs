@@ -53,9 +53,14 @@ pub enum Step {
     Network { pod: String, net: PodNetwork },
 }
 
+/// Where every cgroup cnfbox makes lives.
+const CGROUP_TREE: &str = "/sys/fs/cgroup";
+
 /// Errors undoing one step.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
+    #[error("{path} is not under cnfbox's own paths ({allowed}): not undone (no create of this cnfbox recorded it)")]
+    Outside { path: PathBuf, allowed: String },
     #[error("unmount {path}")]
     Umount {
         path: PathBuf,
@@ -115,6 +120,62 @@ pub struct Undo<'a> {
 }
 
 impl Step {
+    /// The host paths undoing the step unmounts or removes.
+    fn paths(&self) -> Vec<&Path> {
+        match self {
+            Step::Range { .. } | Step::Container { .. } => Vec::new(),
+            Step::Views { dir }
+            | Step::Volumes { dir }
+            | Step::Devices { dir }
+            | Step::Stage { dir }
+            | Step::Hugepages { mounts: dir, .. } => vec![dir.as_path()],
+            Step::Pin { path } => vec![path.as_path()],
+            Step::Network { net, .. } => vec![net.host_pin.as_path(), net.pod_pin.as_path()],
+        }
+    }
+
+    /// Refuses a step naming a path outside cnfbox's own: strictly below
+    /// the state root or its mount base (`views`), or, for the hugetlb
+    /// cgroup, the cgroup tree. A journal is a file in the state root; one planted there
+    /// (a state root another user could write, see `commands::check_root`)
+    /// must not make root's `delete --force` remove or unmount whatever it
+    /// names. Paths with `..` are refused outright (they could climb out of
+    /// a base they start with).
+    fn check_paths(&self, u: &Undo<'_>) -> Result<(), StepError> {
+        let canonical = fs::canonicalize(u.root).ok();
+        let mut bases = vec![u.root.to_path_buf()];
+        bases.extend(canonical.filter(|c| c != u.root));
+        bases.push(views::mount_base(u.root));
+        let mut named: Vec<(&Path, Vec<PathBuf>)> = self
+            .paths()
+            .into_iter()
+            .map(|p| (p, bases.clone()))
+            .collect();
+        if let Step::Hugepages {
+            cgroup2: Some(cg), ..
+        } = self
+        {
+            named.push((cg, vec![PathBuf::from(CGROUP_TREE)]));
+        }
+        for (path, allowed) in named {
+            let climbs = path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+            let below = |b: &PathBuf| path.starts_with(b) && path != b.as_path();
+            if climbs || !allowed.iter().any(below) {
+                return Err(StepError::Outside {
+                    path: path.to_path_buf(),
+                    allowed: allowed
+                        .iter()
+                        .map(|b| b.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A short name for reports.
     pub fn name(&self) -> &'static str {
         match self {
@@ -133,6 +194,7 @@ impl Step {
     /// Undoes the step; `Ok(Some(w))` when it is undone with a warning
     /// the user should see.
     pub fn undo(&self, u: &Undo<'_>) -> Result<Option<String>, StepError> {
+        self.check_paths(u)?;
         match self {
             Step::Range { pod } => crate::profile::release_unused(u.root, pod, u.id)
                 .map(|()| None)

@@ -194,3 +194,46 @@ fn only_a_mount_point_is_taken_for_an_old_layout_view() {
     assert!(!step::is_mount_point(tmp.path()).unwrap());
     assert!(step::is_mount_point(Path::new("/proc")).unwrap());
 }
+
+/// Issue 25: a journal planted in the state root naming a directory
+/// elsewhere (or climbing out with `..`): nothing of it is touched, the
+/// step is reported and stays in the journal.
+#[test]
+fn steps_outside_cnfbox_paths_are_not_undone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let victim = tmp.path().join("victim");
+    fs::create_dir_all(victim.join("sub")).unwrap();
+    fs::write(victim.join("sub/file"), b"keep").unwrap();
+    for step in [
+        Step::Stage {
+            dir: victim.clone(),
+        },
+        Step::Stage {
+            dir: root.join(".staging/../../victim"),
+        },
+        Step::Volumes {
+            dir: victim.clone(),
+        },
+        // The state root itself.
+        Step::Stage { dir: root.clone() },
+        Step::Hugepages {
+            mounts: root.join("hugepages"),
+            cgroup2: Some(victim.clone()),
+        },
+    ] {
+        let mut j = Journal::begin(&root, "c1").unwrap();
+        j.record(step.clone()).unwrap();
+        j.creator = None;
+        let err = teardown(&root, j, true).unwrap_err().to_string();
+        assert!(
+            err.contains("not under cnfbox's own paths"),
+            "{step:?}: {err}"
+        );
+        assert!(victim.join("sub/file").exists(), "{step:?} removed it");
+        assert!(root.join(".journal").exists(), "{step:?} removed the root");
+        assert!(path_of(&root, "c1").exists(), "the journal stays");
+        fs::remove_file(path_of(&root, "c1")).unwrap();
+    }
+}

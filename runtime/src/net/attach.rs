@@ -21,26 +21,18 @@ const LOCK: &str = ".network.lock";
 /// Refuses to lock in a state root another user could plant the lock
 /// file in (not ours, or writable by group or others).
 fn check_lock_dir(root: &Path) -> Result<(), NetError> {
-    use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(root).map_err(|source| NetError::Lock {
         path: root.to_path_buf(),
         source,
     })?;
     let euid = nix::unistd::geteuid().as_raw();
-    let reason = if m.uid() != euid {
-        format!("owned by uid {}, not {euid}", m.uid())
-    } else if m.mode() & 0o022 != 0 {
-        format!(
-            "mode {:04o} is writable by group or others",
-            m.mode() & 0o7777
-        )
-    } else {
-        return Ok(());
-    };
-    Err(NetError::LockUnsafe {
-        path: root.to_path_buf(),
-        reason,
-    })
+    match crate::host::owner::unsafe_reason(&m, euid) {
+        None => Ok(()),
+        Some(reason) => Err(NetError::LockUnsafe {
+            path: root.to_path_buf(),
+            reason,
+        }),
+    }
 }
 
 fn lock(root: &Path) -> Result<nix::fcntl::Flock<fs::File>, NetError> {

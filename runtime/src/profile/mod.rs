@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use idmap::{Allocator, Config, EtcRoot, IdmapMode, PodMapping};
 use oci_spec::runtime::Spec;
 
+use crate::host::nofollow::OpenedDir;
 use crate::pod::{self, Role};
 
 mod members;
@@ -173,7 +174,7 @@ pub fn apply(
     root: &Path,
     id: &str,
     spec: &mut Spec,
-    rootfs: &Path,
+    rootfs: &OpenedDir,
     record: &mut dyn Recorder,
 ) -> Result<Applied, ProfileError> {
     let mut making = |what| record.making(what).map_err(ProfileError::Record);
@@ -288,12 +289,20 @@ pub fn release_unused(root: &Path, pod: &str, tearing_down: &str) -> Result<(), 
     Ok(())
 }
 
-fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(), ProfileError> {
+/// Attaches the id-mapped view of the bundle's `rootfs` on `view`. The
+/// directory is reached through its descriptor (`OpenedDir::handle`), never
+/// by its path again: what is mapped is what `bundle` checked.
+fn attach_rootfs(
+    opened: &OpenedDir,
+    view: &Path,
+    mapping: &PodMapping,
+) -> Result<(), ProfileError> {
+    let (handle, rootfs) = (opened.handle(), opened.path());
     fs::create_dir_all(view).map_err(|source| ProfileError::MountPoint {
         path: view.to_path_buf(),
         source,
     })?;
-    if crate::overlay::is_overlay(rootfs) {
+    if crate::overlay::is_overlay(&handle) {
         // An overlay cannot be id-mapped, its layers can (see `overlay`).
         let staging = view.with_file_name(views::LAYERS);
         return crate::overlay::idmapped_view(rootfs, view, mapping, &staging).map_err(|source| {
@@ -304,7 +313,7 @@ fn attach_rootfs(rootfs: &Path, view: &Path, mapping: &PodMapping) -> Result<(),
             }
         });
     }
-    idmap::idmapped_bind(rootfs, view, mapping).map_err(|source| {
+    idmap::idmapped_bind(&handle, view, mapping).map_err(|source| {
         let _ = fs::remove_dir(view);
         ProfileError::IdmapRootfs {
             rootfs: rootfs.to_path_buf(),

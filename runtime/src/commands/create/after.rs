@@ -1,7 +1,9 @@
 //! Create's steps once libcontainer made the init: harden the host-side
 //! views, place the init in the hugetlb cgroup, restore its memlock limit,
-//! deny the devices libcgroups allows and cnfbox withholds, adopt a CNI network namespace, attach the pod's interfaces, and move the
-//! staged bundle into the state dir.
+//! deny the devices libcgroups allows and cnfbox withholds, disable the OOM
+//! killer where asked, adopt a CNI network namespace, attach the pod's
+//! interfaces, and move the state dir (made private) and the staged bundle
+//! into the state root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,45 @@ use libcontainer::container::Container;
 use super::super::Ctx;
 use crate::journal::{Journal, Step};
 use crate::meta::{ContainerMeta, STAGED_BUNDLE};
+
+/// Where libcontainer makes the container's state dir during create:
+/// `<stage>/state`, in the staging directory (0700, in the 0700
+/// `.staging`), so no host user can list or read what it writes there
+/// (`youki_config.json` with every hook's environment) before it is private.
+pub(super) fn private_root(stage: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let root = stage.join(PRIVATE_ROOT);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&root)
+        .with_context(|| format!("create private state root {}", root.display()))?;
+    Ok(root)
+}
+
+/// libcontainer's state root during create, inside the staging directory.
+const PRIVATE_ROOT: &str = "state";
+
+/// Moves the state dir libcontainer made in the private root to `dir`
+/// (`<root>/<id>`), 0700 before it is moved: it is never visible in the
+/// state root with libcontainer's 0755. `RENAME_NOREPLACE`: a state dir
+/// already there is not ours (the journal makes one create per id at a
+/// time, so only a stale one can be). The init's notify socket moves with
+/// the directory (a bound socket is found by its inode), so `start` finds
+/// it at the new path.
+pub(super) fn into_place(container: &mut Container, dir: &Path) -> anyhow::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    use std::os::unix::fs::PermissionsExt;
+    let made = container.root.clone();
+    fs::set_permissions(&made, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("make {} private", made.display()))?;
+    renameat2(None, &made, None, dir, RenameFlags::RENAME_NOREPLACE)
+        .with_context(|| format!("move {} to {}", made.display(), dir.display()))?;
+    container.root = dir.to_path_buf();
+    if let Some(private) = made.parent() {
+        let _ = fs::remove_dir(private);
+    }
+    Ok(())
+}
 
 /// Attaches the pod's interfaces to the created container's network
 /// namespace, recording them in its journal first so that a crash midway
@@ -137,10 +178,8 @@ pub(super) fn finish(
     stage: &Path,
     meta: &ContainerMeta,
 ) -> anyhow::Result<()> {
-    // libcontainer made the directory 0755; what cnfbox keeps in it (the
-    // spec, exec process files) is for host root only.
-    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("make {} private", dir.display()))?;
+    // The directory is 0700 since `into_place`: what cnfbox keeps in it
+    // (the spec, exec process files) is for host root only.
     let kept: PathBuf = dir.join(STAGED_BUNDLE);
     fs::rename(stage, &kept)
         .with_context(|| format!("move {} to {}", stage.display(), kept.display()))?;

@@ -131,7 +131,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Created> {
     let plan = plan::plan(
         o.id,
         &bundle.spec,
-        &bundle.rootfs,
+        bundle.rootfs.path(),
         driver,
         setup,
         &plan::HostRoots::default(),
@@ -141,6 +141,8 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Created> {
         .mode(0o711)
         .create(&ctx.root)
         .with_context(|| format!("create state root {}", ctx.root.display()))?;
+    // Made by another user between the check at the start and here.
+    super::check_root(&ctx.root)?;
     let mut journal =
         Journal::begin(&ctx.root, o.id).with_context(|| format!("create container {}", o.id))?;
     match apply(ctx, o, &bundle, plan, &mut journal) {
@@ -244,7 +246,7 @@ fn apply(
 
     let mut meta = ContainerMeta {
         bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
+        rootfs: bundle.rootfs.path().to_path_buf(),
         cgroup_path: cgroup_path.clone(),
         systemd: driver == cgroups::Driver::Systemd,
         pod: Some(applied.pod.clone()),
@@ -272,7 +274,12 @@ fn apply(
     // libcontainer writes state.json twice while it builds, cnfbox once at
     // `finish`: readers wait until the record is whole.
     let state_lock = crate::state_lock::StateLock::exclusive(&ctx.root, o.id)?;
-    let built = build(ctx, o, &spec_dir, driver);
+    // libcontainer makes its state dir (`youki_config.json` holds the hook
+    // environments) 0755 under the traversable state root; it makes it in
+    // the private staging directory instead, and `after::into_place` moves
+    // it to `<root>/<id>` once it is 0700 (see there).
+    let private_root = after::private_root(&stage)?;
+    let built = build(&private_root, o, &spec_dir, driver);
     drop(alias);
     if let Some(pin) = &applied.pinned {
         crate::host::unpin(pin);
@@ -288,6 +295,7 @@ fn apply(
             return Err(err);
         }
     };
+    after::into_place(&mut c, &container_dir(ctx, o.id))?;
     failpoint::hit("create:after-init")?;
     after::harden_views(&spec, &meta)?;
     after::join_hugetlb(&c, &meta)?;
@@ -322,13 +330,13 @@ fn staged_alias(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Option<BundleA
 }
 
 fn build(
-    ctx: &Ctx,
+    root: &Path,
     o: &CreateOpts<'_>,
     stage: &Path,
     driver: cgroups::Driver,
 ) -> anyhow::Result<Container> {
     ContainerBuilder::new(o.id.to_string(), SyscallType::default())
-        .with_root_path(ctx.root.clone())?
+        .with_root_path(root)?
         .with_pid_file(o.pid_file)?
         .with_console_socket(console_socket_path(o.console_socket)?)
         .with_preserved_fds(o.preserve_fds)
