@@ -84,7 +84,7 @@ rm -rf "$out"
 mkdir -p "$out"
 work=$(mktemp -d /tmp/cnfbox-critest.XXXXXX)
 chmod 0755 "$work"
-registry_pid= containerd_pid= slot_fd= bridge= forwarding= chains_before=
+registry_pid= containerd_pid= slot_fd= tmp_mounted= bridge= forwarding= chains_before=
 
 # --- teardown: one way out, in reverse order of setup ---------------------
 ns_pids() {
@@ -137,6 +137,7 @@ cleanup() {
     done
   fi
   [[ -n "$slot_fd" ]] && exec {slot_fd}>&-
+  [[ -n "$tmp_mounted" ]] && umount -R "$work/tmp"
   if grep -q " $work" /proc/self/mountinfo; then
     log "mounts survive under $work; leaving it"
   else
@@ -232,7 +233,8 @@ pool_size=$(( 64 * 65536 ))
 bridge="cnfcrit$(( $$ % 100000 ))"
 subnet="10.$(( 200 + $$ % 50 )).$(( ($$ / 50) % 256 )).0/24"
 forwarding=$(cat /proc/sys/net/ipv4/ip_forward)
-chains_before=$(for t in nat filter; do iptables -t "$t" -S | awk -v t="$t" '$1 == "-N" {print t, $2}'; done; echo)
+# The first line marks the snapshot as taken (there may be no chain at all).
+chains_before=$(echo taken; for t in nat filter; do iptables -t "$t" -S | awk -v t="$t" '$1 == "-N" {print t, $2}'; done)
 mkdir -p "$work/cni"
 cat > "$work/cni/10-critest.conflist" <<EOF
 {"cniVersion":"0.4.0","name":"cnfbox-critest-$$","plugins":[
@@ -300,10 +302,18 @@ $handler_toml
     bin_dir = "/usr/lib/cni"
     conf_dir = "$work/cni"
 EOF
+# critest's temporary directories (pod logs, host paths it mounts tmpfs
+# on) live in $work/tmp, a shared mount: the host's root here is private,
+# and a mount critest makes after containerd started must reach
+# containerd's namespace (the readonly-mount specs) as it would on a node.
+mkdir -p "$work/tmp"
+mount --bind "$work/tmp" "$work/tmp"
+tmp_mounted=1
+mount --make-rshared "$work/tmp"
 # containerd 2.x still keeps shim sockets and runc state under the fixed
 # /run/containerd: a tmpfs on /run in its own mount namespace keeps them
-# apart from the host's. Slave propagation: the host's mounts (critest's
-# mount propagation specs) reach it, its own never reach the host.
+# apart from the host's. Slave propagation: the host's mounts reach it,
+# its own never reach the host.
 PATH="$work/bin:$containerd_dir:$runc_dir:$PATH" CNFBOX_CONFIG="$work/cnfbox.toml" \
   unshare --mount --propagation slave -- /bin/sh -c \
   "mount -t tmpfs -o mode=0755 cnfbox-critest-run /run && mkdir -m 0711 /run/containerd && exec containerd --config '$work/containerd.toml'" \
@@ -339,8 +349,6 @@ args=(
 log "critest $CRI_TOOLS_VERSION on containerd $CONTAINERD_VERSION, handler $handler (configuration ${config^^}, idmap $idmap), $(wc -l <<<"$skip") specs skipped by name; output in $out"
 start=$(date +%s)
 rc=0
-# critest's temporary directories (pod logs, volumes) go under $work too.
-mkdir -p "$work/tmp"
 (cd "$work" && TMPDIR="$work/tmp" "$critest" "${args[@]}" "${extra[@]}") > "$out/critest.log" 2>&1 || rc=$?
 log "critest exited $rc after $(( $(date +%s) - start ))s"
 grep -E '^(Ran |FAIL!|SUCCESS!|PASS|FAIL)' "$out/critest.log" >&2 || true

@@ -21,6 +21,12 @@ use crate::image::{ImageBuilder, ImageError};
 /// `pause:3.9`, which the image specs pull and remove by id.
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
 
+/// `pgrep PATTERN` for the default image (Debian's busybox has none).
+const PGREP_SCRIPT: &str = include_str!("scripts/pgrep.sh");
+
+/// `ipcs -m` for the default image (Debian's busybox has none).
+const IPCS_SCRIPT: &str = include_str!("scripts/ipcs.sh");
+
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
                       www-data:x:33:33:www-data:/var/www:/bin/false\n\
                       default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\n\
@@ -93,20 +99,25 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
     let busybox = Busybox::locate().map_err(CritestImagesError::Busybox)?;
     let mut default = base()
         .cmd(&["sh"])
-        .host_file("/bin/ls", busybox.path(), 0o755);
+        .host_file("/bin/ls", busybox.path(), 0o755)
+        .file("/bin/pgrep", PGREP_SCRIPT, 0o755)
+        .file("/bin/ipcs", IPCS_SCRIPT, 0o755);
     for (path, from) in tree_files(&inputs.shell_tree) {
         default = default.host_file(&path, from, 0o755);
     }
     add(vec!["registry.k8s.io/e2e-test-images/busybox:1.29-2"], default);
 
     // Web servers: the port-forward, port-mapping and multi-container specs
-    // want 200 on port 80; the httpd container's log must say "httpd".
+    // want 200 on port 80; the httpd container's log must say "httpd"; the
+    // ContainerPID spec waits for "master process" in nginx's
+    // /proc/1/cmdline (nginx's title for its main process), the HostPID
+    // one for /var/run/nginx.pid.
     add(
         vec!["registry.k8s.io/e2e-test-images/nginx:1.14-2"],
         base()
             .host_file("/usr/sbin/nginx", &webserve, 0o755)
             .symlink("/var/run", "../run")
-            .entrypoint(&["/usr/sbin/nginx", "80", "/var/run/nginx.pid"])
+            .entrypoint(&["/usr/sbin/nginx", "80", "/var/run/nginx.pid", "master process"])
             .cmd(&[]),
     );
     add(

@@ -43,7 +43,7 @@ pub const IDS: (&str, &str) = ("ids", include_str!("helpers/ids.c"));
 /// type1 IOMMU, one DMA mapping, the device fd); prints `key=value` lines.
 pub const DEVOPEN: (&str, &str) = ("devopen", include_str!("helpers/devopen.c"));
 
-/// `webserve [PORT [PIDFILE]]`: answers every HTTP request with 200 (the
+/// `webserve [PORT [PIDFILE [TITLE...]]]`: answers every HTTP request with 200 (the
 /// web server of critest's stand-in nginx and httpd images).
 pub const WEBSERVE: (&str, &str) = ("webserve", include_str!("helpers/webserve.c"));
 

@@ -1,10 +1,11 @@
-/* webserve PORT [PIDFILE]: a minimal HTTP server for critest's web server
- * images (port forwarding, port mapping, multi-container specs). Answers
+/* webserve PORT [PIDFILE [TITLE...]]: a minimal HTTP server for critest's
+ * web server images (port forwarding, port mapping, multi-container specs). Answers
  * every request with 200 and a small page, one connection at a time.
  * Prints "<name>: serving on port N" (critest looks for "httpd" in the
  * httpd container's log) and writes its pid to PIDFILE if given (the
- * nginx image's /var/run/nginx.pid). Listens on IPv6 and IPv4 when the
- * network has IPv6, else on IPv4 only. */
+ * nginx image's /var/run/nginx.pid). Further arguments are ignored: they
+ * only show in /proc/PID/cmdline (the nginx image's "master process").
+ * Listens on IPv6 and IPv4 when the network has IPv6, else on IPv4 only. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
