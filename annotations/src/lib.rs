@@ -55,6 +55,10 @@ pub fn looks_like_a_key(text: &str) -> bool {
 pub mod error_kind {
     /// The container named does not exist (the shim's NOT_FOUND).
     pub const NOT_FOUND: &str = "not_found";
+    /// A signal for a container whose init has exited (runc's "container
+    /// not running"; the shim's NOT_FOUND, as containerd's runc shim
+    /// answers: "process already finished").
+    pub const NOT_RUNNING: &str = "not_running";
     /// Any other failure.
     pub const FAILED: &str = "failed";
 }

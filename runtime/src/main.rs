@@ -64,6 +64,8 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     use cnfbox_annotations::error_kind;
     let kind = if err.chain().any(|e| e.is::<commands::NoSuchContainer>()) {
         error_kind::NOT_FOUND
+    } else if err.chain().any(|e| e.is::<commands::NotRunning>()) {
+        error_kind::NOT_RUNNING
     } else {
         error_kind::FAILED
     };

@@ -35,7 +35,13 @@ impl Kind {
     /// The kind of a runtime error log line's `kind` field.
     pub fn of_runtime_log(kind: Option<&str>) -> Self {
         match kind {
-            Some(cnfbox_annotations::error_kind::NOT_FOUND) => Self::NotFound,
+            // A kill of an exited container: containerd's runc shim answers
+            // NOT_FOUND ("process already finished") and containerd's CRI
+            // goes on stopping the pod or removing the container.
+            Some(
+                cnfbox_annotations::error_kind::NOT_FOUND
+                | cnfbox_annotations::error_kind::NOT_RUNNING,
+            ) => Self::NotFound,
             _ => Self::Unknown,
         }
     }
@@ -148,6 +154,15 @@ mod tests {
             code_of(&runtime(bind)),
             Code::UNKNOWN,
             "a missing bind source is not a missing container"
+        );
+        let exited = failed(
+            "kill container abc: container not running (stopped)",
+            Some("not_running"),
+        );
+        assert_eq!(
+            code_of(&runtime(exited)),
+            Code::NOT_FOUND,
+            "a kill of an exited container is runc's \"process already finished\""
         );
         let unlabelled = failed("container abc does not exist", None);
         assert_eq!(code_of(&runtime(unlabelled)), Code::UNKNOWN);

@@ -6,7 +6,7 @@ use libcontainer::signal::Signal;
 
 use libcontainer::container::Container;
 
-use super::{check_id, container_dir, load, Ctx};
+use super::{check_id, container_dir, load, Ctx, NotRunning};
 use crate::cli::Kill;
 use crate::journal::{self, Journal};
 use crate::meta::ContainerMeta;
@@ -26,14 +26,14 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
     let signal = parse_signal(&a.signal)?;
     let (mut c, _) = load(ctx, &a.container_id)?;
     let before = c.status();
-    // runc's words ("container not running"): containerd's runc shim reads
-    // them as "process already finished" and a pod stop goes on. With
-    // `--all` the signal still reaches whatever is left in the cgroup.
+    // runc's words ("container not running"), and the `not_running` kind
+    // the shim answers NOT_FOUND for. With `--all` the signal still reaches
+    // whatever is left in the cgroup.
     if before == ContainerStatus::Stopped && !a.all {
-        anyhow::bail!(
-            "kill container {}: container not running (stopped)",
-            a.container_id
-        );
+        return Err(NotRunning {
+            id: a.container_id.clone(),
+        }
+        .into());
     }
     c.kill(signal, a.all)
         .with_context(|| format!("kill container {} ({})", a.container_id, c.status()))?;

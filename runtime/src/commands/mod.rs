@@ -113,6 +113,16 @@ pub struct NoSuchContainer {
     pub root: PathBuf,
 }
 
+/// `kill` (without `--all`) of a container whose init has exited: runc's
+/// words, and marked `not_running` in the JSON log so that the shim answers
+/// NOT_FOUND ("process already finished") as containerd's runc shim does,
+/// and a pod stop or a forced container removal goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("kill container {id}: container not running (stopped)")]
+pub struct NotRunning {
+    pub id: String,
+}
+
 /// The state directory of container `id`.
 pub fn container_dir(ctx: &Ctx, id: &str) -> PathBuf {
     ctx.root.join(id)
