@@ -80,6 +80,7 @@ pub struct CritestImage {
 pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImagesError> {
     let webserve = helpers::build(helpers::WEBSERVE, &inputs.work).map_err(CritestImagesError::Helper)?;
     let nnp = helpers::build(helpers::NNP, &inputs.work).map_err(CritestImagesError::Helper)?;
+    let pause = helpers::build(helpers::PAUSE, &inputs.work).map_err(CritestImagesError::Helper)?;
     let base = || {
         ImageBuilder::busybox()
             .file("/etc/passwd", PASSWD, 0o644)
@@ -171,15 +172,20 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
         base().file("/same-image", "", 0o644),
     );
     // The same pause from two registries (one local repository), and the
-    // sandbox image: every pause tag a distinct image.
+    // sandbox image: every pause tag a distinct image. Their process is the
+    // static `pause` (one process, like Kubernetes' pause): containers that
+    // share the pod's PID namespace see no `sleep` of the sandbox's.
+    let pause_image = |marker: &str| {
+        ImageBuilder::pause()
+            .host_file("/pause", &pause, 0o755)
+            .entrypoint(&["/pause"])
+            .file(marker, "", 0o644)
+    };
     add(
         vec!["registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"],
-        ImageBuilder::pause().file("/pause-3.9", "", 0o644),
+        pause_image("/pause-3.9"),
     );
-    add(
-        vec![SANDBOX_IMAGE],
-        ImageBuilder::pause().file("/pause-3.10.1", "", 0o644),
-    );
+    add(vec![SANDBOX_IMAGE], pause_image("/pause-3.10.1"));
     Ok(out)
 }
 

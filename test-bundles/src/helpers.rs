@@ -47,6 +47,10 @@ pub const DEVOPEN: (&str, &str) = ("devopen", include_str!("helpers/devopen.c"))
 /// web server of critest's stand-in nginx and httpd images).
 pub const WEBSERVE: (&str, &str) = ("webserve", include_str!("helpers/webserve.c"));
 
+/// `pause`: sleeps until SIGTERM or SIGINT (exit 0), reaping inherited
+/// children: one process, as Kubernetes' pause (critest's stand-in).
+pub const PAUSE: (&str, &str) = ("pause", include_str!("helpers/pause.c"));
+
 /// `nnp`: prints `Effective uid: N` (critest's no-new-privileges probe,
 /// installed setuid root).
 pub const NNP: (&str, &str) = ("nnp", include_str!("helpers/nnp.c"));
