@@ -312,11 +312,19 @@ tmp_mounted=1
 mount --make-rshared "$work/tmp"
 # containerd 2.x still keeps shim sockets and runc state under the fixed
 # /run/containerd: a tmpfs on /run in its own mount namespace keeps them
-# apart from the host's. Slave propagation: the host's mounts reach it,
-# its own never reach the host.
+# apart from the host's. Every mount the host shares becomes a slave in it
+# (the host's mounts reach containerd, its own never reach the host), but
+# $work/tmp stays in the host's peer group: a Bidirectional mount a
+# container makes under a host path there reaches the host, as on a node.
+cat > "$work/containerd-ns.sh" <<NS
+awk -v keep="$work/tmp" '\$0 ~ / shared:/ && \$5 != keep && index(\$5, keep "/") != 1 {print \$5}' /proc/self/mountinfo |
+  while read -r mp; do mount --make-slave "\$mp" || exit 1; done
+mount -t tmpfs -o mode=0755 cnfbox-critest-run /run
+mkdir -m 0711 /run/containerd
+exec containerd --config '$work/containerd.toml'
+NS
 PATH="$work/bin:$containerd_dir:$runc_dir:$PATH" CNFBOX_CONFIG="$work/cnfbox.toml" \
-  unshare --mount --propagation slave -- /bin/sh -c \
-  "mount -t tmpfs -o mode=0755 cnfbox-critest-run /run && mkdir -m 0711 /run/containerd && exec containerd --config '$work/containerd.toml'" \
+  unshare --mount --propagation unchanged -- /bin/sh -e "$work/containerd-ns.sh" \
   > "$out/containerd.log" 2>&1 &
 containerd_pid=$!
 crictl_cmd=("$crictl" -r "unix://$work/containerd.sock" -i "unix://$work/containerd.sock")

@@ -6,8 +6,7 @@
 //! The list follows cri-tools' `pkg/validate/consts.go`,
 //! `pkg/framework/util.go` and `images/build` at v1.37.0. Not built: the
 //! digest-pinned `test-image-digest@sha256:9700f9a2...` (a digest cannot be
-//! rebuilt) and `hostnet-nginx-amd64` (host network specs, which cnfbox
-//! refuses); both specs are in `integration/critest-skips.txt`.
+//! rebuilt; its spec is in `integration/critest-skips.txt`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +25,12 @@ const PGREP_SCRIPT: &str = include_str!("scripts/pgrep.sh");
 
 /// `ipcs -m` for the default image (Debian's busybox has none).
 const IPCS_SCRIPT: &str = include_str!("scripts/ipcs.sh");
+
+/// critest's `hostNetWebServerImage` (`hostnet-nginx-` + GOARCH).
+const HOSTNET_NGINX: &str = match std::env::consts::ARCH.as_bytes() {
+    b"aarch64" => "gcr.io/k8s-staging-cri-tools/hostnet-nginx-arm64:latest",
+    _ => "gcr.io/k8s-staging-cri-tools/hostnet-nginx-amd64:latest",
+};
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
                       www-data:x:33:33:www-data:/var/www:/bin/false\n\
@@ -119,6 +124,15 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
             .host_file("/usr/sbin/nginx", &webserve, 0o755)
             .symlink("/var/run", "../run")
             .entrypoint(&["/usr/sbin/nginx", "80", "/var/run/nginx.pid", "master process"])
+            .cmd(&[]),
+    );
+    // The host-network port-forward spec (skipped for cnfbox, which refuses
+    // host namespaces; run with --handler runc): port 12003.
+    add(
+        vec![HOSTNET_NGINX],
+        base()
+            .host_file("/usr/sbin/nginx", &webserve, 0o755)
+            .entrypoint(&["/usr/sbin/nginx", "12003"])
             .cmd(&[]),
     );
     add(
