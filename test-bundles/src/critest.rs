@@ -83,7 +83,8 @@ pub struct CritestImage {
 
 /// The images critest pulls, with their stand-ins.
 pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImagesError> {
-    let webserve = helpers::build(helpers::WEBSERVE, &inputs.work).map_err(CritestImagesError::Helper)?;
+    let webserve =
+        helpers::build(helpers::WEBSERVE, &inputs.work).map_err(CritestImagesError::Helper)?;
     let nnp = helpers::build(helpers::NNP, &inputs.work).map_err(CritestImagesError::Helper)?;
     let pause = helpers::build(helpers::PAUSE, &inputs.work).map_err(CritestImagesError::Helper)?;
     let base = || {
@@ -111,7 +112,10 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
     for (path, from) in tree_files(&inputs.shell_tree) {
         default = default.host_file(&path, from, 0o755);
     }
-    add(vec!["registry.k8s.io/e2e-test-images/busybox:1.29-2"], default);
+    add(
+        vec!["registry.k8s.io/e2e-test-images/busybox:1.29-2"],
+        default,
+    );
 
     // Web servers: the port-forward, port-mapping and multi-container specs
     // want 200 on port 80; the httpd container's log must say "httpd"; the
@@ -123,7 +127,12 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
         base()
             .host_file("/usr/sbin/nginx", &webserve, 0o755)
             .symlink("/var/run", "../run")
-            .entrypoint(&["/usr/sbin/nginx", "80", "/var/run/nginx.pid", "master process"])
+            .entrypoint(&[
+                "/usr/sbin/nginx",
+                "80",
+                "/var/run/nginx.pid",
+                "master process",
+            ])
             .cmd(&[]),
     );
     // The host-network port-forward spec (skipped for cnfbox, which refuses
@@ -153,10 +162,22 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
 
     // images/build's IMAGE_USERS.
     for (reference, user) in [
-        ("gcr.io/k8s-staging-cri-tools/test-image-user-uid:latest", "1002"),
-        ("gcr.io/k8s-staging-cri-tools/test-image-user-username:latest", "www-data"),
-        ("gcr.io/k8s-staging-cri-tools/test-image-user-uid-group:latest", "1003:1004"),
-        ("gcr.io/k8s-staging-cri-tools/test-image-user-username-group:latest", "www-data:1004"),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-user-uid:latest",
+            "1002",
+        ),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-user-username:latest",
+            "www-data",
+        ),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-user-uid-group:latest",
+            "1003:1004",
+        ),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-user-username-group:latest",
+            "www-data:1004",
+        ),
     ] {
         add(vec![reference], base().user(user));
     }
@@ -167,14 +188,29 @@ pub fn images(inputs: &CritestInputs) -> Result<Vec<CritestImage>, CritestImages
     // images/image-test: busybox plus a file named after the image, so
     // each is a distinct image.
     for (reference, marker) in [
-        ("gcr.io/k8s-staging-cri-tools/test-image-1:latest", "test-image-1"),
-        ("gcr.io/k8s-staging-cri-tools/test-image-2:latest", "test-image-2"),
-        ("gcr.io/k8s-staging-cri-tools/test-image-3:latest", "test-image-3"),
-        ("gcr.io/k8s-staging-cri-tools/test-image-latest:latest", "test-image-latest"),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-1:latest",
+            "test-image-1",
+        ),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-2:latest",
+            "test-image-2",
+        ),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-3:latest",
+            "test-image-3",
+        ),
+        (
+            "gcr.io/k8s-staging-cri-tools/test-image-latest:latest",
+            "test-image-latest",
+        ),
         ("gcr.io/k8s-staging-cri-tools/test-image-tag:test", "test"),
         ("gcr.io/k8s-staging-cri-tools/test-image-tag:all", "all"),
     ] {
-        add(vec![reference], base().file(&format!("/{marker}"), "", 0o644));
+        add(
+            vec![reference],
+            base().file(&format!("/{marker}"), "", 0o644),
+        );
     }
     // Three tags of one image.
     add(
@@ -217,19 +253,23 @@ pub fn repository_and_tag(reference: &str) -> Result<(&str, &str), CritestImages
 /// Builds every image and pushes it to the registry at `registry`
 /// (`127.0.0.1:PORT`) under each of its references' repository and tag.
 /// Returns (reference, manifest digest) pairs.
-pub fn push_all(inputs: &CritestInputs, registry: &str) -> Result<Vec<(String, String)>, CritestImagesError> {
+pub fn push_all(
+    inputs: &CritestInputs,
+    registry: &str,
+) -> Result<Vec<(String, String)>, CritestImagesError> {
     let registry = Registry::new(registry);
     let mut pushed = Vec::new();
     for image in images(inputs)? {
         let first = image.references[0];
-        let built = image
-            .builder
-            .reference(first)
-            .build()
-            .map_err(|source| CritestImagesError::Build {
-                reference: first.to_owned(),
-                source,
-            })?;
+        let built =
+            image
+                .builder
+                .reference(first)
+                .build()
+                .map_err(|source| CritestImagesError::Build {
+                    reference: first.to_owned(),
+                    source,
+                })?;
         for reference in &image.references {
             let (repository, tag) = repository_and_tag(reference)?;
             let digest = registry

@@ -125,9 +125,17 @@ pub struct ImageArchive {
 #[derive(Debug, Clone)]
 enum Extra {
     /// A regular file with these bytes and mode (setuid bits kept).
-    File { path: String, data: Vec<u8>, mode: u32 },
+    File {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
     /// A copy of a host file, with this mode.
-    HostFile { path: String, from: PathBuf, mode: u32 },
+    HostFile {
+        path: String,
+        from: PathBuf,
+        mode: u32,
+    },
     /// A symlink.
     Symlink { path: String, target: String },
 }
@@ -261,8 +269,11 @@ impl ImageBuilder {
         let layer_hex = layer::sha256_hex(&image.layer);
         let config_hex = layer::sha256_hex(&image.config);
         let manifest_hex = layer::sha256_hex(&image.manifest);
-        let mut manifest_desc =
-            descriptor(MediaType::ImageManifest, &manifest_hex, image.manifest.len())?;
+        let mut manifest_desc = descriptor(
+            MediaType::ImageManifest,
+            &manifest_hex,
+            image.manifest.len(),
+        )?;
         manifest_desc.set_annotations(Some(
             [
                 (

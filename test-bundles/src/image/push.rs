@@ -65,7 +65,12 @@ impl Registry {
 
     /// Pushes `image`'s blobs and manifest as `repository:tag` for every
     /// tag in `tags`.
-    pub fn push(&self, image: &BuiltImage, repository: &str, tags: &[&str]) -> Result<String, PushError> {
+    pub fn push(
+        &self,
+        image: &BuiltImage,
+        repository: &str,
+        tags: &[&str],
+    ) -> Result<String, PushError> {
         self.push_blob(repository, &image.layer)?;
         self.push_blob(repository, &image.config)?;
         for tag in tags {
@@ -89,10 +94,12 @@ impl Registry {
         }
         let post = format!("/v2/{repository}/blobs/uploads/");
         let resp = self.expect("POST", &post, &[], &[], 202)?;
-        let location = resp.header("location").ok_or_else(|| PushError::NoLocation {
-            registry: self.addr.clone(),
-            path: post.clone(),
-        })?;
+        let location = resp
+            .header("location")
+            .ok_or_else(|| PushError::NoLocation {
+                registry: self.addr.clone(),
+                path: post.clone(),
+            })?;
         // The location may be absolute (http://host/v2/...) and already
         // carries a query (`_state=`).
         let mut path = match location.split_once("://") {
