@@ -146,4 +146,23 @@ fn error_lines_carry_their_kind() {
     );
     assert_eq!(e["kind"], "failed", "{e}");
     common::assert_nothing_left(&env, &id);
+
+    // A kill of a container whose init exited: `not_running`, which the
+    // shim answers NOT_FOUND for (containerd's CRI then goes on stopping
+    // the pod, as with runc's "container not running").
+    let bundle = env.bundle("exited", |b| b.scenario(&Scenario::True));
+    let id = env.id("exited");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    env.wait_status(&id, "stopped");
+    let out = env.run(&["--log", log_s, "--log-format", "json", "kill", &id, "KILL"]);
+    assert!(!out.status.success());
+    let e = last_error();
+    assert!(
+        e["msg"].as_str().unwrap().contains("container not running"),
+        "{e}"
+    );
+    assert_eq!(e["kind"], "not_running", "{e}");
+    env.ok(&["delete", &id]);
+    common::assert_nothing_left(&env, &id);
 }

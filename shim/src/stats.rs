@@ -250,6 +250,28 @@ fn memory_v1(mem: &Memory) -> v1m::MemoryStat {
     }
 }
 
+/// containerd's `MemoryOomControl` of a v1 memory cgroup's
+/// `memory.oom_control` (`oom_kill_disable`, `under_oom`, `oom_kill`:
+/// cgroup-v1/memory.rst, "OOM Control"), which libcgroups' stats leave
+/// out. containerd's CRI reports `container_oom_events_total` from its
+/// `oom_kill` on v1 (ListPodSandboxMetrics), as runc's shim sends it.
+pub fn oom_control_v1(text: &str) -> v1m::MemoryOomControl {
+    let mut c = v1m::MemoryOomControl::new();
+    for line in text.lines() {
+        let mut kv = line.split_whitespace();
+        let (Some(key), Some(value)) = (kv.next(), kv.next().and_then(|v| v.parse().ok())) else {
+            continue;
+        };
+        match key {
+            "oom_kill_disable" => c.oom_kill_disable = value,
+            "under_oom" => c.under_oom = value,
+            "oom_kill" => c.oom_kill = value,
+            _ => {}
+        }
+    }
+    c
+}
+
 /// containerd's v2 metrics of runc stats read on a unified host.
 pub fn v2(s: &Stats) -> v2m::Metrics {
     let mut m = v2m::Metrics::new();
@@ -439,6 +461,15 @@ mod tests {
             (m.hugetlb[1].current, m.hugetlb[1].max),
             (2_097_152, 4_194_304)
         );
+    }
+
+    #[test]
+    fn v1_oom_control_from_memory_oom_control() {
+        let c = oom_control_v1("oom_kill_disable 0\nunder_oom 1\noom_kill 3\n");
+        assert_eq!((c.oom_kill_disable, c.under_oom, c.oom_kill), (0, 1, 3));
+        // Kernels before 4.13 have no oom_kill line.
+        let old = oom_control_v1("oom_kill_disable 1\nunder_oom 0\n");
+        assert_eq!((old.oom_kill_disable, old.oom_kill), (1, 0));
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub const IDS: (&str, &str) = ("ids", include_str!("helpers/ids.c"));
 /// type1 IOMMU, one DMA mapping, the device fd); prints `key=value` lines.
 pub const DEVOPEN: (&str, &str) = ("devopen", include_str!("helpers/devopen.c"));
 
+/// `webserve [PORT [PIDFILE [TITLE...]]]`: answers every HTTP request with 200 (the
+/// web server of critest's stand-in nginx and httpd images).
+pub const WEBSERVE: (&str, &str) = ("webserve", include_str!("helpers/webserve.c"));
+
+/// `pause`: sleeps until SIGTERM or SIGINT (exit 0), reaping inherited
+/// children: one process, as Kubernetes' pause (critest's stand-in).
+pub const PAUSE: (&str, &str) = ("pause", include_str!("helpers/pause.c"));
+
+/// `nnp`: prints `Effective uid: N` (critest's no-new-privileges probe,
+/// installed setuid root).
+pub const NNP: (&str, &str) = ("nnp", include_str!("helpers/nnp.c"));
+
 /// Compiles helper `(name, source)` into `dir/name` and returns its path.
 pub fn build(helper: (&'static str, &str), dir: &Path) -> Result<PathBuf, HelperError> {
     let (name, source) = helper;

@@ -24,6 +24,7 @@ pub mod bundle;
 pub mod busybox;
 pub mod check;
 pub mod containerd;
+pub mod critest;
 pub mod helpers;
 pub mod image;
 pub mod rootfs;

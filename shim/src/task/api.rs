@@ -417,7 +417,21 @@ impl<R: Runtime> Task for Service<R> {
         let any = if stats::is_unified(Path::new("/sys/fs/cgroup")) {
             convert_to_any(Box::new(stats::v2(&s)))
         } else {
-            convert_to_any(Box::new(stats::v1(&s)))
+            let mut m = stats::v1(&s);
+            // The init's memory cgroup's OOM counters (libcgroups' stats
+            // leave them out): CRI's container_oom_events_total.
+            let (proc_root, cgroup_root) = (Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+            let control = crate::oom::memory_cgroup(proc_root, cgroup_root, p.st().pid)
+                .map_err(|e| e.to_string())
+                .and_then(|dir| {
+                    let path = dir.join("memory.oom_control");
+                    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+                });
+            match control {
+                Ok(text) => m.memory_oom_control = MessageField::some(stats::oom_control_v1(&text)),
+                Err(err) => log::debug!("no OOM counters for {}: {err}", req.id),
+            }
+            convert_to_any(Box::new(m))
         }
         .map_err(internal)?;
         Ok(StatsResponse {

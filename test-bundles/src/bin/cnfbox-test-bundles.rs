@@ -5,6 +5,7 @@
 //! cnfbox-test-bundles bundle --files 50000 /tmp/big --args /bin/sh -c 'exit 0'
 //! cnfbox-test-bundles image --out busybox.tar
 //! cnfbox-test-bundles image --out pause.tar --pause
+//! cnfbox-test-bundles critest-images --registry 127.0.0.1:5000 --shell-tree T --work W
 //! ```
 
 use std::io::IsTerminal;
@@ -68,6 +69,20 @@ enum Command {
         /// Build the pause image.
         #[arg(long)]
         pause: bool,
+    },
+    /// Build the stand-ins of the images critest pulls and push them to a
+    /// registry (HTTP) under their repository paths.
+    CritestImages {
+        /// The registry, HOST:PORT.
+        #[arg(long)]
+        registry: String,
+        /// Tree copied over the default image: a PATH-searching `bin/sh`
+        /// and its libraries.
+        #[arg(long)]
+        shell_tree: PathBuf,
+        /// Scratch directory for the helpers.
+        #[arg(long)]
+        work: PathBuf,
     },
 }
 
@@ -146,6 +161,18 @@ fn main() -> Result<()> {
             println!("archive={}", image.path.display());
             println!("reference={}", image.reference);
             println!("manifest={}", image.manifest_digest);
+        }
+        Command::CritestImages {
+            registry,
+            shell_tree,
+            work,
+        } => {
+            let inputs = test_bundles::critest::CritestInputs { shell_tree, work };
+            let pushed = test_bundles::critest::push_all(&inputs, &registry)
+                .with_context(|| format!("pushing critest images to {registry}"))?;
+            for (reference, digest) in pushed {
+                println!("{reference} {digest}");
+            }
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! an `index.json` naming the image.
 
 mod layer;
+pub mod push;
 mod verify;
 
 use std::fs::File;
@@ -45,6 +46,12 @@ pub enum ImageError {
     Rootfs(#[source] RootfsError),
     #[error("reading {path} for the image layer")]
     ReadRootfs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("adding {path} to the image rootfs")]
+    Extra {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -113,12 +120,61 @@ pub struct ImageArchive {
     pub diff_id: String,
 }
 
+/// An entry added to the image's rootfs after busybox, replacing what is
+/// there (e.g. an applet's symlink).
+#[derive(Debug, Clone)]
+enum Extra {
+    /// A regular file with these bytes and mode (setuid bits kept).
+    File {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    /// A copy of a host file, with this mode.
+    HostFile {
+        path: String,
+        from: PathBuf,
+        mode: u32,
+    },
+    /// A symlink.
+    Symlink { path: String, target: String },
+}
+
+/// An image built in memory: its blobs, ready to be written as an archive
+/// or pushed to a registry.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// Full reference.
+    pub reference: String,
+    /// Tag.
+    pub tag: String,
+    /// The image config JSON.
+    pub config: Vec<u8>,
+    /// The image manifest JSON (`application/vnd.oci.image.manifest.v1+json`).
+    pub manifest: Vec<u8>,
+    /// The gzipped layer.
+    pub layer: Vec<u8>,
+    /// `sha256:...` of the uncompressed layer.
+    pub diff_id: String,
+}
+
+impl BuiltImage {
+    /// `sha256:...` of `bytes`.
+    pub fn digest(bytes: &[u8]) -> String {
+        format!("sha256:{}", layer::sha256_hex(bytes))
+    }
+}
+
 /// Builds an OCI image archive.
 #[derive(Debug, Clone)]
 pub struct ImageBuilder {
     kind: ImageKind,
     reference: String,
     busybox: Option<PathBuf>,
+    user: Option<String>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    extras: Vec<Extra>,
 }
 
 impl ImageBuilder {
@@ -128,6 +184,10 @@ impl ImageBuilder {
             kind: ImageKind::Busybox,
             reference: DEFAULT_IMAGE_REF.to_owned(),
             busybox: None,
+            user: None,
+            entrypoint: None,
+            cmd: None,
+            extras: Vec::new(),
         }
     }
 
@@ -137,6 +197,10 @@ impl ImageBuilder {
             kind: ImageKind::Pause,
             reference: PAUSE_IMAGE_REF.to_owned(),
             busybox: None,
+            user: None,
+            entrypoint: None,
+            cmd: None,
+            extras: Vec::new(),
         }
     }
 
@@ -152,47 +216,71 @@ impl ImageBuilder {
         self
     }
 
+    /// The image config's `User` (`uid`, `name`, `uid:gid`, ...).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// The image config's `Entrypoint` (replaces the kind's).
+    pub fn entrypoint(mut self, args: &[&str]) -> Self {
+        self.entrypoint = Some(args.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    /// The image config's `Cmd` (replaces the kind's).
+    pub fn cmd(mut self, args: &[&str]) -> Self {
+        self.cmd = Some(args.iter().map(|a| (*a).to_owned()).collect());
+        self
+    }
+
+    /// Adds a regular file at the absolute in-image `path`.
+    pub fn file(mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Self {
+        self.extras.push(Extra::File {
+            path: path.to_owned(),
+            data: data.into(),
+            mode,
+        });
+        self
+    }
+
+    /// Adds a copy of the host file `from` at the in-image `path`.
+    pub fn host_file(mut self, path: &str, from: impl Into<PathBuf>, mode: u32) -> Self {
+        self.extras.push(Extra::HostFile {
+            path: path.to_owned(),
+            from: from.into(),
+            mode,
+        });
+        self
+    }
+
+    /// Adds a symlink at the in-image `path`.
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        self.extras.push(Extra::Symlink {
+            path: path.to_owned(),
+            target: target.to_owned(),
+        });
+        self
+    }
+
     /// Writes the archive to `out` (through a temporary file beside it).
     pub fn write(self, out: &Path) -> Result<ImageArchive, ImageError> {
-        let tag = tag_of(&self.reference)?;
-        let tmp = tempfile::tempdir().map_err(ImageError::TempDir)?;
-        let root = tmp.path().join("rootfs");
-        let mut rootfs = RootfsBuilder::new(&root);
-        if let Some(bb) = &self.busybox {
-            rootfs = rootfs.busybox(bb);
-        }
-        rootfs.build().map_err(ImageError::Rootfs)?;
-        let layer = layer::layer_from_dir(&root)?;
-
-        let config = serialize("config", &self.image_config(&layer.diff_id_hex)?)?;
-        let config_hex = layer::sha256_hex(&config);
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(descriptor(
-                MediaType::ImageConfig,
-                &config_hex,
-                config.len(),
-            )?)
-            .layers(vec![descriptor(
-                MediaType::ImageLayerGzip,
-                &layer.digest_hex,
-                layer.blob.len(),
-            )?])
-            .build()
-            .map_err(build_err("manifest"))?;
-        let manifest = serialize("manifest", &manifest)?;
-        let manifest_hex = layer::sha256_hex(&manifest);
-
-        let mut manifest_desc =
-            descriptor(MediaType::ImageManifest, &manifest_hex, manifest.len())?;
+        let image = self.build()?;
+        let layer_hex = layer::sha256_hex(&image.layer);
+        let config_hex = layer::sha256_hex(&image.config);
+        let manifest_hex = layer::sha256_hex(&image.manifest);
+        let mut manifest_desc = descriptor(
+            MediaType::ImageManifest,
+            &manifest_hex,
+            image.manifest.len(),
+        )?;
         manifest_desc.set_annotations(Some(
             [
                 (
                     ANNOTATION_CONTAINERD_NAME.to_owned(),
-                    self.reference.clone(),
+                    image.reference.clone(),
                 ),
-                (ANNOTATION_REF_NAME.to_owned(), tag.clone()),
+                (ANNOTATION_REF_NAME.to_owned(), image.tag.clone()),
             ]
             .into(),
         ));
@@ -215,9 +303,9 @@ impl ImageBuilder {
             .map_err(build_err("oci-layout"))?;
 
         let files: Vec<(String, &[u8])> = vec![
-            (format!("blobs/sha256/{}", layer.digest_hex), &layer.blob),
-            (format!("blobs/sha256/{config_hex}"), &config),
-            (format!("blobs/sha256/{manifest_hex}"), &manifest),
+            (format!("blobs/sha256/{layer_hex}"), &image.layer),
+            (format!("blobs/sha256/{config_hex}"), &image.config),
+            (format!("blobs/sha256/{manifest_hex}"), &image.manifest),
         ];
         write_archive(
             out,
@@ -227,16 +315,59 @@ impl ImageBuilder {
         )?;
         let archive = ImageArchive {
             path: out.to_owned(),
-            reference: self.reference,
-            tag,
+            reference: image.reference,
+            tag: image.tag,
             manifest_digest: format!("sha256:{manifest_hex}"),
             config_digest: format!("sha256:{config_hex}"),
-            layer_digest: format!("sha256:{}", layer.digest_hex),
-            diff_id: format!("sha256:{}", layer.diff_id_hex),
+            layer_digest: format!("sha256:{layer_hex}"),
+            diff_id: image.diff_id,
         };
         info!(path = %out.display(), reference = %archive.reference,
               manifest = %archive.manifest_digest, "image archive written");
         Ok(archive)
+    }
+
+    /// Builds the image's layer, config and manifest in memory.
+    pub fn build(self) -> Result<BuiltImage, ImageError> {
+        let tag = tag_of(&self.reference)?;
+        let tmp = tempfile::tempdir().map_err(ImageError::TempDir)?;
+        let root = tmp.path().join("rootfs");
+        let mut rootfs = RootfsBuilder::new(&root);
+        if let Some(bb) = &self.busybox {
+            rootfs = rootfs.busybox(bb);
+        }
+        rootfs.build().map_err(ImageError::Rootfs)?;
+        for extra in &self.extras {
+            add_extra(&root, extra)?;
+        }
+        let layer = layer::layer_from_dir(&root)?;
+
+        let config = serialize("config", &self.image_config(&layer.diff_id_hex)?)?;
+        let config_hex = layer::sha256_hex(&config);
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &config_hex,
+                config.len(),
+            )?)
+            .layers(vec![descriptor(
+                MediaType::ImageLayerGzip,
+                &layer.digest_hex,
+                layer.blob.len(),
+            )?])
+            .build()
+            .map_err(build_err("manifest"))?;
+        let manifest = serialize("manifest", &manifest)?;
+        Ok(BuiltImage {
+            reference: self.reference,
+            tag,
+            config,
+            manifest,
+            layer: layer.blob,
+            diff_id: format!("sha256:{}", layer.diff_id_hex),
+        })
     }
 
     fn image_config(
@@ -252,6 +383,15 @@ impl ImageBuilder {
                 .entrypoint(vec![PAUSE_PATH.to_owned()])
                 .stop_signal("SIGTERM"),
         };
+        if let Some(user) = &self.user {
+            config = config.user(user.clone());
+        }
+        if let Some(entrypoint) = &self.entrypoint {
+            config = config.entrypoint(entrypoint.clone());
+        }
+        if let Some(cmd) = &self.cmd {
+            config = config.cmd(cmd.clone());
+        }
         ImageConfigurationBuilder::default()
             .architecture(Arch::default())
             .os(Os::Linux)
@@ -270,6 +410,42 @@ impl ImageBuilder {
             .build()
             .map_err(build_err("config"))
     }
+}
+
+/// Writes `extra` into the rootfs at `root`, replacing what is there.
+fn add_extra(root: &Path, extra: &Extra) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = match extra {
+        Extra::File { path, .. } | Extra::HostFile { path, .. } | Extra::Symlink { path, .. } => {
+            root.join(path.trim_start_matches('/'))
+        }
+    };
+    let err = |source| ImageError::Extra {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let (data, mode) = match extra {
+        Extra::Symlink { target, .. } => {
+            return std::os::unix::fs::symlink(target, &path).map_err(err);
+        }
+        Extra::File { data, mode, .. } => (data.clone(), *mode),
+        Extra::HostFile { from, mode, .. } => (
+            std::fs::read(from).map_err(|source| ImageError::ReadRootfs {
+                path: from.clone(),
+                source,
+            })?,
+            *mode,
+        ),
+    };
+    std::fs::write(&path, data).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(err)
 }
 
 /// The tag of `reference` (`latest` when it has none).
