@@ -85,10 +85,11 @@ impl InUse {
                 continue;
             }
             // A zombie runs nothing (a killed container's init waits there
-            // until its new parent reaps it), so it uses no ID.
+            // until its new parent reaps it), so it uses no ID; but a leader
+            // thread that exited shows `Z` while its other threads run.
             match read_gone_ok(&dir.join("stat"))? {
                 None => continue,
-                Some(stat) if is_dead(&stat) => continue,
+                Some(stat) if is_dead(&stat) && !any_thread_runs(&dir)? => continue,
                 Some(_) => {}
             }
             let Some(gid_text) = read_gone_ok(&dir.join("gid_map"))? else {
@@ -124,6 +125,36 @@ impl InUse {
 fn is_dead(stat: &str) -> bool {
     use procfs::FromRead as _;
     procfs::process::Stat::from_read(stat.as_bytes()).is_ok_and(|s| matches!(s.state, 'Z' | 'X'))
+}
+
+/// Whether any thread of the process at `dir` is neither a zombie nor
+/// dead (`task/TID/stat`): a process whose leader exited (exit(2) or
+/// pthread_exit from `main`) reads `Z` in its own `stat` while its workers
+/// run on.
+pub fn any_thread_runs(dir: &Path) -> Result<bool, ProcScanError> {
+    let tasks = dir.join("task");
+    let entries = match std::fs::read_dir(&tasks) {
+        Ok(e) => e,
+        Err(e) if gone(&e) => return Ok(false),
+        Err(source) => {
+            return Err(ProcScanError::Read {
+                path: tasks,
+                source,
+            })
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| ProcScanError::Read {
+            path: tasks.clone(),
+            source,
+        })?;
+        if let Some(stat) = read_gone_ok(&entry.path().join("stat"))? {
+            if !is_dead(&stat) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// ENOENT or ESRCH: the process exited while we looked. EINVAL too: it is
@@ -220,6 +251,15 @@ mod tests {
         }
         let used = InUse::scan(d.path()).expect("scan");
         assert_eq!(used.user_of(&pod(1_048_576)), None, "{used:?}");
+        // ... unless another thread of the process still runs.
+        let task = d.path().join("21/task/25");
+        std::fs::create_dir_all(&task).expect("task dir");
+        std::fs::write(task.join("stat"), stat("25", "worker", 'S')).expect("stat");
+        let used = InUse::scan(d.path()).expect("scan");
+        assert_eq!(used.user_of(&pod(1_048_576)), Some(21), "{used:?}");
+        std::fs::write(task.join("stat"), stat("25", "worker", 'Z')).expect("stat");
+        let used = InUse::scan(d.path()).expect("scan");
+        assert_eq!(used.user_of(&pod(1_048_576)), None, "{used:?}");
         for pid in ["20", "21", "22"] {
             std::fs::write(d.path().join(pid).join("stat"), stat(pid, "x) Z", 'R')).expect("stat");
         }
@@ -240,6 +280,58 @@ mod tests {
         std::fs::write(d.path().join("5/uid_map"), "0 x 1\n").expect("write");
         let err = InUse::scan(d.path()).expect_err("bad map");
         assert!(err.to_string().contains("5/uid_map:1"), "{err}");
+    }
+
+    /// A real process whose main thread exited while a worker runs: its
+    /// `stat` says `Z`, and it is alive all the same.
+    #[test]
+    fn a_process_whose_leader_exited_runs_while_a_thread_does() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        // SAFETY: the child starts one thread, then ends its main thread
+        // with exit(2); the worker blocks on the pipe and exits.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                drop(w);
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 1];
+                    let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut b);
+                    // SAFETY: ends the whole process from the worker.
+                    unsafe { libc::_exit(0) }
+                });
+                // exit(2), not pthread_exit (whose forced unwind would run
+                // through the test harness and abort the process).
+                // SAFETY: ends only the calling (main) thread, without
+                // unwinding; the worker runs on.
+                unsafe { libc::syscall(libc::SYS_exit, 0) };
+                unreachable!("exit(2) returned")
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(r);
+                let dir = Path::new("/proc").join(child.as_raw().to_string());
+                // The leader is a zombie once its exit is through.
+                let mut leader_dead = false;
+                for _ in 0..100_000 {
+                    let stat = std::fs::read_to_string(dir.join("stat")).expect("stat");
+                    if is_dead(&stat) {
+                        leader_dead = true;
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                let runs = any_thread_runs(&dir).expect("tasks");
+                // What `scan` reads first must read for such a process too.
+                let map = read_gone_ok(&dir.join("uid_map")).expect("uid_map");
+                drop(w);
+                let _ = nix::sys::wait::waitpid(child, None);
+                assert!(leader_dead, "the leader never read Z");
+                assert!(runs, "the worker thread was not seen running");
+                assert!(
+                    map.is_some(),
+                    "uid_map of a process whose leader exited read as gone"
+                );
+                assert!(!any_thread_runs(&dir).expect("tasks of a reaped process"));
+            }
+        }
     }
 
     #[test]
