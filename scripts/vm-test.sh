@@ -43,7 +43,7 @@ filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
 setup_timeout="${CNFBOX_VM_SETUP_TIMEOUT:-90}"  # from init's report until the tests start
 run_timeout="${CNFBOX_VM_RUN_TIMEOUT:-1500}"   # the whole boot, tests included
-mods=(9pnet_virtio 9p overlay 8021q veth macvlan dummy bridge vfio vfio_iommu_type1 vfio-pci)
+mods=(9pnet_virtio 9p overlay 8021q veth macvlan dummy bridge sch_ingress cls_bpf vfio vfio_iommu_type1 vfio-pci)
 mkdir -p "$cache"
 
 log() { echo "vm-test: $*" >&2; }

@@ -117,6 +117,8 @@ pub struct Paths {
     /// `netpins/<id>-hostnet` and `netpins/<id>-podnet`.
     pub host_pin: PathBuf,
     pub pod_pin: PathBuf,
+    /// `netpins/<id>-relaynet`: the pod's relay namespace (`net::relay`).
+    pub relay_pin: PathBuf,
 }
 
 impl Paths {
@@ -134,6 +136,7 @@ impl Paths {
             devices: base.join(Kind::Devices.name()).join(id),
             host_pin: pins.join(format!("{id}-hostnet")),
             pod_pin: pins.join(format!("{id}-podnet")),
+            relay_pin: pins.join(format!("{id}-relaynet")),
             dir,
         }
     }

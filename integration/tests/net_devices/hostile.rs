@@ -43,7 +43,7 @@ fn two_pods_racing_for_one_device_one_wins() {
 }
 
 /// The init pid of container `id`.
-fn pid_of(env: &Env, ns: &HostNs, id: &str) -> i64 {
+pub(super) fn pid_of(env: &Env, ns: &HostNs, id: &str) -> i64 {
     let s: serde_json::Value = serde_json::from_str(&ok(env, ns, &["state", id])).unwrap();
     s["pid"].as_i64().expect("pid in state")
 }

@@ -20,6 +20,7 @@ mod hostile;
 mod moves;
 mod refusals;
 mod traffic;
+mod trunk;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -203,6 +204,19 @@ fn pin_of(env: &Env, id: &str) -> PathBuf {
         meta["network"]["pod_pin"]
             .as_str()
             .expect("pod_pin in cnfbox.json"),
+    )
+}
+
+/// The pin of container `id`'s relay namespace (its macvlan and VLAN
+/// children).
+fn relay_pin_of(env: &Env, id: &str) -> PathBuf {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root.join(id).join("cnfbox.json")).unwrap())
+            .unwrap();
+    PathBuf::from(
+        meta["network"]["relay_pin"]
+            .as_str()
+            .expect("relay_pin in cnfbox.json"),
     )
 }
 

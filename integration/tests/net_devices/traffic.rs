@@ -37,11 +37,14 @@ fn macvlan_pods_exchange_traffic_over_one_trunk() {
     }
     // The children live only in the pods: the host side is as it was.
     assert_eq!(ns.links(), vec!["lo".to_string(), trunk.clone()]);
-    // busybox's ip has no -d: look with the host's iproute2 through the pin.
+    // busybox's ip has no -d: look with the host's iproute2 through the
+    // pins. The pod holds a veth; the macvlan is in its relay namespace.
     let links = in_netns(&pin_of(&env, &ids[0]), "ip -d -o link show data0");
+    assert!(links.contains("veth"), "{links}");
+    let relay = in_netns(&relay_pin_of(&env, &ids[0]), "ip -d -o link show h0");
     assert!(
-        links.contains("macvlan") && links.contains("mode bridge"),
-        "{links}"
+        relay.contains("macvlan") && relay.contains("mode bridge"),
+        "{relay}"
     );
     let ping = exec(
         &env,
@@ -160,6 +163,8 @@ fn vlan_sub_interface_where_the_kernel_has_8021q() {
     );
     start(&env, &ns, &id);
     let d = in_netns(&pin_of(&env, &id), "ip -d -o link show v100");
+    assert!(d.contains("veth"), "{d}");
+    let d = in_netns(&relay_pin_of(&env, &id), "ip -d -o link show h0");
     assert!(d.contains("vlan") && d.contains("id 100"), "{d}");
     ok(&env, &ns, &["delete", "--force", &id]);
     assert_nothing_left(&env, &id);
@@ -245,7 +250,7 @@ fn vlan_pods_exchange_traffic_on_one_trunk_and_pod_root_tags_a_moved_one() {
             &id,
             &format!("ip addr add 10.215.0.{i}/24 dev v100 && ip link set v100 up"),
         );
-        let d = in_netns(&pin_of(&env, &id), "ip -d -o link show v100");
+        let d = in_netns(&relay_pin_of(&env, &id), "ip -d -o link show h0");
         assert!(d.contains("vlan protocol 802.1Q id 100"), "{d}");
         ids.push(id);
     }

@@ -130,7 +130,11 @@ impl Step {
             | Step::Stage { dir }
             | Step::Hugepages { mounts: dir, .. } => vec![dir.as_path()],
             Step::Pin { path } => vec![path.as_path()],
-            Step::Network { net, .. } => vec![net.host_pin.as_path(), net.pod_pin.as_path()],
+            Step::Network { net, .. } => [&net.host_pin, &net.pod_pin]
+                .into_iter()
+                .chain(net.relay_pin.as_ref())
+                .map(|p| p.as_path())
+                .collect(),
         }
     }
 

@@ -98,7 +98,7 @@ fn in_use(claims: &[(String, PodNetwork)]) -> HashMap<String, (String, bool)> {
 }
 
 /// Bind-mounts the namespace file `from` on `to`, as `ip netns add` does.
-fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
+pub(super) fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
     let err = |source| NetError::Pin {
         from: from.to_path_buf(),
         to: to.to_path_buf(),
@@ -118,8 +118,11 @@ fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
     })
 }
 
-/// Drops both pins of a pod's network record.
+/// Drops the pins of a pod's network record, its relays first.
 pub fn unpin_all(net: &PodNetwork) {
+    if let Some(relay) = &net.relay_pin {
+        crate::host::unpin(relay);
+    }
     crate::host::unpin(&net.pod_pin);
     crate::host::unpin(&net.host_pin);
 }
@@ -244,10 +247,12 @@ pub fn attach(
         path: host_path.clone(),
         source,
     })?;
+    let relayed = attachments.iter().any(|a| relayed(&a.request.kind));
     let mut net = PodNetwork {
         host_netns: host_id,
         host_pin: paths.host_pin.clone(),
         pod_pin: paths.pod_pin.clone(),
+        relay_pin: relayed.then(|| paths.relay_pin.clone()),
         attachments,
     };
     // Recorded before anything is pinned or changed: a crash from here on
@@ -259,9 +264,22 @@ pub fn attach(
         crate::host::unpin(&net.host_pin);
         return Err(e.into());
     }
+    let mut relay = match &net.relay_pin {
+        Some(path) => {
+            match super::relay::create(path).and_then(|ns| Ok((socket_in(&ns, path)?, ns))) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    unpin_all(&net);
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
     for i in 0..net.attachments.len() {
         let a = &net.attachments[i];
-        let applied = apply_one(&mut host, &mut pod, &pod_ns, a).and_then(|()| {
+        let ends = relay.as_mut().map(|(nl, ns)| (nl, &*ns));
+        let applied = apply_one(&mut host, &mut pod, &pod_ns, ends, i, a).and_then(|()| {
             pod.link(&a.request.name).map_err(netlink_err(
                 &a.request.origin,
                 "look up pod interface",
@@ -294,6 +312,9 @@ pub fn attach(
         if let Err(undo) = give_back(&done, &mut host, &mut pod, &host_ns) {
             tracing::warn!(%id, err = %undo, "undo attachments after a failed one");
         }
+        if let Some(path) = &net.relay_pin {
+            super::relay::clear(id, path);
+        }
         unpin_all(&net);
         return Err(e.into());
     }
@@ -301,10 +322,24 @@ pub fn attach(
     Ok(net)
 }
 
+/// Whether an attachment of `kind` goes through the pod's relay namespace
+/// (`relay`): every child on a shared parent. A moved device and a
+/// passthru macvlan (the parent itself, which the policy must grant as
+/// `passthru = true`) are the pod's whole.
+fn relayed(kind: &Kind) -> bool {
+    match kind {
+        Kind::Move { .. } => false,
+        Kind::Macvlan { mode, .. } => *mode != MacvlanMode::Passthru,
+        Kind::Vlan { .. } => true,
+    }
+}
+
 fn apply_one(
     host: &mut Netlink,
     pod: &mut Netlink,
     pod_ns: &fs::File,
+    relay: Option<(&mut Netlink, &fs::File)>,
+    i: usize,
     a: &Attachment,
 ) -> Result<(), NetError> {
     let r = &a.request;
@@ -327,30 +362,27 @@ fn apply_one(
                 })?;
             restore(pod, inside.index, a, &r.name)
         }
-        Kind::Macvlan { mode, .. } => pod_child(
-            host,
-            link.index,
-            pod_ns,
-            r,
-            Child::Macvlan(macvlan_mode(*mode)),
-        ),
-        Kind::Vlan { id, .. } => pod_child(host, link.index, pod_ns, r, Child::Vlan(*id)),
+        Kind::Macvlan {
+            mode: MacvlanMode::Passthru,
+            ..
+        } => host
+            .add_child(
+                &r.name,
+                link.index,
+                Child::Macvlan(macvlan_mode(MacvlanMode::Passthru)),
+                pod_ns.as_fd(),
+            )
+            .map_err(netlink_err(&r.origin, "create macvlan child of", dev)),
+        Kind::Macvlan { mode, .. } => {
+            let (relay, relay_ns) = relay.expect("a relay namespace for every child");
+            let child = Child::Macvlan(macvlan_mode(*mode));
+            super::relay::wire(host, relay, relay_ns, pod_ns, i, &link, child, r)
+        }
+        Kind::Vlan { id, .. } => {
+            let (relay, relay_ns) = relay.expect("a relay namespace for every child");
+            super::relay::wire(host, relay, relay_ns, pod_ns, i, &link, Child::Vlan(*id), r)
+        }
     }
-}
-
-fn pod_child(
-    host: &mut Netlink,
-    parent: u32,
-    pod_ns: &fs::File,
-    r: &Request,
-    child: Child,
-) -> Result<(), NetError> {
-    let step = match child {
-        Child::Macvlan(_) => "create macvlan child of",
-        Child::Vlan(_) => "create VLAN sub-interface (8021q) of",
-    };
-    host.add_child(&r.name, parent, child, pod_ns.as_fd())
-        .map_err(netlink_err(&r.origin, step, r.kind.host_device()))
 }
 
 /// Puts a moved device's addresses and up state back where it now is.
@@ -489,6 +521,9 @@ pub fn detach(pod: &str, net: &PodNetwork) -> Result<(), NetError> {
     let mut host = socket_in(&host_ns, &net.host_pin)?;
     let mut inside = socket_in(&pod_ns, &net.pod_pin)?;
     give_back(net, &mut host, &mut inside, &host_ns)?;
+    if let Some(path) = &net.relay_pin {
+        super::relay::clear(pod, path);
+    }
     unpin_all(net);
     tracing::info!(%pod, count = net.attachments.len(), "pod interfaces given back");
     Ok(())
@@ -503,6 +538,7 @@ mod tests {
             host_netns: NsId { dev: 1, ino: 2 },
             host_pin: "/h".into(),
             pod_pin: "/p".into(),
+            relay_pin: None,
             attachments: requests
                 .iter()
                 .map(|(name, kind)| Attachment {

@@ -190,6 +190,8 @@ mod tests {
             name: format!("if{index}"),
             up: false,
             loopback: false,
+            mac: Vec::new(),
+            mtu: 0,
             identity,
         }
     }

@@ -23,6 +23,7 @@ mod attach;
 mod identity;
 pub mod netlink;
 mod policy;
+mod relay;
 pub mod request;
 
 use std::path::{Path, PathBuf};
@@ -123,6 +124,19 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pod relay namespace {pin}: {step}")]
+    RelayNs {
+        pin: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {source}")]
+    Relay {
+        origin: String,
+        #[source]
+        source: relay::BpfError,
+    },
     #[error("{origin}: {step} {device}")]
     Netlink {
         origin: String,
@@ -197,6 +211,11 @@ pub struct PodNetwork {
     /// Pin of the pod's network namespace: keeps it (and what it holds)
     /// alive until the devices are back, whatever happened to the init.
     pub pod_pin: PathBuf,
+    /// Pin of the pod's relay namespace, where its macvlan and VLAN
+    /// children live (`relay`); none when it has none (or was attached by
+    /// a release before relays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_pin: Option<PathBuf>,
     pub attachments: Vec<Attachment>,
 }
 

@@ -19,8 +19,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -34,6 +34,10 @@ pub struct Link {
     pub name: String,
     pub up: bool,
     pub loopback: bool,
+    /// `IFLA_ADDRESS`: its MAC address (empty when it has none).
+    pub mac: Vec<u8>,
+    /// `IFLA_MTU`, 0 when the kernel did not say.
+    pub mtu: u32,
     pub identity: Identity,
 }
 
@@ -130,7 +134,7 @@ impl Netlink {
 
     /// Sends `msg` and collects the replies until the kernel's ack, its
     /// NLMSG_DONE, or an error (the errno as an `io::Error`).
-    fn exchange(
+    pub(super) fn exchange(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
@@ -268,6 +272,36 @@ impl Netlink {
         Ok(())
     }
 
+    /// Creates the veth pair `name` (here) and `peer` (in the namespace
+    /// `peer_netns`), both with MTU `mtu`, the peer with MAC address `mac`.
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_netns: BorrowedFd<'_>,
+        mac: &[u8],
+        mtu: u32,
+    ) -> io::Result<()> {
+        let mut other = LinkMessage::default();
+        other
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        other
+            .attributes
+            .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
+        other.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        other.attributes.push(LinkAttribute::Mtu(mtu));
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(other))),
+        ]));
+        self.exchange(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        Ok(())
+    }
+
     /// Deletes link `index`.
     pub fn delete(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
@@ -387,6 +421,8 @@ fn link_of(l: &LinkMessage) -> Link {
         name: String::new(),
         up: l.header.flags.contains(LinkFlags::Up),
         loopback: l.header.flags.contains(LinkFlags::Loopback),
+        mac: Vec::new(),
+        mtu: 0,
         identity: Identity::default(),
     };
     let id = &mut link.identity;
@@ -394,6 +430,8 @@ fn link_of(l: &LinkMessage) -> Link {
     for at in &l.attributes {
         match at {
             LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(a) => link.mac = a.clone(),
+            LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::LinkInfo(infos) => {
                 id.kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
