@@ -83,6 +83,11 @@ pub struct ContainerMeta {
     /// (`devices::withheld`); an update denies the others again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub granted_devices: Vec<crate::devices::Dev>,
+    /// The init's start time (`host::init`), read at create: a pid that
+    /// names a process started at another time is not this container's
+    /// init but one that reused the pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_start: Option<u64>,
 }
 
 /// Whether the container whose state lives in `container_dir` has a record.
@@ -169,6 +174,7 @@ mod tests {
                 major: 5,
                 minor: 1,
             }],
+            init_start: Some(123_456),
         };
         meta.save(dir.path()).unwrap();
         assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);

@@ -160,13 +160,40 @@ pub enum ReadError {
 }
 
 /// `Container::load` of the container in `dir` (`<root>/<id>`), under its
-/// shared lock: never a half-written `state.json`.
+/// shared lock: never a half-written `state.json`; with its init checked
+/// (`check_init`).
 pub fn load(dir: &Path) -> Result<Container, ReadError> {
     let _lock = match (dir.parent(), dir.file_name().and_then(|n| n.to_str())) {
         (Some(root), Some(id)) => StateLock::shared(root, id)?,
         _ => None,
     };
-    Ok(Container::load(dir.to_path_buf())?)
+    let mut c = Container::load(dir.to_path_buf())?;
+    check_init(&mut c, dir, Path::new("/proc"));
+    Ok(c)
+}
+
+/// libcontainer takes any live process with the recorded pid for the
+/// init. One that started at another time than the init cnfbox recorded
+/// (`ContainerMeta::init_start`) reused the pid after the init was reaped:
+/// the container is `stopped` and has no pid, so no command signals,
+/// joins or reports that process. A container of an older release, with
+/// no start time recorded, keeps libcontainer's view.
+pub fn check_init(c: &mut Container, dir: &Path, proc: &Path) {
+    use libcontainer::container::ContainerStatus as S;
+    if !matches!(c.status(), S::Created | S::Running | S::Paused) {
+        return;
+    }
+    let (Some(pid), Ok(meta)) = (c.pid(), crate::meta::ContainerMeta::load(dir)) else {
+        return;
+    };
+    let Some(start) = meta.init_start else {
+        return;
+    };
+    if !crate::host::init::is(proc, pid.as_raw(), start) {
+        tracing::warn!(id = %c.id(), pid = pid.as_raw(), start, "the init's pid names another process now: the container is stopped");
+        c.set_status(S::Stopped);
+        c.state.pid = None;
+    }
 }
 
 #[cfg(test)]

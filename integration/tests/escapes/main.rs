@@ -22,6 +22,7 @@ mod fds;
 mod host_views;
 mod mounts;
 mod privileges;
+mod reused_pid;
 
 use std::fs;
 use std::io::Read;

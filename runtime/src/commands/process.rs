@@ -19,6 +19,16 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     let id = &a.container_id;
     // Fails with a clear message for an unknown id before libcontainer runs.
     let (container, meta) = load(ctx, id)?;
+    if !matches!(
+        container.status(),
+        libcontainer::container::ContainerStatus::Running
+            | libcontainer::container::ContainerStatus::Created
+    ) {
+        anyhow::bail!(
+            "exec in container {id}: container not running ({})",
+            container.status().to_string().to_lowercase()
+        );
+    }
     if a.process.is_none() && a.command.is_empty() {
         anyhow::bail!("exec {id}: give a command or -p process.json");
     }

@@ -7,6 +7,8 @@
 //!   namespace.
 //! - [`ns`]: namespace files under `/proc` and whether two are the same.
 //! - [`userns`]: the mappings of a user namespace given by path.
+//! - [`init`]: whether a pid is still the process recorded (its start
+//!   time), not one that reused it.
 //! - [`rlimit`]: another process's resource limits, also where root
 //!   lacks `CAP_SYS_RESOURCE`.
 //! - [`nofollow`]: opening a directory with no symlink anywhere in its
@@ -21,6 +23,7 @@
 //! `commands::create::plan::HostRoots`), so tests run on fake trees.
 
 pub mod cgroup2;
+pub mod init;
 pub mod mounts;
 pub mod nofollow;
 pub mod ns;

@@ -344,6 +344,7 @@ fn undo_container(
         .then(|| Container::load(dir.clone()));
     match loaded {
         Some(Ok(mut c)) => {
+            crate::state_lock::check_init(&mut c, &dir, Path::new("/proc"));
             // libcontainer removes the cgroup it made on every hierarchy.
             warning =
                 delete_container(&mut c, u.force).map_err(|e| StepError::Delete(Box::new(e)))?;

@@ -111,6 +111,10 @@ impl<R: Runtime> Task for Service<R> {
                 ..Default::default()
             });
         }
+        // The init may have exited since the exec was added: its pid is
+        // then free for the host to reuse, and nothing may join it.
+        let (init, ..) = self.lookup(&req.id, "").await?;
+        refuse_after_init_exit(&init, &req.id)?;
         let spec = p.spec.clone().unwrap_or_default();
         let tag = format!("{}-{}", std::process::id(), req.exec_id);
         let process_json = bundle.join(format!(".exec-{tag}.json"));
@@ -316,6 +320,7 @@ impl<R: Runtime> Task for Service<R> {
             let c = containers
                 .get_mut(&req.id)
                 .ok_or_else(|| not_found(format!("container {}", req.id)))?;
+            refuse_after_init_exit(&c.init, &req.id)?;
             if c.execs.contains_key(&req.exec_id) {
                 return Err(status(
                     Kind::AlreadyExists,
@@ -464,4 +469,20 @@ impl<R: Runtime> Task for Service<R> {
         }
         Ok(Empty::new())
     }
+}
+
+/// An exec joins the init's namespaces through its pid: once the init has
+/// exited (or was never started) that pid names nothing of the container.
+fn refuse_after_init_exit(init: &Proc, id: &str) -> TtrpcResult<()> {
+    let st = init.st();
+    if init.exit().is_some() || st.status != Status::RUNNING {
+        return Err(status(
+            Kind::FailedPrecondition,
+            format!(
+                "exec in container {id}: its init is not running ({:?})",
+                st.status
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -464,6 +464,52 @@ async fn an_exec_runs_its_spec_and_reports_its_own_exit() {
 }
 
 #[tokio::test]
+async fn no_exec_joins_an_init_that_exited() {
+    let p = pod(OWN_PID_NS);
+    let exec = |exec_id: &str| ExecProcessRequest {
+        id: ID.into(),
+        exec_id: exec_id.into(),
+        spec: Some(Any {
+            value: br#"{"args":["/bin/true"],"cwd":"/"}"#.to_vec(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let init = p.create().await;
+    assert_eq!(
+        code(p.service.exec(&ctx(), exec("early")).await),
+        Code::FAILED_PRECONDITION,
+        "an init not yet started"
+    );
+    p.start("").await.expect("start");
+    p.service
+        .exec(&ctx(), exec("added"))
+        .await
+        .expect("exec while the init runs");
+    p.exits.deliver(init as i32, 0);
+    assert_eq!(p.wait("").await, 0);
+    let calls = p.journal.calls().len();
+    assert_eq!(
+        code(p.service.exec(&ctx(), exec("late")).await),
+        Code::FAILED_PRECONDITION,
+        "the init's pid may name a host process by now"
+    );
+    assert_eq!(
+        code(p.start("added").await),
+        Code::FAILED_PRECONDITION,
+        "an exec added before the exit is not started after it"
+    );
+    assert!(
+        !p.journal.calls()[calls..]
+            .iter()
+            .any(|c| matches!(c, Call::Exec { .. })),
+        "no exec reached the runtime: {:?}",
+        &p.journal.calls()[calls..]
+    );
+}
+
+#[tokio::test]
 async fn pause_resume_update_and_pids_reach_the_runtime() {
     let p = pod(OWN_PID_NS);
     let pid = p.create().await;

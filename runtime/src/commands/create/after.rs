@@ -171,6 +171,18 @@ pub(super) fn disable_oom_killer(
     Ok(())
 }
 
+/// The start time of the container's init, recorded so no later command
+/// takes a process that reused its pid for it (`host::init`).
+pub(super) fn init_start(container: &Container) -> anyhow::Result<u64> {
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    Ok(crate::host::init::start_time(
+        Path::new("/proc"),
+        pid.as_raw(),
+    )?)
+}
+
 /// Moves the staged bundle into the state dir and records cnfbox's metadata.
 pub(super) fn finish(
     container: &mut Container,

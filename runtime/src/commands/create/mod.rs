@@ -259,6 +259,7 @@ fn apply(
         network: None,
         devices,
         granted_devices,
+        init_start: None,
     };
     // libcontainer records the path it loads the spec from as the bundle
     // that the in-container hooks see: give it the alias (see
@@ -307,6 +308,7 @@ fn apply(
         let net = after::attach_interfaces(ctx, o.id, &c, &applied.pod, journal, &interfaces)?;
         meta.network = Some(net);
     }
+    meta.init_start = Some(after::init_start(&c)?);
     after::finish(&mut c, &container_dir(ctx, o.id), &stage, &meta)?;
     drop(state_lock);
     journal.commit()?;
