@@ -27,6 +27,9 @@ pub enum AllocError {
     /// Resolving the pools from the config.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Another ledger on the node hands out IDs of these pools.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// The pod id is empty, too long, or has control characters.
     #[error(
         "invalid pod id {pod:?}: must be 1..={MAX_POD_ID_LEN} bytes without control characters"
@@ -95,6 +98,9 @@ pub enum Release {
 pub struct Allocator {
     ledger: Ledger,
     pools: Pools,
+    /// Where the ledger is registered for its pools before it hands out
+    /// IDs (`registry`); none for an allocator made from parts (tests).
+    registry: Option<crate::registry::Registry>,
 }
 
 impl Allocator {
@@ -103,14 +109,29 @@ impl Allocator {
         Ok(Allocator {
             ledger: Ledger::open(ledger_dir)?,
             pools,
+            registry: None,
         })
     }
 
     /// The allocator the host config describes: pools resolved from the
     /// config or subuid/subgid under `etc`, ledger in `ledger_dir`.
+    /// Before it hands out IDs its ledger is registered for the pools on
+    /// the node (`registry`): a second config naming overlapping pools
+    /// with another ledger gets none.
     pub fn from_config(config: &Config, etc: &EtcRoot) -> Result<Self, AllocError> {
         let pools = config.pools(etc)?;
-        Self::new(config.idmap.ledger_dir.clone(), pools)
+        let mut alloc = Self::new(config.idmap.ledger_dir.clone(), pools)?;
+        alloc.registry = Some(crate::registry::Registry::node());
+        Ok(alloc)
+    }
+
+    /// Registers the ledger for the pools, where this allocator has a
+    /// registry: before any ID is handed out or recorded.
+    fn claim(&self) -> Result<(), AllocError> {
+        if let Some(r) = &self.registry {
+            r.claim(self.ledger.dir(), &self.pools)?;
+        }
+        Ok(())
     }
 
     /// The pools allocations come from.
@@ -135,6 +156,7 @@ impl Allocator {
     /// (a v1 ledger's) is the pod's own and gets the root recorded.
     pub fn allocate_in(&self, root: Option<&Path>, pod: &str) -> Result<PodMapping, AllocError> {
         check_pod_id(pod)?;
+        self.claim()?;
         let lock = self.ledger.lock(LockMode::Exclusive)?;
         let mut state = lock.load()?;
         if let Some(e) = state.get(root, pod) {

@@ -52,6 +52,10 @@ pub enum SetupError {
     /// No gap of `size` IDs is left below `u32::MAX`.
     #[error("no free range of {size} host IDs above {HOST_RESERVED_END} in {file}")]
     NoFreeRange { size: u32, file: PathBuf },
+    /// Another ledger on the node hands out IDs of the pool: a config
+    /// with this ledger would give live pods the same host IDs.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// cnfbox already has an entry that differs from the configured pool.
     #[error(
         "{file} gives {owner} {have}, but the pool is {want}; make them agree (edit one) and \
@@ -104,6 +108,9 @@ pub struct SetupOptions {
     pub ledger_dir: PathBuf,
     /// Host IDs of the `kubelet` entry when one must be written.
     pub kubelet_pool_size: u32,
+    /// The node's ledger registry (`registry`): a new config is not
+    /// written for pools another existing ledger hands out.
+    pub registry: PathBuf,
 }
 
 impl Default for SetupOptions {
@@ -113,6 +120,7 @@ impl Default for SetupOptions {
             range_size: ID_BLOCK,
             ledger_dir: PathBuf::from(DEFAULT_LEDGER_DIR),
             kubelet_pool_size: ID_BLOCK * KUBELET_DEFAULT_PODS,
+            registry: PathBuf::from(crate::registry::NODE_DIR),
         }
     }
 }
@@ -227,6 +235,12 @@ pub fn setup(
     let config_action = if config.source.is_some() {
         FileAction::Unchanged
     } else {
+        let pools = crate::config::Pools {
+            uid: uid_pool,
+            gid: gid_pool,
+            range_size,
+        };
+        crate::registry::Registry::at(&opts.registry).check(&opts.ledger_dir, &pools)?;
         write_config(
             config_path,
             uid_pool,

@@ -21,9 +21,15 @@ fn etc_args<'a>(etc: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
 fn set_up(env: &Env) -> (String, idmap::Allocator) {
     let etc = env.tmp.path().join("etc");
     fs::create_dir_all(&etc).unwrap();
-    // Another owner already holds a range: setup must avoid it.
-    fs::write(etc.join("subuid"), "builder:100000:65536\n").unwrap();
-    fs::write(etc.join("subgid"), "builder:100000:65536\n").unwrap();
+    // Another owner already holds a range: setup must avoid it. `filler`
+    // holds everything from there to this environment's own slice, so the
+    // pool setup picks is the slice: a ledger on the node hands out only
+    // IDs no other live ledger does (`idmap::registry`), and tests run
+    // side by side.
+    let filler = env.pool().0 - 165_536;
+    let subid = format!("builder:100000:65536\nfiller:165536:{filler}\n");
+    fs::write(etc.join("subuid"), &subid).unwrap();
+    fs::write(etc.join("subgid"), &subid).unwrap();
     let ledger = env.tmp.path().join("ledger");
     let etc_s = etc.to_str().unwrap().to_string();
     let args = [
@@ -594,4 +600,105 @@ fn gc_reclaims_a_removed_roots_range_only_when_nothing_runs_on_it() {
     running.ok(&["delete", "--force", &r]);
     live.ok(&["delete", "--force", &l]);
     assert!(env.allocator().list().unwrap().is_empty());
+}
+
+/// Two configs naming one pool with two ledgers would give two live pods
+/// the same host IDs (issue 25): the second ledger is refused while the
+/// first exists, by the runtime and by `setup`.
+#[test]
+fn a_second_ledger_on_the_same_pool_is_refused() {
+    if !can_run("a second ledger on one pool") {
+        return;
+    }
+    let env = Env::new();
+    let first = env.id("first");
+    env.create(
+        &env.bundle("first", |b| b.scenario(&Scenario::Sleep)),
+        &first,
+    );
+    let (start, size) = env.pool();
+    let ledger = env.tmp.path().join("ledger");
+    let second_ledger = env.tmp.path().join("ledger2");
+    let second = env.tmp.path().join("second.toml");
+    fs::write(
+        &second,
+        format!(
+            "[idmap]\npool = \"{start}:{size}\"\nledger_dir = \"{}\"\n",
+            second_ledger.display()
+        ),
+    )
+    .unwrap();
+    let id = env.id("second");
+    let bundle = env.bundle("second", |b| b.scenario(&Scenario::Sleep));
+    // The init keeps stdout: only the status is waited for.
+    let create_second = || {
+        let err = env.tmp.path().join("second.err");
+        let status = env
+            .command()
+            .env("CNFBOX_CONFIG", &second)
+            .args(["create", "-b", bundle.dir.to_str().unwrap(), &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: fs::read(&err).unwrap_or_default(),
+        }
+    };
+    let out = create_second();
+    assert_one_line_error(
+        &out,
+        &[
+            &second_ledger.display().to_string(),
+            "overlaps ledger",
+            &ledger.display().to_string(),
+        ],
+    );
+    assert_nothing_left(&env, &id);
+    assert!(
+        env.allocator().show(&id).unwrap().is_none(),
+        "no range in the first ledger"
+    );
+
+    // setup over an /etc whose cnfbox entry is that pool, with another
+    // ledger: refused, no config written.
+    let etc = env.tmp.path().join("etc2");
+    fs::create_dir_all(&etc).unwrap();
+    let line = format!("cnfbox:{start}:{size}\n");
+    fs::write(etc.join("subuid"), &line).unwrap();
+    fs::write(etc.join("subgid"), &line).unwrap();
+    let out = env
+        .command()
+        .env_remove("CNFBOX_CONFIG")
+        .args(["setup", "--etc", etc.to_str().unwrap(), "--ledger-dir"])
+        .arg(&second_ledger)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["overlaps ledger", &ledger.display().to_string()]);
+    assert!(!etc.join("cnfbox/config.toml").exists());
+
+    // Control: with the first ledger gone, its registration is stale.
+    env.ok(&["delete", "--force", &first]);
+    env.allocator().release(&first).unwrap();
+    fs::remove_dir_all(&ledger).unwrap();
+    let out = create_second();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .command()
+        .env("CNFBOX_CONFIG", &second)
+        .args(["delete", "--force", &id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -68,6 +68,7 @@ pub struct Env {
     /// The host ID pool config every command gets through `CNFBOX_CONFIG`
     /// (`None`: the variable is removed).
     pub config: Option<PathBuf>,
+    pool: (u64, u64),
     /// This environment's slice of host IDs, held across test processes.
     _slot: nix::fcntl::Flock<std::fs::File>,
 }
@@ -111,8 +112,15 @@ impl Env {
             tmp,
             root,
             config: Some(config),
+            pool: (start, ENV_POOL),
             _slot: lock,
         }
+    }
+
+    /// This environment's slice of host IDs (start, size): the pool of
+    /// the config it starts with.
+    pub fn pool(&self) -> (u64, u64) {
+        self.pool
     }
 
     /// An allocator on this environment's ledger.

@@ -245,6 +245,7 @@ pub fn setup(a: &Setup) -> anyhow::Result<()> {
         range_size: a.range_size.unwrap_or(defaults.range_size),
         ledger_dir: a.ledger_dir.clone().unwrap_or(defaults.ledger_dir),
         kubelet_pool_size: a.kubelet_pool_size.unwrap_or(defaults.kubelet_pool_size),
+        registry: defaults.registry,
     };
     // An existing config must be one the runtime accepts before setup
     // builds on it, and the one setup writes must be too.
