@@ -312,7 +312,7 @@ fn bad_hugepage_and_policy_input_is_refused_and_leaves_nothing() {
     }
     let env = Env::new();
     type Tweak = fn(&mut oci_spec::runtime::Spec);
-    let cases: [(&str, Tweak, &[&str]); 7] = [
+    let cases: [(&str, Tweak, &[&str]); 8] = [
         (
             "notmultiple",
             |s| set_limits(s, json!([{ "pageSize": "2MB", "limit": 3 * MIB }]), None),
@@ -350,6 +350,21 @@ fn bad_hugepage_and_policy_input_is_refused_and_leaves_nothing() {
                 *s = serde_json::from_value(d).unwrap();
             },
             &["hugetlbfs at /huge1g", "sets no limit for this page size"],
+        ),
+        (
+            // No hugepageLimits at all: the hugetlbfs cnfbox mounts would
+            // have no size= and no cgroup cap, so pod root could map every
+            // free hugepage of the host (issue 25).
+            "nolimits",
+            |s| {
+                let mut d = serde_json::to_value(&*s).unwrap();
+                d["mounts"].as_array_mut().unwrap().push(json!({
+                    "destination": "/huge", "type": "hugetlbfs", "source": "none",
+                    "options": ["pagesize=2M"]
+                }));
+                *s = serde_json::from_value(d).unwrap();
+            },
+            &["hugetlbfs at /huge", "sets no limit for this page size"],
         ),
         (
             "policynode",

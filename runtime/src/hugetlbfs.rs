@@ -54,7 +54,7 @@ pub enum HugetlbfsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub page: PageSize,
-    /// `size=` in bytes (`None`: no limit for this page size).
+    /// `size=` in bytes: always set, as a page size without a limit is refused.
     pub size: Option<u64>,
     pub destination: PathBuf,
     /// Index of the spec mount it replaces, if any.
@@ -94,8 +94,9 @@ pub fn plan(
                 })?;
         }
         let page = page.unwrap_or_else(&default_page);
-        // With limits, a page size without one would be unlimited: refuse.
-        if !limits.is_empty() && size_of(page).is_none() {
+        // A page size without a limit would be unlimited (no `size=`, no
+        // cgroup cap): pod root could map every free hugepage of the host.
+        if size_of(page).is_none() {
             return Err(HugetlbfsError::Option {
                 index,
                 destination,
@@ -336,9 +337,9 @@ mod tests {
                 replaces: Some(0)
             }]
         );
-        // No limits at all: the mount is still made on the host, unlimited.
-        let p = plan(&spec, &[], || MB2).unwrap();
-        assert_eq!(p[0].size, None);
+        // No limits at all: refused, not mounted unlimited.
+        let e = plan(&spec, &[], || MB2).unwrap_err().to_string();
+        assert!(e.contains("sets no limit for this page size"), "{e}");
         let spec = spec_with(vec![hugetlbfs("/h", &["pagesize=3x"])]);
         assert!(matches!(
             plan(&spec, &[], || MB2),
