@@ -225,6 +225,11 @@ fn idmap_on_a_mount_that_is_not_a_bind_is_refused() {
                     "destination": "/mnt/x", "type": typ, "source": typ,
                     "options": ["idmap"]
                 }));
+                if typ == "hugetlbfs" {
+                    // A hugetlbfs needs a limit for its page size first.
+                    d["linux"]["resources"]["hugepageLimits"] =
+                        json!([{ "pageSize": "2MB", "limit": 2 << 20 }]);
+                }
                 *s = serde_json::from_value(d).unwrap();
             })
         });
