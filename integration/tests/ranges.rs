@@ -575,8 +575,15 @@ fn gc_reclaims_a_removed_roots_range_only_when_nothing_runs_on_it() {
         fs::rename(&root.path, &to).unwrap();
         to
     };
+    let dead_base = common::mount_base_of(&dead.path).expect("dead root's mount base");
     let (dead_to, running_to) = (moved(&dead), moved(&running));
+    assert!(!common::mount_points_of(&d).is_empty());
     let freed = live.gc();
+    // What the dead pod left mounted goes with its range (issue 25), and
+    // its root's mount base with it; the running pod's views stay.
+    assert_eq!(common::mount_points_of(&d), Vec::<PathBuf>::new());
+    assert!(!dead_base.exists(), "{}", dead_base.display());
+    assert!(!common::mount_points_of(&r).is_empty());
     let back = |from: &Path, root: &Root| fs::rename(from, &root.path).unwrap();
     back(&dead_to, &dead);
     back(&running_to, &running);

@@ -199,6 +199,12 @@ pub fn ranges(ctx: &Ctx, a: &Ranges) -> anyhow::Result<()> {
                 held_by(e, &here, roots, used)
             })?;
             scan.check()?;
+            // What the freed pods left mounted without a delete goes too.
+            for e in &freed {
+                if let Some(root) = &e.root {
+                    crate::journal::sweep::orphans(root, &e.mapping.uid.host_range());
+                }
+            }
             freed
         }
         RangesCmd::Repair => {

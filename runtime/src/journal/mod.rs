@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 mod legacy;
 mod step;
+pub mod sweep;
 mod teardown;
 #[cfg(test)]
 mod tests;
