@@ -127,11 +127,11 @@ impl Allocator {
 
     /// Registers the ledger for the pools, where this allocator has a
     /// registry: before any ID is handed out or recorded.
-    fn claim(&self) -> Result<(), AllocError> {
-        if let Some(r) = &self.registry {
-            r.claim(self.ledger.dir(), &self.pools)?;
+    fn claim(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, AllocError> {
+        match &self.registry {
+            Some(r) => Ok(Some(r.claim(self.ledger.dir(), &self.pools)?)),
+            None => Ok(None),
         }
-        Ok(())
     }
 
     /// The pools allocations come from.
@@ -156,7 +156,8 @@ impl Allocator {
     /// (a v1 ledger's) is the pod's own and gets the root recorded.
     pub fn allocate_in(&self, root: Option<&Path>, pod: &str) -> Result<PodMapping, AllocError> {
         check_pod_id(pod)?;
-        self.claim()?;
+        // Held until the grant is on disk (`registry`).
+        let _registry = self.claim()?;
         let lock = self.ledger.lock(LockMode::Exclusive)?;
         let mut state = lock.load()?;
         if let Some(e) = state.get(root, pod) {

@@ -4,10 +4,12 @@
 //! same (or overlapping) pools with different `ledger_dir`s would each
 //! hand out the same host IDs to a live pod. Every allocator made from a
 //! config registers its ledger and pools in a node-wide directory
-//! ([`NODE_DIR`], root's alone) and is refused when another ledger that
-//! still exists is registered for IDs its pools overlap. A registration
-//! whose ledger directory is gone (a removed test root, a ledger moved
-//! away) is stale and replaced.
+//! ([`NODE_DIR`], root's alone) and is refused while another ledger
+//! registered for IDs its pools overlap holds a range. The registry's
+//! lock is held until the allocation is on disk, so two ledgers cannot
+//! both find the other empty and hand out the same IDs. A registration
+//! whose ledger is gone or empty (a removed test root, a ledger moved
+//! away, a config no longer used) stands in no one's way.
 
 use std::fs;
 use std::io;
@@ -102,8 +104,15 @@ impl Registry {
 
     /// Registers `ledger` for `pools`, unless another ledger that still
     /// exists is registered for overlapping IDs (`check`).
-    pub fn claim(&self, ledger: &Path, pools: &Pools) -> Result<(), RegistryError> {
-        let _lock = self.lock()?;
+    /// The returned lock is to be held until what the ledger hands out is
+    /// on disk.
+    pub fn claim(
+        &self,
+        ledger: &Path,
+        pools: &Pools,
+    ) -> Result<nix::fcntl::Flock<fs::File>, RegistryError> {
+        let lock = self.lock()?;
+        self.prune();
         let mine = self.check(ledger, pools)?;
         let file = self.file_of(&mine.ledger);
         let current = fs::read(&file)
@@ -117,7 +126,7 @@ impl Registry {
             })?;
             tracing::info!(ledger = %mine.ledger.display(), uid = %mine.uid, gid = %mine.gid, registration = %file.display(), "ledger registered");
         }
-        Ok(())
+        Ok(lock)
     }
 
     /// What `ledger` would register for `pools`, or the registration of
@@ -129,7 +138,8 @@ impl Registry {
             if other.ledger == ledger || !other.ledger.is_dir() {
                 continue;
             }
-            if other.uid.overlaps(&pools.uid) || other.gid.overlaps(&pools.gid) {
+            let overlaps = other.uid.overlaps(&pools.uid) || other.gid.overlaps(&pools.gid);
+            if overlaps && holds_ranges(&other.ledger) {
                 return Err(RegistryError::Overlap {
                     ledger,
                     uid: pools.uid,
@@ -146,6 +156,16 @@ impl Registry {
             uid: pools.uid,
             gid: pools.gid,
         })
+    }
+
+    /// Removes the registrations whose ledger directory is gone (under
+    /// the lock), so the registry holds about one file per ledger in use.
+    fn prune(&self) {
+        for (path, r) in self.entries().unwrap_or_default() {
+            if !r.ledger.is_dir() {
+                let _ = fs::remove_file(&path);
+            }
+        }
     }
 
     /// Every readable registration (an unreadable one is skipped: it
@@ -201,6 +221,18 @@ impl Registry {
     }
 }
 
+/// Whether the ledger in `dir` holds a range; one that cannot be read
+/// counts as holding some.
+fn holds_ranges(dir: &Path) -> bool {
+    let Ok(ledger) = crate::ledger::Ledger::open(dir) else {
+        return true;
+    };
+    let state = ledger
+        .lock(crate::ledger::LockMode::Shared)
+        .and_then(|lock| lock.load());
+    !state.is_ok_and(|s| s.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,8 +254,15 @@ mod tests {
         fs::create_dir(&a).unwrap();
         fs::create_dir(&b).unwrap();
         let pool = pools(1 << 20, 1 << 20);
-        reg.claim(&a, &pool).unwrap();
-        reg.claim(&a, &pool).expect("the same ledger again");
+        drop(reg.claim(&a, &pool).unwrap());
+        drop(reg.claim(&a, &pool).expect("the same ledger again"));
+        reg.claim(&b, &pools(3 << 19, 1 << 20))
+            .expect("the first ledger holds no range yet");
+        // The first ledger hands out a range.
+        crate::alloc::Allocator::new(&a, pool)
+            .unwrap()
+            .allocate("p1")
+            .unwrap();
         let err = reg.claim(&b, &pools(3 << 19, 1 << 20)).unwrap_err();
         let text = err.to_string();
         assert!(
@@ -231,14 +270,24 @@ mod tests {
             "{text}"
         );
         assert!(reg.check(&b, &pool).is_err(), "check says the same");
-        reg.claim(&b, &pools(2 << 20, 1 << 20))
-            .expect("a disjoint pool");
+        drop(
+            reg.claim(&b, &pools(2 << 20, 1 << 20))
+                .expect("a disjoint pool"),
+        );
         // The first ledger's directory goes: its registration is stale.
-        fs::remove_dir(&a).unwrap();
-        reg.claim(&b, &pools(2 << 20, 1 << 20)).unwrap();
+        fs::remove_dir_all(&a).unwrap();
         let c = tmp.path().join("c");
         fs::create_dir(&c).unwrap();
-        reg.claim(&c, &pool).expect("over a stale registration");
+        drop(reg.claim(&c, &pool).expect("over a stale registration"));
+        let files = fs::read_dir(tmp.path().join("reg"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(
+            files, 2,
+            "the stale registration of a was pruned (b and c stay)"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(tmp.path().join("reg"))
             .unwrap()

@@ -37,10 +37,11 @@ pub const ICMPECHO: (&str, &str) = ("icmpecho", include_str!("helpers/icmpecho.c
 /// setuid bit gave it (busybox drops it for most applets).
 pub const IDS: (&str, &str) = ("ids", include_str!("helpers/ids.c"));
 
-/// `devopen kvm|tap|open|vfio PATH ...`: opens a device node and creates a
-/// VM (`KVM_CREATE_VM`) or a persistent tap (`TUNSETIFF`) with it, or opens
-/// it as `UID GID [GROUP]`, or uses a VFIO group as DPDK does (container,
-/// type1 IOMMU, one DMA mapping, the device fd); prints `key=value` lines.
+/// `devopen kvm|tap|open|vfio|detach PATH ...`: opens a device node and
+/// creates a VM (`KVM_CREATE_VM`) or a persistent tap (`TUNSETIFF`) with
+/// it, or opens it as `UID GID [GROUP]`, or uses a VFIO group as DPDK does
+/// (container, type1 IOMMU, one DMA mapping, the device fd), or tries to
+/// detach a cgroup v2's device programs; prints `key=value` lines.
 pub const DEVOPEN: (&str, &str) = ("devopen", include_str!("helpers/devopen.c"));
 
 /// `webserve [PORT [PIDFILE [TITLE...]]]`: answers every HTTP request with 200 (the

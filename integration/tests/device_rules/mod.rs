@@ -111,6 +111,50 @@ fn cgroup_rules_decide_what_opens() {
     assert_eq!(kv(&out, "null_open"), "ok", "{at}: {out}");
 }
 
+/// Pod root (with NET_ADMIN in its own namespaces, as the default policy
+/// allows) cannot lift its device rules on
+/// cgroup v2 by detaching the device program from its cgroup (issue 25,
+/// "not demonstrated"): querying, opening and detaching cgroup programs
+/// needs the capability in the host's user namespace. The node without a
+/// rule still gives EPERM afterwards.
+#[test]
+fn pod_root_cannot_detach_the_device_program() {
+    const T: &str = "detaching the v2 device program";
+    if !can_run(T) {
+        return;
+    }
+    if layout() != "cgroup v2" {
+        eprintln!("SKIP {T}: /sys/fs/cgroup is not cgroup v2 here (the device program is v2's; the VM lane runs it)");
+        return;
+    }
+    let Some((path, nums)) = plain_device(T) else {
+        return;
+    };
+    let env = Env::new();
+    let script = format!(
+        "/bin/devopen detach /sys/fs/cgroup | sed s/^/bpf_/; \
+         /bin/devopen open {path} | sed s/^/dev_/"
+    );
+    let b = bundle(
+        &env,
+        "detach",
+        &script,
+        vec![device(path, nums, 0o666, 0, 0)],
+        vec![],
+        Some("NET_ADMIN"),
+    );
+    let out = run(&env, &b, "detach");
+    assert_eq!(
+        kv(&out, "bpf_cgroup"),
+        "ok",
+        "the pod sees its cgroup: {out}"
+    );
+    for step in ["query", "detach", "detach_any"] {
+        assert_eq!(kv(&out, &format!("bpf_{step}")), "EPERM", "{step}: {out}");
+    }
+    assert_eq!(kv(&out, "dev_open"), "EPERM", "the rule held: {out}");
+}
+
 /// libcgroups' v2 manager builds the device program again on `update`,
 /// from resources that carry no device rules.
 #[test]

@@ -10,6 +10,11 @@
  *                                 the container and the group, attach, set
  *                                 the type1 IOMMU, map one page for DMA,
  *                                 get the fd of PCI device DEVICE
+ *   devopen detach CGROUP         what pod root would do to lift its device
+ *                                 rules on cgroup v2: BPF_PROG_QUERY of
+ *                                 the cgroup's BPF_CGROUP_DEVICE programs,
+ *                                 BPF_PROG_GET_FD_BY_ID of the first one,
+ *                                 BPF_PROG_DETACH of it (and without one)
  *
  * Prints key=value lines: open=ok|<errno name>, then vm=ok|<errno name>
  * or tap=ok|<errno name> and ifindex=<n>, or container=, viable=, attach=,
@@ -20,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/bpf.h>
 #include <linux/if_tun.h>
 #include <linux/vfio.h>
 #include <net/if.h>
@@ -28,6 +34,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define KVM_CREATE_VM 0xAE01
@@ -110,6 +117,40 @@ static int vfio(const char *group_path, const char *container_path, const char *
     return 0;
 }
 
+static long bpf(int cmd, union bpf_attr *attr) {
+    return syscall(__NR_bpf, cmd, attr, sizeof *attr);
+}
+
+/* Prints query=, count=, getfd=, detach=, detach_any= lines. */
+static int detach(const char *cgroup_path) {
+    int cg = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (step("cgroup", cg) < 0)
+        return 1;
+    __u32 ids[64];
+    union bpf_attr q;
+    memset(&q, 0, sizeof q);
+    q.query.target_fd = cg;
+    q.query.attach_type = BPF_CGROUP_DEVICE;
+    q.query.prog_ids = (__u64)(unsigned long)ids;
+    q.query.prog_cnt = 64;
+    if (step("query", bpf(BPF_PROG_QUERY, &q)) == 0)
+        printf("count=%u\n", q.query.prog_cnt);
+    union bpf_attr g;
+    memset(&g, 0, sizeof g);
+    g.prog_id = q.query.prog_cnt > 0 ? ids[0] : 1;
+    long prog = bpf(BPF_PROG_GET_FD_BY_ID, &g);
+    step("getfd", prog);
+    union bpf_attr d;
+    memset(&d, 0, sizeof d);
+    d.target_fd = cg;
+    d.attach_type = BPF_CGROUP_DEVICE;
+    d.attach_bpf_fd = prog < 0 ? 0 : (__u32)prog;
+    int failed = step("detach", bpf(BPF_PROG_DETACH, &d));
+    d.attach_bpf_fd = 0;
+    failed |= step("detach_any", bpf(BPF_PROG_DETACH, &d));
+    return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 3) {
@@ -117,6 +158,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *mode = argv[1], *path = argv[2];
+    if (strcmp(mode, "detach") == 0)
+        return detach(path);
     if (strcmp(mode, "vfio") == 0) {
         if (argc < 5) {
             fprintf(stderr, "usage: devopen vfio GROUP CONTAINER DEVICE\n");
