@@ -84,6 +84,49 @@ fn volumes_are_idmapped_with_the_pod_mapping_by_default() {
     assert_nothing_left(&env, &id);
 }
 
+/// A bind whose source is an overlayfs, as containerd 2.x mounts an image
+/// volume: overlayfs cannot be id-mapped, so its layers are, and overlaid
+/// again (issue 24: critest's image volume specs in `always` mode).
+#[test]
+fn an_overlayfs_volume_is_idmapped_through_its_layers() {
+    if !can_run("overlayfs volume") {
+        return;
+    }
+    let env = Env::new();
+    let (upper_layer, lower_layer) = (volume_dir(&env, "l1"), volume_dir(&env, "l2"));
+    fs::write(upper_layer.join("top"), "from-l1").unwrap();
+    fs::write(lower_layer.join("owned"), "shadowed").unwrap();
+    let merged = env.tmp.path().join("merged");
+    fs::create_dir_all(&merged).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={}:{}",
+            upper_layer.display(),
+            lower_layer.display()
+        ))
+        .arg(&merged)
+        .status()
+        .expect("mount(8)");
+    assert!(st.success(), "mount overlay on {}", merged.display());
+    let script = "echo owned=$(stat -c %u:%g /data/owned); echo top=$(cat /data/top); \
+                  if touch /data/new 2>/dev/null; then echo write=ok; else echo write=denied; fi";
+    let bundle = with_volume(&env, "ovl", &merged, script, |_| {});
+    let id = env.id("ovl");
+    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(kv(&stdout, "owned"), "1234:1234", "{stdout}");
+    assert_eq!(kv(&stdout, "top"), "from-l1", "{stdout}");
+    assert_eq!(
+        kv(&stdout, "write"),
+        "denied",
+        "a lower-only overlay is read-only: {stdout}"
+    );
+    assert_nothing_left(&env, &id);
+}
+
 #[test]
 fn annotation_none_binds_volumes_unmapped() {
     if !can_run("idmap-volumes none") {

@@ -60,6 +60,16 @@ pub enum VolumeError {
         #[source]
         source: Box<idmap::MountError>,
     },
+    /// An overlayfs source (containerd's image volumes): its layers are
+    /// id-mapped and overlaid again, as for an overlay rootfs.
+    #[error("mounts[{index}] ({dest}): id-mapped view of the overlayfs {source_path}")]
+    Overlay {
+        index: usize,
+        dest: PathBuf,
+        source_path: PathBuf,
+        #[source]
+        source: Box<crate::overlay::OverlayError>,
+    },
 }
 
 fn is_bind(m: &Mount) -> bool {
@@ -214,18 +224,33 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
                 path: view.clone(),
                 source,
             })?;
-            let attached = match &mapping {
-                Some(mapping) => idmap::idmapped_bind(&src, &view, mapping),
-                None => plain_bind(&src, &view),
+            let idmap_err = |source| VolumeError::Idmap {
+                index,
+                dest: m.destination().clone(),
+                source_path: src.clone(),
+                source: Box::new(source),
             };
-            if let Err(source) = attached {
+            let attached = match &mapping {
+                // An overlayfs (containerd's image volumes) cannot be
+                // id-mapped, its layers can: overlaid again, as an overlay
+                // rootfs is (`overlay`).
+                Some(mapping) if meta.is_dir() && crate::overlay::is_overlay(&src) => {
+                    let staging = dir.join(format!("{index}.layers"));
+                    crate::overlay::idmapped_view(&src, &view, mapping, &staging).map_err(
+                        |source| VolumeError::Overlay {
+                            index,
+                            dest: m.destination().clone(),
+                            source_path: src.clone(),
+                            source: Box::new(source),
+                        },
+                    )
+                }
+                Some(mapping) => idmap::idmapped_bind(&src, &view, mapping).map_err(idmap_err),
+                None => plain_bind(&src, &view).map_err(idmap_err),
+            };
+            if let Err(e) = attached {
                 remove_point(&view);
-                return Err(VolumeError::Idmap {
-                    index,
-                    dest: m.destination().clone(),
-                    source_path: src,
-                    source: Box::new(source),
-                });
+                return Err(e);
             }
             views.push(view.clone());
             host_side_atime(index, m, &view)?;
