@@ -56,6 +56,11 @@ case "$tool" in
   *) usage ;;
 esac
 
+# One build per tool and version at a time: a second caller waits, then
+# finds it built.
+mkdir -p "$cache"
+exec 9>"$out.lock"
+flock 9
 complete() { local b; for b in "${bins[@]}"; do [[ -x "$out/bin/$b" ]] || return 1; done; }
 if ! complete; then
   log "building $tool $version from the Go module proxy into $out (once)"

@@ -28,6 +28,8 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// `MOUNT_ATTR_RDONLY`: the mount is read-only.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 /// `MOUNT_ATTR_NOSUID`: setuid/setgid bits and file capabilities are ignored.
 pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
 /// `MOUNT_ATTR_NODEV`: device nodes cannot be opened.

@@ -85,46 +85,67 @@ fn volumes_are_idmapped_with_the_pod_mapping_by_default() {
 }
 
 /// A bind whose source is an overlayfs, as containerd 2.x mounts an image
-/// volume: overlayfs cannot be id-mapped, so its layers are, and overlaid
-/// again (issue 24: critest's image volume specs in `always` mode).
+/// volume (read-only; a `subPath` is a directory in it): overlayfs cannot
+/// be id-mapped, so its layers are, under a read-only overlay of their
+/// own (issue 24: critest's image volume specs in `always` mode). A
+/// writable bind of one is refused with one line.
 #[test]
-fn an_overlayfs_volume_is_idmapped_through_its_layers() {
+fn an_overlayfs_volume_is_idmapped_read_only_through_its_layers() {
     if !can_run("overlayfs volume") {
         return;
     }
     let env = Env::new();
-    let (upper_layer, lower_layer) = (volume_dir(&env, "l1"), volume_dir(&env, "l2"));
-    fs::write(upper_layer.join("top"), "from-l1").unwrap();
-    fs::write(lower_layer.join("owned"), "shadowed").unwrap();
+    let (top, bottom) = (volume_dir(&env, "l1"), volume_dir(&env, "l2"));
+    fs::create_dir_all(top.join("sub")).unwrap();
+    fs::write(top.join("sub/inner"), "in-sub").unwrap();
+    fs::write(bottom.join("bottom"), "from-l2").unwrap();
     let merged = env.tmp.path().join("merged");
     fs::create_dir_all(&merged).unwrap();
     let st = std::process::Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={}:{}",
-            upper_layer.display(),
-            lower_layer.display()
-        ))
+        .arg(format!("lowerdir={}:{}", top.display(), bottom.display()))
         .arg(&merged)
         .status()
         .expect("mount(8)");
     assert!(st.success(), "mount overlay on {}", merged.display());
-    let script = "echo owned=$(stat -c %u:%g /data/owned); echo top=$(cat /data/top); \
+    let ro = |d: &mut Value| {
+        let mounts = d["mounts"].as_array_mut().unwrap();
+        mounts.last_mut().unwrap()["options"] = json!(["rbind", "ro"]);
+    };
+    let script = "echo owned=$(stat -c %u:%g /data/owned); echo bottom=$(cat /data/bottom); \
                   if touch /data/new 2>/dev/null; then echo write=ok; else echo write=denied; fi";
-    let bundle = with_volume(&env, "ovl", &merged, script, |_| {});
-    let id = env.id("ovl");
-    let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(kv(&stdout, "owned"), "1234:1234", "{stdout}");
-    assert_eq!(kv(&stdout, "top"), "from-l1", "{stdout}");
-    assert_eq!(
-        kv(&stdout, "write"),
-        "denied",
-        "a lower-only overlay is read-only: {stdout}"
+    let whole = with_volume(&env, "ovl", &merged, script, ro);
+    let sub = with_volume(
+        &env,
+        "ovlsub",
+        &merged.join("sub"),
+        "echo inner=$(cat /data/inner)",
+        ro,
     );
-    assert_nothing_left(&env, &id);
+    let rw = with_volume(&env, "ovlrw", &merged, "true", |_| {});
+    let run = |b: &test_bundles::Bundle, name: &str| {
+        let id = env.id(name);
+        let out = env.run(&["run", "-b", b.dir.to_str().unwrap(), &id]);
+        (id, out)
+    };
+    let (id1, out1) = run(&whole, "ovl");
+    let (id2, out2) = run(&sub, "ovlsub");
+    let (id3, out3) = run(&rw, "ovlrw");
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    assert!(out1.status.success(), "{out1:?}");
+    let stdout = String::from_utf8_lossy(&out1.stdout);
+    assert_eq!(kv(&stdout, "owned"), "1234:1234", "{stdout}");
+    assert_eq!(kv(&stdout, "bottom"), "from-l2", "{stdout}");
+    assert_eq!(kv(&stdout, "write"), "denied", "{stdout}");
+    assert!(out2.status.success(), "{out2:?}");
+    assert_eq!(
+        kv(&String::from_utf8_lossy(&out2.stdout), "inner"),
+        "in-sub"
+    );
+    assert_one_line_error(&out3, &["/data", "is on an overlayfs", "\"ro\""]);
+    for id in [id1, id2, id3] {
+        assert_nothing_left(&env, &id);
+    }
 }
 
 #[test]

@@ -33,6 +33,7 @@ mod propagation;
 mod state_lock;
 mod sysctl;
 mod views;
+mod volume_overlay;
 mod volumes;
 
 use std::process::ExitCode;

@@ -60,8 +60,16 @@ pub enum VolumeError {
         #[source]
         source: Box<idmap::MountError>,
     },
+    /// A writable bind of an overlayfs source: its id-mapped view can only
+    /// be read-only (`volume_overlay`).
+    #[error("mounts[{index}] ({dest}): {source_path} is on an overlayfs, whose id-mapped view is read-only: add the \"ro\" option, or set {ANNOTATION}: none to bind it unmapped")]
+    OverlayWritable {
+        index: usize,
+        dest: PathBuf,
+        source_path: PathBuf,
+    },
     /// An overlayfs source (containerd's image volumes): its layers are
-    /// id-mapped and overlaid again, as for an overlay rootfs.
+    /// id-mapped and overlaid again, read-only.
     #[error("mounts[{index}] ({dest}): id-mapped view of the overlayfs {source_path}")]
     Overlay {
         index: usize,
@@ -232,11 +240,18 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
             };
             let attached = match &mapping {
                 // An overlayfs (containerd's image volumes) cannot be
-                // id-mapped, its layers can: overlaid again, as an overlay
-                // rootfs is (`overlay`).
-                Some(mapping) if meta.is_dir() && crate::overlay::is_overlay(&src) => {
+                // id-mapped, its layers can: overlaid again, read-only
+                // (`volume_overlay`).
+                Some(_) if crate::overlay::is_overlay(&src) && !read_only(m) => {
+                    Err(VolumeError::OverlayWritable {
+                        index,
+                        dest: m.destination().clone(),
+                        source_path: src.clone(),
+                    })
+                }
+                Some(mapping) if crate::overlay::is_overlay(&src) => {
                     let staging = dir.join(format!("{index}.layers"));
-                    crate::overlay::idmapped_view(&src, &view, mapping, &staging).map_err(
+                    crate::volume_overlay::readonly_view(&src, &view, mapping, &staging).map_err(
                         |source| VolumeError::Overlay {
                             index,
                             dest: m.destination().clone(),
@@ -280,6 +295,11 @@ pub fn apply(spec: &mut Spec, pod: &PodMapping, dir: &Path) -> Result<Vec<PathBu
             Err(e)
         }
     }
+}
+
+/// Whether the bind asks to be read-only (`ro`).
+fn read_only(m: &Mount) -> bool {
+    m.options().iter().flatten().any(|o| o == "ro")
 }
 
 /// The bind's atime options (`noatime`, `rnoatime`, `strictatime`,
