@@ -1,7 +1,7 @@
 //! Pod root against a shared trunk (issue 25): with NET_ADMIN and NET_RAW
 //! in its own namespaces, a pod holding `macvlan:trunk` tries to receive
-//! what a gateway sends another pod, to raise the trunk's promiscuity, and
-//! to carry a VLAN it was not given, both ways.
+//! what a gateway sends another pod, to raise the trunk's promiscuity, to
+//! carry a VLAN it was not given, both ways, and to send as the gateway.
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
@@ -11,8 +11,9 @@ use super::*;
 
 /// Raw frames through `AF_PACKET`: `sniff IFACE END [MARKERS...]` prints
 /// `ready` once bound, then, when a frame holding `END` arrives, the
-/// markers it saw; `send IFACE DST VLAN PAYLOAD...` sends one frame each
-/// (`VLAN` 0: untagged; ethertype 0x88b5, local experimental).
+/// markers it saw; `send IFACE DST VLAN [src=MAC] PAYLOAD...` sends one
+/// frame each (`VLAN` 0: untagged; ethertype 0x88b5, local experimental;
+/// from the interface's own address unless `src=` says otherwise).
 const FRAMES: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
@@ -34,7 +35,10 @@ else:
     src = s.getsockname()[4]
     vlan = int(sys.argv[4])
     tag = b"\x81\x00" + vlan.to_bytes(2, "big") if vlan else b""
-    for p in sys.argv[5:]:
+    payloads = sys.argv[5:]
+    if payloads and payloads[0].startswith("src="):
+        src = bytes.fromhex(payloads.pop(0)[4:].replace(":", ""))
+    for p in payloads:
         s.send(dst + src + tag + b"\x88\xb5" + p.encode().ljust(60, b"."))
 "#;
 
@@ -227,9 +231,12 @@ fn pod_root_cannot_sniff_other_pods_change_the_trunk_or_carry_other_vlans() {
             String::from_utf8_lossy(&stacked.stderr).trim()
         );
     }
-    let sniff_gw = sniffer(at_gw(), &gw_end, "end-a", &["from-a", "vlan-out"]);
+    let sniff_gw = sniffer(at_gw(), &gw_end, "end-a", &["from-a", "vlan-out", "spoof"]);
     let from_a = || as_pod_root_cmd(a.1, &[]);
     send(from_a(), "data0", BROADCAST, 0, &["from-a"]);
+    // Speaking as the gateway (or any other address) on the trunk.
+    let spoofed = format!("src={gw_mac}");
+    send(from_a(), "data0", BROADCAST, 0, &[&spoofed, "spoof"]);
     send(from_a(), "data0", BROADCAST, 300, &["vlan-out"]);
     send(from_a(), "data0", BROADCAST, 100, &["vlan-out"]);
     if stacked.status.success() {
@@ -239,7 +246,7 @@ fn pod_root_cannot_sniff_other_pods_change_the_trunk_or_carry_other_vlans() {
     assert_eq!(
         seen(sniff_gw),
         "from-a",
-        "the trunk carries pod A's untagged frame and no tagged one"
+        "the trunk carries pod A's untagged frame from its own address, no tagged or spoofed one"
     );
     assert_eq!(flags(&ns, &trunk), before);
 

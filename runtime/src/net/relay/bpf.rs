@@ -34,32 +34,62 @@ fn log_line(log: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The classifier's source: `ifindex` is where every untagged frame goes.
+/// The classifier's source: `ifindex` is where every untagged frame goes;
+/// with `src`, only frames from that MAC address do (the pod's side: a
+/// pod cannot speak as the gateway or another pod on the trunk).
 /// Offsets are `struct __sk_buff`'s: `protocol` at 16 (network byte order),
-/// `vlan_present` at 20. Returns `TC_ACT_SHOT` (2) for a tagged frame, and
-/// `bpf_redirect(ifindex, 0)` (helper 23: `TC_ACT_REDIRECT`, to egress)
-/// otherwise.
-pub fn source(ifindex: u32) -> String {
+/// `vlan_present` at 20, `data` and `data_end` at 76 and 80. Returns
+/// `TC_ACT_SHOT` (2) for a frame it drops, and `bpf_redirect(ifindex, 0)`
+/// (helper 23: `TC_ACT_REDIRECT`, to egress) otherwise.
+pub fn source(ifindex: u32, src: Option<[u8; 6]>) -> String {
     let dot1q = u16::to_be(libc::ETH_P_8021Q as u16);
     let dot1ad = u16::to_be(libc::ETH_P_8021AD as u16);
-    format!(
-        "ldxw r2, [r1+20]
-         jne r2, 0, +7
-         ldxw r2, [r1+16]
-         jeq r2, {dot1q}, +5
-         jeq r2, {dot1ad}, +4
-         mov64 r1, {ifindex}
-         mov64 r2, 0
-         call 23
-         exit
-         mov64 r0, 2
-         exit"
-    )
+    let mut code = vec![
+        "ldxw r2, [r1+20]".to_string(),
+        "jne r2, 0, DROP".into(),
+        "ldxw r2, [r1+16]".into(),
+        format!("jeq r2, {dot1q}, DROP"),
+        format!("jeq r2, {dot1ad}, DROP"),
+    ];
+    if let Some(mac) = src {
+        // The Ethernet header must be there to be read (the verifier's
+        // bounds check), then its source address, two bytes at a time
+        // (16-bit immediates compare without sign extension).
+        code.extend([
+            "ldxw r2, [r1+76]".to_string(),
+            "ldxw r3, [r1+80]".into(),
+            "mov64 r4, r2".into(),
+            "add64 r4, 14".into(),
+            "jgt r4, r3, DROP".into(),
+        ]);
+        for (i, pair) in mac.chunks(2).enumerate() {
+            let half = u16::from_ne_bytes([pair[0], pair[1]]);
+            code.push(format!("ldxh r4, [r2+{}]", 6 + 2 * i));
+            code.push(format!("jne r4, {half}, DROP"));
+        }
+    }
+    code.extend([
+        format!("mov64 r1, {ifindex}"),
+        "mov64 r2, 0".into(),
+        "call 23".into(),
+        "exit".into(),
+    ]);
+    let drop = code.len();
+    code.extend(["mov64 r0, 2".to_string(), "exit".into()]);
+    code.iter()
+        .enumerate()
+        .map(|(i, line)| match line.contains("DROP") {
+            true => line.replace("DROP", &format!("+{}", drop - i - 1)),
+            false => line.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-/// Loads the classifier that redirects to `ifindex`.
-pub fn load(ifindex: u32) -> Result<OwnedFd, BpfError> {
-    let code = rbpf::assembler::assemble(&source(ifindex)).map_err(BpfError::Assemble)?;
+/// Loads the classifier that redirects to `ifindex` (what comes from
+/// `src`, when given).
+pub fn load(ifindex: u32, src: Option<[u8; 6]>) -> Result<OwnedFd, BpfError> {
+    let code = rbpf::assembler::assemble(&source(ifindex, src)).map_err(BpfError::Assemble)?;
     let license = CString::from(c"GPL");
     let mut log = vec![0u8; LOG_SIZE];
     let mut name = [0u8; 16];
@@ -121,7 +151,7 @@ mod tests {
 
     #[test]
     fn the_program_drops_tagged_frames_and_redirects_the_rest() {
-        let code = rbpf::assembler::assemble(&source(7)).unwrap();
+        let code = rbpf::assembler::assemble(&source(7, None)).unwrap();
         assert_eq!(code.len(), 11 * 8);
         // Run it in rbpf's interpreter on a fake __sk_buff (its context is
         // plain memory) with the helper recording its arguments.
@@ -142,5 +172,27 @@ mod tests {
         assert_eq!(run(&code, 0x0800, 1), 2, "an outer tag the kernel took out");
         assert_eq!(run(&code, 0x8100, 0), 2, "an 802.1Q tag in the frame");
         assert_eq!(run(&code, 0x88a8, 0), 2, "an 802.1ad tag in the frame");
+    }
+
+    #[test]
+    fn the_pod_side_program_checks_the_source_address_two_bytes_at_a_time() {
+        let text = source(7, Some([0x02, 0x42, 0xac, 0x11, 0x00, 0xff]));
+        let code = rbpf::assembler::assemble(&text).unwrap();
+        assert_eq!(code.len(), 22 * 8, "{text}");
+        // Every jump lands on the drop (`mov64 r0, 2`, instruction 20).
+        for (i, line) in text.lines().enumerate() {
+            if let Some(off) = line.rsplit_once(", +").map(|(_, o)| o) {
+                assert_eq!(i + 1 + off.parse::<usize>().unwrap(), 20, "{line}");
+            }
+        }
+        let halves: Vec<&str> = text.lines().filter(|l| l.starts_with("jne r4")).collect();
+        assert_eq!(
+            halves,
+            [
+                format!("jne r4, {}, +8", u16::from_ne_bytes([0x02, 0x42])),
+                format!("jne r4, {}, +6", u16::from_ne_bytes([0xac, 0x11])),
+                format!("jne r4, {}, +4", u16::from_ne_bytes([0x00, 0xff])),
+            ]
+        );
     }
 }

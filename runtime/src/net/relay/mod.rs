@@ -17,7 +17,8 @@
 //! A classifier on the ingress of `h0` and of `q0` (`bpf`) passes every
 //! untagged frame to the other and drops every 802.1Q/802.1ad tagged one,
 //! both ways: a pod carries no VLAN it was not given, whichever
-//! attachment it holds. The pod's end has the child's MAC address and MTU.
+//! attachment it holds. From the pod, only frames with the pod's own
+//! source address pass: it cannot speak as the gateway or another pod. The pod's end has the child's MAC address and MTU.
 //! Whatever pod root does to its veth (modes, promiscuity, addresses)
 //! stays in the pod; `h0` only ever receives what the parent hands a child
 //! with its own address.
@@ -109,8 +110,11 @@ pub fn wire(
         .add_veth(&q, &r.name, pod_ns.as_fd(), &h_link.mac, mtu)
         .map_err(netlink_err(origin, "create the pod's veth pair", &r.name))?;
     let q_link = relay_link(relay, origin, &q)?;
-    for (from, to) in [(&h_link, &q_link), (&q_link, &h_link)] {
-        let prog = bpf::load(to.index).map_err(|source| NetError::Relay {
+    // From the pod (q's ingress) only frames from the pod's own address
+    // go out; from the trunk, whatever the child receives goes in.
+    let pod_mac: Option<[u8; 6]> = h_link.mac.as_slice().try_into().ok();
+    for (from, to, src) in [(&h_link, &q_link, None), (&q_link, &h_link, pod_mac)] {
+        let prog = bpf::load(to.index, src).map_err(|source| NetError::Relay {
             origin: origin.clone(),
             source,
         })?;
