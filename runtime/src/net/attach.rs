@@ -137,7 +137,8 @@ fn host_device(host: &mut Netlink, origin: &str, device: &str) -> Result<Link, N
         })
 }
 
-fn netlink_err(
+/// The error of rtnetlink step `step` on `device` for request `origin`.
+pub(super) fn netlink_err(
     origin: &str,
     step: &'static str,
     device: &str,

@@ -33,6 +33,7 @@ use std::path::Path;
 
 pub use bpf::BpfError;
 
+use super::attach::netlink_err;
 use super::netlink::{Child, Link, Netlink};
 use super::request::Request;
 use super::NetError;
@@ -145,21 +146,6 @@ fn relay_link(relay: &mut Netlink, origin: &str, name: &str) -> Result<Link, Net
             origin: origin.to_string(),
             device: name.to_string(),
         })
-}
-
-fn netlink_err(
-    origin: &str,
-    step: &'static str,
-    device: &str,
-) -> impl FnOnce(std::io::Error) -> NetError {
-    let origin = origin.to_string();
-    let device = device.to_string();
-    move |source| NetError::Netlink {
-        origin,
-        step,
-        device,
-        source,
-    }
 }
 
 /// Deletes every device in the relay namespace pinned at `pin` (the
