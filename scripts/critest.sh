@@ -284,6 +284,11 @@ state = "$work/state"
 [plugins."io.containerd.nri.v1.nri"]
   disable = false
   socket_path = "$work/nri.sock"
+  # critest's "container created during the Synchronize call" spec blocks
+  # a plugin's Synchronize for 2 s, containerd's default request timeout:
+  # which fires first is a race (a loaded node lost it once in CI).
+  plugin_registration_timeout = "10s"
+  plugin_request_timeout = "10s"
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$sandbox_image"
