@@ -112,12 +112,8 @@ impl Registry {
         pools: &Pools,
     ) -> Result<nix::fcntl::Flock<fs::File>, RegistryError> {
         let lock = self.lock()?;
-        self.prune();
-        let mine = self.check(ledger, pools)?;
+        let (mine, current) = self.scan(ledger, pools, true)?;
         let file = self.file_of(&mine.ledger);
-        let current = fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Registration>(&b).ok());
         if current.as_ref() != Some(&mine) {
             let body = serde_json::to_vec(&mine).expect("a registration serializes");
             write_atomic(&file, &body, 0o600).map_err(|source| RegistryError::Write {
@@ -133,9 +129,32 @@ impl Registry {
     /// another existing ledger whose IDs overlap them; registers nothing
     /// (`cnfbox setup` asks before it writes a config).
     pub fn check(&self, ledger: &Path, pools: &Pools) -> Result<Registration, RegistryError> {
+        self.scan(ledger, pools, false).map(|(mine, _)| mine)
+    }
+
+    /// One pass over the registrations: what `ledger` would register for
+    /// `pools` and what it has registered now, or the registration of
+    /// another existing ledger that holds a range and whose IDs overlap.
+    /// With `prune` (under the lock), the registrations whose ledger
+    /// directory is gone are removed on the way, so the registry holds
+    /// about one file per ledger in use.
+    fn scan(
+        &self,
+        ledger: &Path,
+        pools: &Pools,
+        prune: bool,
+    ) -> Result<(Registration, Option<Registration>), RegistryError> {
         let ledger = fs::canonicalize(ledger).unwrap_or_else(|_| ledger.to_path_buf());
+        let mut current = None;
         for (path, other) in self.entries()? {
-            if other.ledger == ledger || !other.ledger.is_dir() {
+            if other.ledger == ledger {
+                current = Some(other);
+                continue;
+            }
+            if !other.ledger.is_dir() {
+                if prune {
+                    let _ = fs::remove_file(&path);
+                }
                 continue;
             }
             let overlaps = other.uid.overlaps(&pools.uid) || other.gid.overlaps(&pools.gid);
@@ -151,21 +170,12 @@ impl Registry {
                 });
             }
         }
-        Ok(Registration {
+        let mine = Registration {
             ledger,
             uid: pools.uid,
             gid: pools.gid,
-        })
-    }
-
-    /// Removes the registrations whose ledger directory is gone (under
-    /// the lock), so the registry holds about one file per ledger in use.
-    fn prune(&self) {
-        for (path, r) in self.entries().unwrap_or_default() {
-            if !r.ledger.is_dir() {
-                let _ = fs::remove_file(&path);
-            }
-        }
+        };
+        Ok((mine, current))
     }
 
     /// Every readable registration (an unreadable one is skipped: it
