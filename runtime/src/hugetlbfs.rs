@@ -54,8 +54,8 @@ pub enum HugetlbfsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub page: PageSize,
-    /// `size=` in bytes: always set, as a page size without a limit is refused.
-    pub size: Option<u64>,
+    /// `size=` in bytes: a page size without a limit is refused.
+    pub size: u64,
     pub destination: PathBuf,
     /// Index of the spec mount it replaces, if any.
     pub replaces: Option<usize>,
@@ -96,17 +96,17 @@ pub fn plan(
         let page = page.unwrap_or_else(&default_page);
         // A page size without a limit would be unlimited (no `size=`, no
         // cgroup cap): pod root could map every free hugepage of the host.
-        if size_of(page).is_none() {
+        let Some(size) = size_of(page) else {
             return Err(HugetlbfsError::Option {
                 index,
                 destination,
                 option: format!("pagesize={}", page.mount_option()),
                 reason: "linux.resources.hugepageLimits sets no limit for this page size".into(),
             });
-        }
+        };
         out.push(Planned {
             page,
-            size: size_of(page),
+            size,
             destination: m.destination().clone(),
             replaces: Some(index),
         });
@@ -120,7 +120,7 @@ pub fn plan(
             };
             out.push(Planned {
                 page: l.page,
-                size: Some(l.bytes),
+                size: l.bytes,
                 destination,
                 replaces: None,
             });
@@ -210,13 +210,11 @@ fn mount_one(p: &Planned, target: &Path, uid: u32, gid: u32) -> Result<(), Huget
             path: target.to_path_buf(),
             source,
         })?;
-    let mut options = format!(
-        "uid={uid},gid={gid},mode=0770,pagesize={}",
-        p.page.mount_option()
+    let options = format!(
+        "uid={uid},gid={gid},mode=0770,pagesize={},size={}",
+        p.page.mount_option(),
+        p.size
     );
-    if let Some(size) = p.size {
-        options.push_str(&format!(",size={size}"));
-    }
     mount(
         Some("hugetlbfs"),
         target,
@@ -232,7 +230,7 @@ fn mount_one(p: &Planned, target: &Path, uid: u32, gid: u32) -> Result<(), Huget
             source,
         }
     })?;
-    tracing::debug!(path = %target.display(), page = %p.page.cgroup_name(), size = ?p.size, uid, gid, "hugetlbfs mounted");
+    tracing::debug!(path = %target.display(), page = %p.page.cgroup_name(), size = p.size, uid, gid, "hugetlbfs mounted");
     Ok(())
 }
 
@@ -296,7 +294,7 @@ mod tests {
         let p = plan(&spec, &limits, || MB2).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].destination, Path::new("/dev/hugepages"));
-        assert_eq!(p[0].size, Some(4 << 20));
+        assert_eq!(p[0].size, 4 << 20);
         assert_eq!(p[1].destination, Path::new("/dev/hugepages-1GB"));
         assert!(plan(
             &spec,
@@ -332,7 +330,7 @@ mod tests {
             p,
             vec![Planned {
                 page: MB2,
-                size: Some(4 << 20),
+                size: 4 << 20,
                 destination: "/mnt/huge".into(),
                 replaces: Some(0)
             }]
