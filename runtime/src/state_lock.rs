@@ -161,14 +161,22 @@ pub enum ReadError {
 
 /// `Container::load` of the container in `dir` (`<root>/<id>`), under its
 /// shared lock: never a half-written `state.json`; with its init checked
-/// (`check_init`).
+/// against the start time its record holds (`check_init`).
 pub fn load(dir: &Path) -> Result<Container, ReadError> {
+    let init_start = crate::meta::ContainerMeta::load(dir)
+        .ok()
+        .and_then(|m| m.init_start);
+    load_with(dir, init_start)
+}
+
+/// [`load`], for a caller that has read the container's record already.
+pub fn load_with(dir: &Path, init_start: Option<u64>) -> Result<Container, ReadError> {
     let _lock = match (dir.parent(), dir.file_name().and_then(|n| n.to_str())) {
         (Some(root), Some(id)) => StateLock::shared(root, id)?,
         _ => None,
     };
     let mut c = Container::load(dir.to_path_buf())?;
-    check_init(&mut c, dir, Path::new("/proc"));
+    check_init(&mut c, init_start, Path::new("/proc"));
     Ok(c)
 }
 
@@ -178,15 +186,12 @@ pub fn load(dir: &Path) -> Result<Container, ReadError> {
 /// the container is `stopped` and has no pid, so no command signals,
 /// joins or reports that process. A container of an older release, with
 /// no start time recorded, keeps libcontainer's view.
-pub fn check_init(c: &mut Container, dir: &Path, proc: &Path) {
+pub fn check_init(c: &mut Container, init_start: Option<u64>, proc: &Path) {
     use libcontainer::container::ContainerStatus as S;
     if !matches!(c.status(), S::Created | S::Running | S::Paused) {
         return;
     }
-    let (Some(pid), Ok(meta)) = (c.pid(), crate::meta::ContainerMeta::load(dir)) else {
-        return;
-    };
-    let Some(start) = meta.init_start else {
+    let (Some(pid), Some(start)) = (c.pid(), init_start) else {
         return;
     };
     if !crate::host::init::is(proc, pid.as_raw(), start) {

@@ -157,9 +157,9 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
         }
         .into());
     }
-    let container = crate::state_lock::load(&dir)
-        .with_context(|| format!("load container {id} from {}", dir.display()))?;
     let meta = ContainerMeta::load(&dir)?;
+    let container = crate::state_lock::load_with(&dir, meta.init_start)
+        .with_context(|| format!("load container {id} from {}", dir.display()))?;
     Ok((container, meta))
 }
 

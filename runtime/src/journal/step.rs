@@ -344,7 +344,10 @@ fn undo_container(
         .then(|| Container::load(dir.clone()));
     match loaded {
         Some(Ok(mut c)) => {
-            crate::state_lock::check_init(&mut c, &dir, Path::new("/proc"));
+            let init_start = crate::meta::ContainerMeta::load(&dir)
+                .ok()
+                .and_then(|m| m.init_start);
+            crate::state_lock::check_init(&mut c, init_start, Path::new("/proc"));
             // libcontainer removes the cgroup it made on every hierarchy.
             warning =
                 delete_container(&mut c, u.force).map_err(|e| StepError::Delete(Box::new(e)))?;

@@ -127,7 +127,7 @@ fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping, bool)> {
         if !meta.sandbox || meta.pod.as_deref() != Some(pod) {
             continue;
         }
-        let Ok(c) = crate::state_lock::load(&entry.path()) else {
+        let Ok(c) = crate::state_lock::load_with(&entry.path(), meta.init_start) else {
             continue;
         };
         if matches!(
