@@ -254,29 +254,7 @@ impl Allocator {
         pod: &str,
         held_by: impl FnOnce(&PodEntry) -> Option<String>,
     ) -> Result<Release, AllocError> {
-        let lock = self.ledger.lock(LockMode::Exclusive)?;
-        let mut state = lock.load()?;
-        let key = match state.get(root, pod) {
-            Some(_) => root,
-            None if root.is_some() && state.get(None, pod).is_some() => None,
-            None => return Ok(Release::NotHeld),
-        };
-        let Some(held) = state.get(key, pod).cloned() else {
-            return Ok(Release::NotHeld);
-        };
-        if let Some(reason) = held_by(&held) {
-            tracing::info!(pod, root = %root_label(key), mapping = %held.mapping, %reason, "host ID range kept");
-            return Ok(Release::Kept {
-                entry: held,
-                reason,
-            });
-        }
-        let Some(e) = state.remove(key, pod) else {
-            return Ok(Release::NotHeld);
-        };
-        lock.store(&mut state)?;
-        tracing::info!(pod, root = %root_label(key), mapping = %e.mapping, "released host ID range");
-        Ok(Release::Freed(e))
+        release_in(&self.ledger, root, pod, held_by)
     }
 
     /// The entry of `pod`: the rootless one, else that id's in any state
@@ -446,6 +424,40 @@ impl Allocator {
             && u.start() - p.uid.start() == g.start() - p.gid.start()
             && (u.start() - p.uid.start()) % p.range_size == 0
     }
+}
+
+/// [`Allocator::release_in`] on a ledger alone: releasing needs no pool
+/// (a node whose pool was taken out of the config still frees its pods'
+/// ranges).
+pub fn release_in(
+    ledger: &Ledger,
+    root: Option<&Path>,
+    pod: &str,
+    held_by: impl FnOnce(&PodEntry) -> Option<String>,
+) -> Result<Release, AllocError> {
+    let lock = ledger.lock(LockMode::Exclusive)?;
+    let mut state = lock.load()?;
+    let key = match state.get(root, pod) {
+        Some(_) => root,
+        None if root.is_some() && state.get(None, pod).is_some() => None,
+        None => return Ok(Release::NotHeld),
+    };
+    let Some(held) = state.get(key, pod).cloned() else {
+        return Ok(Release::NotHeld);
+    };
+    if let Some(reason) = held_by(&held) {
+        tracing::info!(pod, root = %root_label(key), mapping = %held.mapping, %reason, "host ID range kept");
+        return Ok(Release::Kept {
+            entry: held,
+            reason,
+        });
+    }
+    let Some(e) = state.remove(key, pod) else {
+        return Ok(Release::NotHeld);
+    };
+    lock.store(&mut state)?;
+    tracing::info!(pod, root = %root_label(key), mapping = %e.mapping, "released host ID range");
+    Ok(Release::Freed(e))
 }
 
 /// Gives the rootless entry of `pod` (a v1 ledger's) to the pod of state

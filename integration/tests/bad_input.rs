@@ -230,6 +230,40 @@ fn systemd_cgroup_without_systemd() {
     assert_nothing_left(&env, &id);
 }
 
+/// A node with no host ID pool (no `[idmap] pool`, no `cnfbox:` lines in
+/// /etc/subuid) refuses a pod with the pool's one-line error and leaves
+/// nothing, not even the journal: the undo of the range it never got used
+/// to need the pool too ("could not undo range ... kept in its journal").
+#[test]
+fn a_node_without_a_pool_refuses_the_pod_and_leaves_nothing() {
+    const T: &str = "no host ID pool";
+    if !can_run(T) {
+        return;
+    }
+    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if subuid.lines().any(|l| l.starts_with("cnfbox:")) {
+        eprintln!("SKIP {T}: /etc/subuid gives cnfbox a pool on this host");
+        return;
+    }
+    let env = Env::new();
+    let config = env.config.clone().expect("env config");
+    let text = fs::read_to_string(&config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("pool"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text, "the test's config names a pool: {text}");
+    fs::write(&config, &without).unwrap();
+    let bundle = env.bundle("nopool", |b| b.scenario(&Scenario::True));
+    let id = env.id("nopool");
+    let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+    let err = assert_one_line_error(&out, &["no host ID pool", "[idmap] pool"]);
+    assert!(!err.contains("undo"), "{err}");
+    fs::write(&config, &text).unwrap();
+    assert_nothing_left(&env, &id);
+}
+
 /// Failures inside libcontainer's init keep their innermost cause on the
 /// one line (it was only in `--debug` output): proc mounted on a symlink,
 /// and a capability set the kernel refuses (with its errno name).

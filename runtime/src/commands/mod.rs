@@ -27,8 +27,12 @@ pub struct Ctx {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // Absolute: libcontainer forks the container's processes from `/`
+    // (`host::cwd`).
+    let root = std::path::absolute(&cli.global.root)
+        .with_context(|| format!("--root {}: make it absolute", cli.global.root.display()))?;
     let ctx = Ctx {
-        root: cli.global.root,
+        root,
         systemd: cli.global.systemd_cgroup,
     };
     let uses_root = !matches!(

@@ -57,22 +57,31 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         }
         // Files above were read and written as host root; from here on
         // this process is in the pod's user namespace, where its uid reads
-        // as unmapped: libcgroups' systemd manager (`--systemd-cgroup`)
-        // would take it for a rootless caller and look for a session bus.
-        // It is host root, and the container's scope is the system
-        // instance's (a patch of libcgroups: vendor/libcgroups/NOTE.md).
-        if meta.systemd {
-            std::env::set_var(libcgroups::common::SYSTEM_INSTANCE_ENV, "1");
-        }
+        // as unmapped. With `--systemd-cgroup` libcontainer joins the
+        // exec'd process to the scope by its cgroupfs path, which create
+        // kept for it (`devices::scope`), not through systemd's bus.
         join_userns(&container, id)?;
         exec_process::set(&process.gids, id)?;
     }
     // libcontainer's tenant builder reads state.json itself.
     let state_lock = crate::state_lock::StateLock::shared(&ctx.root, id)?;
+    // The exec'd process inherits the cwd (`host::cwd`): every path is
+    // made absolute before it changes.
+    let console = console_socket_path(a.console_socket.as_deref())?;
+    let pid_file = a
+        .pid_file
+        .as_ref()
+        .map(|p| {
+            std::path::absolute(p)
+                .with_context(|| format!("--pid-file {}: make it absolute", p.display()))
+        })
+        .transpose()?;
+    let at_root =
+        crate::host::cwd::AtRoot::enter().with_context(|| format!("exec in container {id}"))?;
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(ctx.root.clone())?
-        .with_console_socket(console_socket_path(a.console_socket.as_deref())?)
-        .with_pid_file(a.pid_file.as_ref())?
+        .with_console_socket(console)
+        .with_pid_file(pid_file)?
         .with_preserved_fds(a.preserve_fds)
         .with_executor(process.confined.clone())
         .validate_id()?
@@ -83,6 +92,7 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         .with_sub_cgroup(a.cgroup.clone())
         .build()
         .with_context(|| format!("exec in container {id}"));
+    drop(at_root);
     drop(state_lock);
     drop(process);
     remove_spent_notify_sockets(&dir);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use libcgroups::common::{CgroupManager, ControllerOpt, FreezerState};
+use libcgroups::common::{AnyCgroupManager, CgroupManager, ControllerOpt, FreezerState};
 use libcgroups::stats::Stats;
 use libcontainer::container::ContainerStatus;
 use liboci_cli::{Events, Update};
@@ -160,17 +160,28 @@ pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
     // libcgroups' apply allows the withheld devices again (v1) or detaches
     // cnfbox's program (v2): the pod is frozen until they are denied again
     // (`devices::withheld`), so nothing of its opens one in between.
-    let apply = || {
+    let init = match c.status() {
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused => c.pid(),
+        _ => None,
+    };
+    let apply = || -> anyhow::Result<()> {
         manager.apply(&ControllerOpt {
             resources: &resources,
             disable_oom_killer: false,
             oom_score_adj: None,
             freezer_state: None,
-        })
-    };
-    let init = match c.status() {
-        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused => c.pid(),
-        _ => None,
+        })?;
+        // libcgroups' systemd manager attaches no device program: cnfbox
+        // puts the container's own back on its scope (`devices::scope`).
+        if let (AnyCgroupManager::Systemd(_), Some(init)) = (&manager, init) {
+            crate::devices::scope::attach(
+                std::path::Path::new("/proc"),
+                std::path::Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT),
+                init.as_raw(),
+                resources.devices(),
+            )?;
+        }
+        Ok(())
     };
     let Some(init) = init else {
         // Nothing of the pod runs to open a device.

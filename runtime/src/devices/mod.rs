@@ -25,6 +25,7 @@
 
 pub mod policy;
 pub mod rules;
+pub mod scope;
 pub mod withheld;
 
 use std::fs;

@@ -15,13 +15,10 @@
 //! (`BPF_PROG_LOAD` of this type and `BPF_PROG_GET_FD_BY_ID` need
 //! `CAP_BPF`/`CAP_SYS_ADMIN` in the initial user namespace). The program
 //! lives as long as the cgroup; no pin is needed. With `--systemd-cgroup`
-//! on a unified host the container's cgroup is the scope systemd made, and
-//! libcgroups' systemd manager (patched, vendor/libcgroups/NOTE.md: upstream
-//! sets no device policy at all) attaches the same program there at the
-//! same step; systemd puts none of its own on a scope without
-//! `DevicePolicy`/`DeviceAllow` and detaches only its own, and one it has
-//! on the slice still counts. Around that, cnfbox settles what libcontainer
-//! leaves open:
+//! on a unified host the container's cgroup is the scope systemd made;
+//! libcgroups' systemd manager sets no device policy at all there, so
+//! cnfbox attaches the same program to the scope itself (`scope`). Around
+//! that, cnfbox settles what libcontainer leaves open:
 //!
 //! - libcontainer applies no cgroup setting at all to a spec without
 //!   `linux.resources`, so no rule and, on v2, no program: every node the
@@ -30,8 +27,8 @@
 //!   a v2 program from "deny": rules that do not start with "deny all"
 //!   would allow every device on v1 only. cnfbox puts runc's "deny all"
 //!   first (runc `specconv.CreateCgroupConfig`) where the spec has none.
-//! - `update` makes libcgroups' v2 and systemd managers build the program
-//!   again from the update's resources, which carry no device rules: the
+//! - `update` makes libcgroups' v2 manager (and cnfbox, on a systemd
+//!   scope) build the program again from the update's resources, which carry no device rules: the
 //!   pod would lose its allowed devices. As in runc, an update never
 //!   changes device rules: on v2 (either driver) cnfbox passes the
 //!   container's own, on v1 (whose rules only add) none.
@@ -95,8 +92,8 @@ pub fn deny_by_default(spec: &mut Spec) {
 }
 
 /// The device rules an `update` applies: the container's own on v2, with
-/// the cgroupfs or the systemd manager (both build the whole program
-/// again), none on v1. Rules in the update itself are ignored, as runc's
+/// the cgroupfs manager or on the systemd scope (both build the whole
+/// program again), none on v1. Rules in the update itself are ignored, as runc's
 /// `update` ignores them.
 pub fn for_update(
     manager: &AnyCgroupManager,

@@ -14,6 +14,8 @@
 //! - [`nofollow`]: opening a directory with no symlink anywhere in its
 //!   path, then reaching it by descriptor.
 //! - [`owner`]: whether a directory root acts on is root's alone.
+//! - [`cwd`]: forking the container's processes from `/`, which their
+//!   unprivileged uid may read.
 //! - [`cgroup2`]: a cgroup2 tree cnfbox writes itself (the hugetlb cgroup
 //!   of a hybrid host; libcgroups manages the container's own cgroups).
 //!
@@ -23,6 +25,7 @@
 //! `commands::create::plan::HostRoots`), so tests run on fake trees.
 
 pub mod cgroup2;
+pub mod cwd;
 pub mod init;
 pub mod mounts;
 pub mod nofollow;

@@ -278,11 +278,18 @@ fn container_dir(root: &Path, id: &str, mapping: &PodMapping) -> Result<PathBuf,
 /// slip between the look and the write.
 pub fn release_unused(root: &Path, pod: &str, tearing_down: &str) -> Result<(), ProfileError> {
     let key = crate::holders::root_key(root);
-    let outcome = allocator()?
-        .release_in(Some(&key), pod, |_| {
-            crate::holders::in_root(root, pod, Some(tearing_down))
-        })
-        .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
+    // Only the ledger counts: a config without a pool (a create refused
+    // for it, a pool taken out of the config) frees what is recorded.
+    let ledger_dir = idmap_config()?.idmap.ledger_dir;
+    if !ledger_dir.join(idmap::ledger::LEDGER_FILE).exists() {
+        return Ok(());
+    }
+    let ledger =
+        idmap::Ledger::open(&ledger_dir).map_err(|e| ProfileError::Alloc(Box::new(e.into())))?;
+    let outcome = idmap::alloc::release_in(&ledger, Some(&key), pod, |_| {
+        crate::holders::in_root(root, pod, Some(tearing_down))
+    })
+    .map_err(|e| ProfileError::Alloc(Box::new(e)))?;
     if let idmap::Release::Kept { reason, .. } = outcome {
         tracing::info!(pod, root = %key.display(), %reason, "pod range kept for its remaining containers");
     }

@@ -144,6 +144,49 @@ pub(super) fn restore_memlock(
     Ok(())
 }
 
+/// With `--systemd-cgroup` on cgroup v2: the device program on the scope
+/// systemd made (libcgroups' systemd manager attaches none), and the
+/// scope's cgroupfs path in the kept spec for `exec` (`devices::scope`).
+/// Runs before `withhold_devices`, whose program it would replace.
+pub(super) fn systemd_scope(
+    container: &Container,
+    spec: &oci_spec::runtime::Spec,
+    meta: &ContainerMeta,
+    stage: &Path,
+) -> anyhow::Result<()> {
+    if !meta.systemd {
+        return Ok(());
+    }
+    let context = || format!("create container {}", container.id());
+    let setup = crate::cgroups::setup().with_context(context)?;
+    if !matches!(setup, libcgroups::common::CgroupSetup::Unified) {
+        return Ok(());
+    }
+    let pid = container
+        .pid()
+        .context("created container has no init pid")?;
+    let rules = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone());
+    let proc = Path::new("/proc");
+    crate::devices::scope::attach(
+        proc,
+        Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT),
+        pid.as_raw(),
+        &rules,
+    )
+    .with_context(context)?;
+    let scope = crate::devices::scope::cgroup_of_pid(proc, pid.as_raw()).with_context(context)?;
+    let mut kept = spec.clone();
+    if let Some(linux) = kept.linux_mut() {
+        linux.set_cgroups_path(Some(scope));
+    }
+    crate::bundle::write_staged(stage, &kept).with_context(context)?;
+    Ok(())
+}
+
 /// Denies the console (libcgroups' default set allows it after the spec's
 /// rules) on the container's cgroup before the init runs anything of the
 /// pod's, unless `[devices] allow` gave it (`devices::withheld`).

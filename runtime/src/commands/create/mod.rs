@@ -301,6 +301,7 @@ fn apply(
     after::harden_views(&spec, &meta)?;
     after::join_hugetlb(&c, &meta)?;
     after::restore_memlock(&c, &spec)?;
+    after::systemd_scope(&c, &spec, &meta, &stage)?;
     after::withhold_devices(&c, &meta)?;
     after::disable_oom_killer(&c, &spec)?;
     after::adopt_netns(&c, applied.adopted_netns.as_deref(), o.id)?;
@@ -337,7 +338,9 @@ fn build(
     stage: &Path,
     driver: cgroups::Driver,
 ) -> anyhow::Result<Container> {
-    ContainerBuilder::new(o.id.to_string(), SyscallType::default())
+    let context = || format!("create container {}", o.id);
+    let stage = std::path::absolute(stage).with_context(context)?;
+    let builder = ContainerBuilder::new(o.id.to_string(), SyscallType::default())
         .with_root_path(root)?
         .with_pid_file(o.pid_file)?
         .with_console_socket(console_socket_path(o.console_socket)?)
@@ -346,9 +349,10 @@ fn build(
         .as_init(stage)
         .with_systemd(driver == cgroups::Driver::Systemd)
         .with_detach(o.detach)
-        .with_no_pivot(o.no_pivot)
-        .build()
-        .with_context(|| format!("create container {}", o.id))
+        .with_no_pivot(o.no_pivot);
+    // The init inherits the cwd (`host::cwd`); every path above is absolute.
+    let _at_root = crate::host::cwd::AtRoot::enter().with_context(context)?;
+    builder.build().with_context(context)
 }
 
 fn is_exist(err: &anyhow::Error) -> bool {
