@@ -1,6 +1,8 @@
 //! Added start latency of NUMA placement with hugepages: a container with
 //! the `cnfbox.io/numa-node` hint, a CPU pin, a 2 MiB hugepage limit and
-//! its own hugetlbfs, against the same container without them. Both run
+//! its own hugetlbfs, against the same container without them, and
+//! against the same pin derived from the CPU list alone (no annotation,
+//! `[numa] align = "auto"`). Both run
 //! with the pod profile (own user namespace, id-mapped rootfs); the two
 //! alternate within each round so machine noise hits both alike.
 //!
@@ -49,22 +51,29 @@ fn run(rounds: usize) -> Result<(), String> {
     } else {
         "0"
     };
+    let pin = move |s: &mut oci_spec::runtime::Spec| {
+        let mut d = serde_json::to_value(&*s).unwrap();
+        d["linux"]["resources"]["cpu"] = serde_json::json!({ "cpus": cpu });
+        d["linux"]["resources"]["hugepageLimits"] =
+            serde_json::json!([{ "pageSize": "2MB", "limit": 4 << 20 }]);
+        *s = serde_json::from_value(d).unwrap();
+    };
     let pinned = BundleBuilder::new(tmp.path().join("pinned"))
         .scenario(&Scenario::True)
         .annotation("cnfbox.io/numa-node", "0")
-        .modify(move |s| {
-            let mut d = serde_json::to_value(&*s).unwrap();
-            d["linux"]["resources"]["cpu"] = serde_json::json!({ "cpus": cpu });
-            d["linux"]["resources"]["hugepageLimits"] =
-                serde_json::json!([{ "pageSize": "2MB", "limit": 4 << 20 }]);
-            *s = serde_json::from_value(d).unwrap();
-        })
+        .modify(pin)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let derived = BundleBuilder::new(tmp.path().join("derived"))
+        .scenario(&Scenario::True)
+        .modify(pin)
         .build()
         .map_err(|e| e.to_string())?;
     let cnfbox = cnfbox_built()?;
     let variants = [
         ("plain (pod profile)", plain.dir),
         ("NUMA-pinned + 2 MiB hugepage limit + hugetlbfs", pinned.dir),
+        ("the same, node derived from cpu.cpus", derived.dir),
     ];
     let plan = Rounds {
         rounds,

@@ -56,6 +56,10 @@ pub struct Numa {
     /// A CPU list (`0-1,8`) the pods never get.
     #[serde(default)]
     pub reserved_cpus: String,
+    /// How the node follows kubelet's cpuset and the pod's devices when no
+    /// annotation names one, and when the inputs disagree (`numa::derive`).
+    #[serde(default)]
+    pub align: crate::numa::derive::Align,
 }
 
 /// `[capabilities]`.

@@ -113,20 +113,37 @@ fn numa_placement(spec: &Spec) {
         ]),
         with_memory: BTreeSet::from([0, 1]),
     };
-    if let Some(hint) = annotation(spec, numa::ANNOTATION) {
-        let cpu = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().as_ref())
-            .and_then(|r| r.cpu().clone())
-            .unwrap_or_default();
-        let _ = numa::place(
-            &topo,
-            hint,
-            cpu.cpus().as_deref(),
-            cpu.mems().as_deref(),
-            &BTreeSet::from([0]),
-        );
+    let cpu = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().clone())
+        .unwrap_or_default();
+    let mut inputs = numa::inputs::kubelet(spec, &topo).unwrap_or_default();
+    if let Some(Ok(node)) = annotation(spec, numa::ANNOTATION).map(|h| numa::parse_hint(h)) {
+        inputs.push(numa::derive::Input {
+            what: format!("annotation {}", numa::ANNOTATION),
+            rank: numa::derive::Rank::Annotation,
+            nodes: BTreeSet::from([node]),
+        });
+    }
+    for align in [
+        numa::derive::Align::Auto,
+        numa::derive::Align::Strict,
+        numa::derive::Align::Off,
+    ] {
+        if let Ok(numa::derive::Decision::Bound { node, from, .. }) =
+            numa::derive::decide(&inputs, align)
+        {
+            let _ = numa::place_on(
+                &topo,
+                node,
+                &from,
+                cpu.cpus().as_deref(),
+                cpu.mems().as_deref(),
+                &BTreeSet::from([0]),
+            );
+        }
     }
 }
 

@@ -61,13 +61,18 @@ impl Plan {
 }
 
 /// Validates limits and hugetlbfs mounts (and, for a container pinned to
-/// NUMA node `node`, that the node has the free pages for them); on a
+/// NUMA node `node` (named by `from`), that the node has the free pages
+/// for them); on a
 /// hybrid host takes the limits out of `spec` (libcontainer's v1 manager
 /// would fail on them).
-pub fn check(spec: &mut Spec, roots: &Roots, node: Option<u32>) -> Result<Plan, HugepagesError> {
+pub fn check(
+    spec: &mut Spec,
+    roots: &Roots,
+    node: Option<(u32, &str)>,
+) -> Result<Plan, HugepagesError> {
     let limits = hugetlb::spec_limits(spec, &roots.sys)?;
-    if let Some(node) = node {
-        hugetlb::check_node(&limits, node, &roots.sys)?;
+    if let Some((node, from)) = node {
+        hugetlb::check_node(&limits, node, from, &roots.sys)?;
     }
     let mut cgroup2 = None;
     let mut unified = None;

@@ -66,9 +66,12 @@ pub struct ContainerMeta {
     /// Id-mapped views of the container's volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_views: Vec<PathBuf>,
-    /// NUMA placement from the `cnfbox.io/numa-node` hint.
+    /// NUMA placement: the node and where it came from (`numa`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa: Option<crate::numa::Record>,
+    /// Why no NUMA node was bound although inputs named nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_unbound: Option<String>,
     /// Hugepage limits, the cgroup2 cgroup and hugetlbfs cnfbox set up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hugepages: Option<crate::hugepages::Record>,
@@ -145,7 +148,9 @@ mod tests {
                 node: 0,
                 cpus: "1".into(),
                 mems: "0".into(),
+                from: "annotation cnfbox.io/numa-node".into(),
             }),
+            numa_unbound: None,
             hugepages: Some(crate::hugepages::Record {
                 limits: vec![crate::hugetlb::Limit {
                     page: crate::hugetlb::PageSize(2 << 20),

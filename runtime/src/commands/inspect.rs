@@ -122,8 +122,12 @@ fn devices(meta: &ContainerMeta) -> Vec<DeviceView> {
 
 #[derive(Serialize)]
 struct NumaView {
-    /// The hinted node, when the container has a `cnfbox.io/numa-node` hint.
+    /// The node placement follows (`numa`).
     node: Option<u32>,
+    /// Where the node came from: the annotation, kubelet's cpuset, a device.
+    from: Option<String>,
+    /// Why no node is bound although inputs named nodes.
+    unbound: Option<String>,
     cpus: Option<String>,
     mems: Option<String>,
     memory_policy: Option<String>,
@@ -161,6 +165,12 @@ fn numa(spec: Option<&oci_spec::runtime::Spec>, meta: &ContainerMeta) -> Option<
     });
     let view = NumaView {
         node: meta.numa.as_ref().map(|r| r.node),
+        from: meta
+            .numa
+            .as_ref()
+            .map(|r| r.from.clone())
+            .filter(|f| !f.is_empty()),
+        unbound: meta.numa_unbound.clone(),
         cpus: cpu.and_then(|c| c.cpus().clone()),
         mems: cpu.and_then(|c| c.mems().clone()),
         memory_policy: policy,
@@ -346,10 +356,15 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                 }
                 if let Some(n) = &c.numa {
                     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                    let node = match (n.node, &n.from, &n.unbound) {
+                        (Some(node), Some(from), _) => format!("{node} (from {from})"),
+                        (Some(node), None, _) => node.to_string(),
+                        (None, _, Some(why)) => format!("- ({why})"),
+                        (None, _, None) => "-".into(),
+                    };
                     writeln!(
                         out,
-                        "    numa node {} cpus {} mems {} policy {}",
-                        n.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        "    numa node {node} cpus {} mems {} policy {}",
                         opt(&n.cpus),
                         opt(&n.mems),
                         opt(&n.memory_policy)

@@ -219,8 +219,10 @@ fn check_pin(record: &crate::numa::Record, r: &LinuxResources) -> anyhow::Result
     if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
         if parse_list("linux.resources.cpu.mems", mems)? != [record.node].into() {
             anyhow::bail!(
-                "linux.resources.cpu.mems {mems:?}: the container is pinned to NUMA node {}",
-                record.node
+                "linux.resources.cpu.mems {mems:?}: refused, the container is pinned to NUMA node {}{} \
+                 (its memory policy and hugetlbfs pages stay there; it is not re-bound)",
+                record.node,
+                pinned_from(record)
             );
         }
     }
@@ -238,13 +240,24 @@ fn check_pin(record: &crate::numa::Record, r: &LinuxResources) -> anyhow::Result
             .collect();
         if !wanted.is_subset(&allowed) {
             anyhow::bail!(
-                "linux.resources.cpu.cpus {cpus:?}: the container is pinned to NUMA node {} (CPUs {})",
+                "linux.resources.cpu.cpus {cpus:?}: refused, the container is pinned to NUMA node {}{} \
+                 (CPUs {}; its memory policy and hugetlbfs pages stay there; it is not re-bound)",
                 record.node,
+                pinned_from(record),
                 crate::numa::format_list(&allowed)
             );
         }
     }
     Ok(())
+}
+
+/// ` from <where>` of a record that says where its node came from.
+fn pinned_from(record: &crate::numa::Record) -> String {
+    if record.from.is_empty() {
+        String::new()
+    } else {
+        format!(" from {}", record.from)
+    }
 }
 
 /// Hugepage limits where cnfbox enforces them (the cgroup2 tree of a hybrid

@@ -152,7 +152,12 @@ pub fn node_free(sys: &Path, node: u32, page: PageSize) -> u64 {
 /// (its memory is bound there): each non-zero limit must fit in the
 /// node's free pages now, or the container would fault (SIGBUS) or fail
 /// its mmaps later.
-pub fn check_node(limits: &[Limit], node: u32, sys: &Path) -> Result<(), HugetlbError> {
+pub fn check_node(
+    limits: &[Limit],
+    node: u32,
+    from: &str,
+    sys: &Path,
+) -> Result<(), HugetlbError> {
     for (index, l) in limits.iter().enumerate() {
         if l.bytes == 0 {
             continue;
@@ -162,6 +167,7 @@ pub fn check_node(limits: &[Limit], node: u32, sys: &Path) -> Result<(), Hugetlb
             return Err(HugetlbError::NodeShort {
                 index,
                 node,
+                from: from.to_string(),
                 page: l.page.cgroup_name(),
                 limit: l.bytes,
                 free,
@@ -314,6 +320,7 @@ mod tests {
 
     #[test]
     fn a_pinned_limit_must_fit_in_the_node() {
+        const A: &str = "annotation cnfbox.io/numa-node";
         let sys = tempfile::tempdir().unwrap();
         let pool = sys
             .path()
@@ -324,15 +331,15 @@ mod tests {
             page: PageSize(2 << 20),
             bytes,
         };
-        check_node(&[limit(4 << 20)], 1, sys.path()).unwrap();
-        check_node(&[limit(0)], 0, sys.path()).unwrap();
-        let e = check_node(&[limit(0), limit(6 << 20)], 1, sys.path()).unwrap_err();
+        check_node(&[limit(4 << 20)], 1, A, sys.path()).unwrap();
+        check_node(&[limit(0)], 0, A, sys.path()).unwrap();
+        let e = check_node(&[limit(0), limit(6 << 20)], 1, A, sys.path()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "linux.resources.hugepageLimits[1] (2MB pages, limit 6291456): NUMA node 1 \
-             (annotation cnfbox.io/numa-node) has 2 free 2MB hugepages, not enough for the limit"
+             (from annotation cnfbox.io/numa-node) has 2 free 2MB hugepages, not enough for the limit"
         );
-        let e = check_node(&[limit(2 << 20)], 0, sys.path()).unwrap_err();
+        let e = check_node(&[limit(2 << 20)], 0, A, sys.path()).unwrap_err();
         assert!(e.to_string().contains("has 0 free 2MB hugepages"), "{e}");
     }
 }

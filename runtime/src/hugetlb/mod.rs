@@ -48,10 +48,11 @@ pub enum HugetlbError {
     },
     #[error("linux.resources.hugepageLimits[{index}].pageSize {value:?}: given twice")]
     Duplicate { index: usize, value: String },
-    #[error("linux.resources.hugepageLimits[{index}] ({page} pages, limit {limit}): NUMA node {node} (annotation cnfbox.io/numa-node) has {free} free {page} hugepages, not enough for the limit")]
+    #[error("linux.resources.hugepageLimits[{index}] ({page} pages, limit {limit}): NUMA node {node} (from {from}) has {free} free {page} hugepages, not enough for the limit")]
     NodeShort {
         index: usize,
         node: u32,
+        from: String,
         page: String,
         limit: u64,
         free: u64,

@@ -182,6 +182,7 @@ fn apply(
         cgroup_path,
         driver,
         numa,
+        numa_unbound,
         hugepages: hugepage_plan,
         interfaces,
     } = plan;
@@ -255,6 +256,7 @@ fn apply(
         rootfs_view: applied.rootfs_view.clone(),
         volume_views: applied.volume_views.clone(),
         numa,
+        numa_unbound,
         hugepages,
         network: None,
         devices,

@@ -42,6 +42,8 @@ pub struct Plan {
     pub cgroup_path: PathBuf,
     pub driver: Driver,
     pub numa: Option<crate::numa::Record>,
+    /// Why no node was bound although inputs named nodes.
+    pub numa_unbound: Option<String>,
     pub hugepages: hugepages::Plan,
     /// Secondary interfaces to attach once the init exists.
     pub interfaces: Vec<crate::net::Request>,
@@ -75,20 +77,26 @@ pub fn plan(
         }
     }
     let context = || format!("create container {id}");
+    // Secondary interfaces are checked against the spec and the policy;
+    // libcontainer never sees netDevices. Planned first: the devices they
+    // take are inputs of the NUMA placement.
+    let interfaces = crate::net::plan(id, &spec, &roots.config).with_context(context)?;
     // NUMA placement and hugepage checks.
-    let numa = crate::numa::apply(&mut spec, &roots.sys, &roots.config).with_context(context)?;
+    let outcome = crate::numa::apply(&mut spec, &roots.sys, &roots.config, &interfaces)
+        .with_context(context)?;
+    for w in &outcome.warnings {
+        crate::commands::warn(Some(format!("create container {id}: {w}")));
+    }
+    let numa = outcome.record;
     let hugepages = hugepages::check(
         &mut spec,
         &hugepages::Roots {
             sys: roots.sys.clone(),
             proc: roots.proc.clone(),
         },
-        numa.as_ref().map(|r| r.node),
+        numa.as_ref().map(|r| (r.node, r.from.as_str())),
     )
     .with_context(context)?;
-    // Secondary interfaces are checked against the spec and the policy;
-    // libcontainer never sees netDevices.
-    let interfaces = crate::net::plan(id, &spec, &roots.config).with_context(context)?;
     crate::net::strip(&mut spec);
     crate::devices::rules::deny_by_default(&mut spec);
     Ok(Plan {
@@ -96,6 +104,7 @@ pub fn plan(
         cgroup_path,
         driver,
         numa,
+        numa_unbound: outcome.unbound,
         hugepages,
         interfaces,
     })

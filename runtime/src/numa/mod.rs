@@ -1,11 +1,18 @@
-//! NUMA placement: the `cnfbox.io/numa-node` hint turned into the cpuset a
-//! CNF's container gets, from the host topology in sysfs.
+//! NUMA placement: the node a CNF's container follows, turned into its
+//! cpuset and memory policy, from the host topology in sysfs.
 //!
-//! CPUs are the hinted node's online CPUs, intersected with the spec's
+//! The node comes from the `cnfbox.io/numa-node` annotation or, without
+//! one, from what kubelet and the device plugins decided: the spec's
+//! `cpu.mems` and `cpu.cpus` and the devices the pod is given (`inputs`),
+//! under the rules of `[numa] align` when they disagree (`derive`).
+//! CPUs are the node's online CPUs, intersected with the spec's
 //! `linux.resources.cpu.cpus` when given (what kubelet's CPU Manager sends),
 //! minus `[numa] reserved_cpus` from config.toml; mems is the node. An
 //! empty intersection, an unknown or memory-less node, or a hint that
 //! contradicts the spec's mems is an error, never a silent widening.
+
+pub mod derive;
+pub mod inputs;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -35,19 +42,30 @@ pub enum NumaError {
     },
     #[error("annotation {ANNOTATION}: {value:?} is not a node number")]
     Hint { value: String },
-    #[error("annotation {ANNOTATION}: node {node} does not exist (nodes: {known})")]
-    UnknownNode { node: u32, known: String },
-    #[error("annotation {ANNOTATION}: node {node} has no memory")]
-    NoMemory { node: u32 },
-    #[error("annotation {ANNOTATION}: node {node} contradicts linux.resources.cpu.mems {mems:?}")]
-    MemsConflict { node: u32, mems: String },
-    #[error("annotation {ANNOTATION}: no CPU left on node {node} (node CPUs {node_cpus}, spec cpus {spec_cpus}, reserved {reserved})")]
+    #[error("{from}: node {node} does not exist (nodes: {known})")]
+    UnknownNode {
+        node: u32,
+        from: String,
+        known: String,
+    },
+    #[error("{from}: node {node} has no memory")]
+    NoMemory { node: u32, from: String },
+    #[error("{from}: node {node} contradicts linux.resources.cpu.mems {mems:?}")]
+    MemsConflict {
+        node: u32,
+        from: String,
+        mems: String,
+    },
+    #[error("no CPU left on node {node} (from {from}): {why}")]
     EmptyCpus {
         node: u32,
-        node_cpus: String,
-        spec_cpus: String,
-        reserved: String,
+        from: String,
+        /// What took them: the spec's cpus, `[numa] reserved_cpus`, or a
+        /// node without online CPUs.
+        why: String,
     },
+    #[error("[numa] align = \"strict\": {first} and {second} disagree")]
+    Disagree { first: String, second: String },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("linux.memoryPolicy: {reason}")]
@@ -171,6 +189,7 @@ pub struct Placement {
 }
 
 /// Computes the placement for `hint` against the spec's cpus/mems.
+#[cfg(test)]
 pub fn place(
     topo: &Topology,
     hint: &str,
@@ -178,12 +197,38 @@ pub fn place(
     spec_mems: Option<&str>,
     reserved: &BTreeSet<u32>,
 ) -> Result<Placement, NumaError> {
-    let node: u32 = hint.trim().parse().map_err(|_| NumaError::Hint {
+    let node = parse_hint(hint)?;
+    place_on(
+        topo,
+        node,
+        &format!("annotation {ANNOTATION}"),
+        spec_cpus,
+        spec_mems,
+        reserved,
+    )
+}
+
+/// The node an annotation value names.
+pub fn parse_hint(hint: &str) -> Result<u32, NumaError> {
+    hint.trim().parse().map_err(|_| NumaError::Hint {
         value: hint.to_string(),
-    })?;
+    })
+}
+
+/// Computes the placement on `node` (named by `from`) against the spec's
+/// cpus/mems.
+pub fn place_on(
+    topo: &Topology,
+    node: u32,
+    from: &str,
+    spec_cpus: Option<&str>,
+    spec_mems: Option<&str>,
+    reserved: &BTreeSet<u32>,
+) -> Result<Placement, NumaError> {
     let Some(node_cpus) = topo.nodes.get(&node) else {
         return Err(NumaError::UnknownNode {
             node,
+            from: from.to_string(),
             known: topo
                 .nodes
                 .keys()
@@ -193,29 +238,54 @@ pub fn place(
         });
     };
     if !topo.with_memory.contains(&node) {
-        return Err(NumaError::NoMemory { node });
+        return Err(NumaError::NoMemory {
+            node,
+            from: from.to_string(),
+        });
     }
     if let Some(mems) = spec_mems.filter(|m| !m.trim().is_empty()) {
         let set = parse_list("linux.resources.cpu.mems", mems)?;
         if set != BTreeSet::from([node]) {
             return Err(NumaError::MemsConflict {
                 node,
+                from: from.to_string(),
                 mems: mems.to_string(),
             });
         }
     }
+    let none = |set: &BTreeSet<u32>| {
+        if set.is_empty() {
+            "none".to_string()
+        } else {
+            format_list(set)
+        }
+    };
+    let empty = |why: String| NumaError::EmptyCpus {
+        node,
+        from: from.to_string(),
+        why,
+    };
+    if node_cpus.is_empty() {
+        return Err(empty("the node has no online CPU".into()));
+    }
     let mut cpus: BTreeSet<u32> = node_cpus.difference(reserved).copied().collect();
+    if cpus.is_empty() {
+        return Err(empty(format!(
+            "[numa] reserved_cpus {} takes all of the node's CPUs {}",
+            format_list(reserved),
+            format_list(node_cpus)
+        )));
+    }
     if let Some(list) = spec_cpus.filter(|c| !c.trim().is_empty()) {
         let wanted = parse_list("linux.resources.cpu.cpus", list)?;
         cpus = cpus.intersection(&wanted).copied().collect();
-    }
-    if cpus.is_empty() {
-        return Err(NumaError::EmptyCpus {
-            node,
-            node_cpus: format_list(node_cpus),
-            spec_cpus: spec_cpus.unwrap_or("-").to_string(),
-            reserved: format_list(reserved),
-        });
+        if cpus.is_empty() {
+            return Err(empty(format!(
+                "linux.resources.cpu.cpus {list:?} names none of the node's CPUs {} (reserved {})",
+                format_list(node_cpus),
+                none(reserved)
+            )));
+        }
     }
     Ok(Placement { node, cpus })
 }
@@ -282,12 +352,42 @@ pub struct Record {
     pub node: u32,
     pub cpus: String,
     pub mems: String,
+    /// Where the node came from (`annotation cnfbox.io/numa-node`,
+    /// `linux.resources.cpu.cpus 2-3`, `interface fh0: 0000:3b:02.1`);
+    /// empty in records of containers created before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
 }
 
-/// Applies the annotation's placement to `spec` (no annotation: nothing
-/// but a check of `linux.memoryPolicy`): cpuset, mems, and a memory
-/// policy binding to the node unless the spec brings its own.
-pub fn apply(spec: &mut Spec, sys: &Path, config: &Path) -> Result<Option<Record>, NumaError> {
+/// What placement decided for a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The node it is bound to.
+    pub record: Option<Record>,
+    /// Why it is bound to none although an input named nodes (CPUs
+    /// across nodes).
+    pub unbound: Option<String>,
+    /// Inputs that named another node and were not followed
+    /// (`align = "auto"`), for the caller to print.
+    pub warnings: Vec<String>,
+}
+
+/// `[numa] align` from config.toml.
+pub fn align(config: &Path) -> Result<derive::Align, NumaError> {
+    Ok(crate::config::load(config)?.numa.align)
+}
+
+/// Places the container on the node its inputs decide (`derive`; the
+/// annotation alone with `align = "off"`): cpuset, mems, and a memory
+/// policy binding to the node unless the spec brings its own. With no
+/// node, nothing but a check of `linux.memoryPolicy`. `interfaces` are
+/// the secondary interfaces the pod asked for.
+pub fn apply(
+    spec: &mut Spec,
+    sys: &Path,
+    config: &Path,
+    interfaces: &[crate::net::request::Request],
+) -> Result<Outcome, NumaError> {
     let hint = spec
         .annotations()
         .as_ref()
@@ -297,23 +397,59 @@ pub fn apply(spec: &mut Spec, sys: &Path, config: &Path) -> Result<Option<Record
         .linux()
         .as_ref()
         .and_then(|l| l.memory_policy().clone());
-    if hint.is_none() && policy.is_none() {
-        return Ok(None);
+    let hint = hint.as_deref().map(parse_hint).transpose()?;
+    let align = if hint.is_some() || inputs::any(spec, interfaces) {
+        align(config)?
+    } else {
+        derive::Align::Off
+    };
+    if hint.is_none() && policy.is_none() && align == derive::Align::Off {
+        return Ok(Outcome::default());
     }
     let topo = Topology::read(sys)?;
-    let Some(hint) = hint else {
-        if let Some(p) = &policy {
-            check_policy(p, &topo, None)?;
+    let mut all = Vec::new();
+    if let Some(node) = hint {
+        all.push(derive::Input {
+            what: format!("annotation {ANNOTATION}"),
+            rank: derive::Rank::Annotation,
+            nodes: BTreeSet::from([node]),
+        });
+    }
+    if align != derive::Align::Off {
+        all.extend(inputs::kubelet(spec, &topo)?);
+        all.extend(inputs::devices(spec, interfaces, sys));
+    }
+    let (node, from, warnings) = match derive::decide(&all, align)? {
+        derive::Decision::None => {
+            if let Some(p) = &policy {
+                check_policy(p, &topo, None)?;
+            }
+            return Ok(Outcome::default());
         }
-        return Ok(None);
+        derive::Decision::Unbound { why, warnings } => {
+            if let Some(p) = &policy {
+                check_policy(p, &topo, None)?;
+            }
+            return Ok(Outcome {
+                record: None,
+                unbound: Some(why),
+                warnings,
+            });
+        }
+        derive::Decision::Bound {
+            node,
+            from,
+            warnings,
+        } => (node, from, warnings),
     };
     let reserved = reserved_cpus(config)?;
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     let mut resources = linux.resources().clone().unwrap_or_default();
     let mut cpu: LinuxCpu = resources.cpu().clone().unwrap_or_default();
-    let placement = place(
+    let placement = place_on(
         &topo,
-        &hint,
+        node,
+        &from,
         cpu.cpus().as_deref(),
         cpu.mems().as_deref(),
         &reserved,
@@ -331,12 +467,17 @@ pub fn apply(spec: &mut Spec, sys: &Path, config: &Path) -> Result<Option<Record
         node: placement.node,
         cpus: format_list(&placement.cpus),
         mems: placement.node.to_string(),
+        from,
     };
     cpu.set_cpus(Some(record.cpus.clone()));
     cpu.set_mems(Some(record.mems.clone()));
     resources.set_cpu(Some(cpu));
     linux.set_resources(Some(resources));
-    Ok(Some(record))
+    Ok(Outcome {
+        record: Some(record),
+        unbound: None,
+        warnings,
+    })
 }
 
 #[cfg(test)]
@@ -413,7 +554,7 @@ mod tests {
         assert_eq!(place(&t, "0", None, None, &none).unwrap().cpus, set("0-1"));
         assert!(matches!(
             place(&t, "1", None, None, &none),
-            Err(NumaError::NoMemory { node: 1 })
+            Err(NumaError::NoMemory { node: 1, .. })
         ));
         assert!(matches!(
             place(&t, "2", None, None, &none),
@@ -503,13 +644,17 @@ mod tests {
         let config = tree.path().join("none.toml");
         let mut spec = Spec::default();
         spec.set_annotations(Some([(ANNOTATION.to_string(), "1".to_string())].into()));
-        let rec = apply(&mut spec, tree.path(), &config).unwrap().unwrap();
+        let rec = apply(&mut spec, tree.path(), &config, &[])
+            .unwrap()
+            .record
+            .unwrap();
         assert_eq!(
             rec,
             Record {
                 node: 1,
                 cpus: "4-7".into(),
-                mems: "1".into()
+                mems: "1".into(),
+                from: "annotation cnfbox.io/numa-node".into(),
             }
         );
         let linux = spec.linux().as_ref().unwrap();
@@ -524,7 +669,7 @@ mod tests {
         let mut linux = spec.linux().clone().unwrap_or_default();
         linux.set_memory_policy(Some(policy(Mode::MpolPreferred, Some("0"), &[])));
         spec.set_linux(Some(linux));
-        apply(&mut spec, tree.path(), &config).unwrap();
+        apply(&mut spec, tree.path(), &config, &[]).unwrap();
         let p = spec
             .linux()
             .as_ref()
@@ -536,8 +681,110 @@ mod tests {
         // No hint, no policy: nothing is read or changed.
         let mut spec = Spec::default();
         assert_eq!(
-            apply(&mut spec, Path::new("/nonexistent"), &config).unwrap(),
-            None
+            apply(&mut spec, Path::new("/nonexistent"), &config, &[]).unwrap(),
+            Outcome::default()
+        );
+    }
+
+    fn with_cpu(cpus: Option<&str>, mems: Option<&str>, hint: Option<&str>) -> Spec {
+        let mut doc =
+            serde_json::json!({"ociVersion": "1.0.2", "linux": {"resources": {"cpu": {}}}});
+        if let Some(c) = cpus {
+            doc["linux"]["resources"]["cpu"]["cpus"] = c.into();
+        }
+        if let Some(m) = mems {
+            doc["linux"]["resources"]["cpu"]["mems"] = m.into();
+        }
+        if let Some(h) = hint {
+            doc["annotations"] = serde_json::json!({ ANNOTATION: h });
+        }
+        serde_json::from_value(doc).unwrap()
+    }
+
+    #[test]
+    fn kubelets_cpuset_decides_the_node_without_the_annotation() {
+        let tree = fake(&["0-3", "4-7"], "0-7", "0-1");
+        let config = tree.path().join("none.toml");
+        // cpus alone on node 1: bound there, memory too.
+        let mut spec = with_cpu(Some("6-7"), None, None);
+        let out = apply(&mut spec, tree.path(), &config, &[]).unwrap();
+        let rec = out.record.unwrap();
+        assert_eq!((rec.node, rec.cpus.as_str()), (1, "6-7"));
+        assert_eq!(rec.from, "linux.resources.cpu.cpus 6-7");
+        let linux = spec.linux().as_ref().unwrap();
+        let p = linux.memory_policy().as_ref().unwrap();
+        assert_eq!(
+            (p.mode(), p.nodes().as_deref()),
+            (Mode::MpolBind, Some("1"))
+        );
+        // mems alone.
+        let mut spec = with_cpu(None, Some("0"), None);
+        let rec = apply(&mut spec, tree.path(), &config, &[])
+            .unwrap()
+            .record
+            .unwrap();
+        assert_eq!((rec.node, rec.cpus.as_str()), (0, "0-3"));
+        // cpus across nodes: nothing bound, and why.
+        let mut spec = with_cpu(Some("2-5"), None, None);
+        let out = apply(&mut spec, tree.path(), &config, &[]).unwrap();
+        assert_eq!(out.record, None);
+        assert_eq!(
+            out.unbound.as_deref(),
+            Some("linux.resources.cpu.cpus 2-5 spans nodes 0-1")
+        );
+        assert!(spec.linux().as_ref().unwrap().memory_policy().is_none());
+        // The annotation against kubelet's cpuset: auto follows kubelet
+        // and warns; strict refuses naming both; off follows the annotation.
+        let mut spec = with_cpu(Some("0-1"), None, Some("1"));
+        let out = apply(&mut spec, tree.path(), &config, &[]).unwrap();
+        assert_eq!(out.record.unwrap().node, 0);
+        assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+        let strict = tree.path().join("strict.toml");
+        fs::write(&strict, "[numa]\nalign = \"strict\"\n").unwrap();
+        let mut spec = with_cpu(Some("0-1"), None, Some("1"));
+        let err = apply(&mut spec, tree.path(), &strict, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux.resources.cpu.cpus 0-1 (node 0)")
+                && err.contains("annotation cnfbox.io/numa-node (node 1)"),
+            "{err}"
+        );
+        let off = tree.path().join("off.toml");
+        fs::write(&off, "[numa]\nalign = \"off\"\n").unwrap();
+        let mut spec = with_cpu(Some("6-7"), None, None);
+        assert_eq!(
+            apply(&mut spec, tree.path(), &off, &[]).unwrap(),
+            Outcome::default()
+        );
+        let bad = tree.path().join("bad.toml");
+        fs::write(&bad, "[numa]\nalign = \"sometimes\"\n").unwrap();
+        let mut spec = with_cpu(Some("6-7"), None, None);
+        let err = apply(&mut spec, tree.path(), &bad, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("align") || err.contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn no_cpu_left_names_the_spec_cpus_and_the_reserved_set() {
+        let t = Topology {
+            nodes: std::collections::BTreeMap::from([(0, set("0-1"))]),
+            with_memory: set("0"),
+        };
+        let e = place(&t, "0", Some("5"), None, &BTreeSet::new())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "no CPU left on node 0 (from annotation cnfbox.io/numa-node): linux.resources.cpu.cpus \"5\" names none of the node's CPUs 0-1 (reserved none)"
+        );
+        let e = place(&t, "0", None, None, &set("0-1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("[numa] reserved_cpus 0-1 takes all of the node's CPUs 0-1"),
+            "{e}"
         );
     }
 }
