@@ -76,6 +76,8 @@ pub struct RangeView {
     pub origin: Origin,
     /// Unix seconds of the grant.
     pub created: u64,
+    /// The same as an ISO-8601 UTC time (`2026-12-07T17:36:13Z`).
+    pub created_at: String,
     /// Host uids.
     pub uid: SideView,
     /// Host gids.
@@ -89,6 +91,7 @@ impl From<&PodEntry> for RangeView {
             root: e.root.as_ref().map(|r| r.display().to_string()),
             origin: e.origin,
             created: e.created,
+            created_at: iso8601(e.created),
             uid: e.mapping.uid.into(),
             gid: e.mapping.gid.into(),
         }
@@ -106,26 +109,71 @@ pub fn render_entries(entries: &[PodEntry], format: Format) -> Result<String, Re
             Ok(s)
         }
         Format::Text => {
-            let width = views.iter().map(|v| v.pod.len()).max().unwrap_or(0).max(3);
-            let mut out = String::new();
-            out.push_str(&format!(
-                "{:width$}  {:10}  {:>23}  {:>23}  {:10}  STATE ROOT\n",
-                "POD", "ORIGIN", "HOST UIDS [start, end)", "HOST GIDS [start, end)", "CREATED"
-            ));
-            for v in &views {
-                out.push_str(&format!(
-                    "{:width$}  {:10}  {:>23}  {:>23}  {:10}  {}\n",
-                    v.pod,
-                    v.origin.to_string(),
-                    format!("[{}, {})", v.uid.host_start, v.uid.host_end),
-                    format!("[{}, {})", v.gid.host_start, v.gid.host_end),
-                    v.created,
-                    v.root.as_deref().unwrap_or("-")
-                ));
-            }
-            Ok(out)
+            let rows = views
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.pod.clone(),
+                        v.origin.to_string(),
+                        format!("[{}, {})", v.uid.host_start, v.uid.host_end),
+                        format!("[{}, {})", v.gid.host_start, v.gid.host_end),
+                        v.created_at.clone(),
+                        v.root.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            Ok(table(
+                &[
+                    "POD",
+                    "ORIGIN",
+                    "HOST UIDS [start, end)",
+                    "HOST GIDS [start, end)",
+                    "CREATED",
+                    "STATE ROOT",
+                ],
+                rows,
+            ))
         }
     }
+}
+
+/// Unix seconds as an ISO-8601 UTC time to the second
+/// (`2026-12-07T17:36:13Z`); the number itself if it is out of range.
+pub fn iso8601(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// A text table: each column as wide as its widest cell or header, cells
+/// left-aligned, two spaces between columns, no trailing blanks.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -147,11 +195,21 @@ mod tests {
             text.contains("pod-a") && text.contains("[100000, 165536)"),
             "{text}"
         );
+        assert!(text.contains("1970-01-01T00:00:42Z"), "{text}");
+        // Every value starts in its header's column.
+        let lines: Vec<&str> = text.lines().collect();
+        for header in ["ORIGIN", "HOST UIDS", "HOST GIDS", "CREATED", "STATE ROOT"] {
+            let col = lines[0].find(header).expect(header);
+            assert_eq!(&lines[1][col - 2..col], "  ", "{header} column: {text}");
+            assert_ne!(&lines[1][col..col + 1], " ", "{header} column: {text}");
+        }
         let json = render_entries(&[e], "json".parse().expect("fmt")).expect("json");
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid json");
         assert_eq!(v[0]["uid"]["host_end"], 165_536);
         assert_eq!(v[0]["origin"], "allocated");
         assert_eq!(v[0]["root"], "/run/cnfbox");
+        assert_eq!(v[0]["created"], 42);
+        assert_eq!(v[0]["created_at"], "1970-01-01T00:00:42Z");
         assert!("yaml".parse::<Format>().is_err());
     }
 }

@@ -330,7 +330,12 @@ fn host_node(env: &Env, id: &str) -> (PathBuf, u32, u32, String) {
         PathBuf::from(d["host_path"].as_str().expect("inspect lists the device")),
         d["host_uid"].as_u64().unwrap() as u32,
         d["host_gid"].as_u64().unwrap() as u32,
-        v["host_uids"].as_str().unwrap().to_string(),
+        format!(
+            "{} -> [{}, {})",
+            v["host_uids"]["container_id"],
+            v["host_uids"]["host_start"],
+            v["host_uids"]["host_end"]
+        ),
     )
 }
 

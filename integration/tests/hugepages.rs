@@ -244,6 +244,10 @@ fn pinned_container_maps_hugepages_within_its_limit_only() {
     let h = &ev["data"]["hugetlb"]["2MB"];
     assert_eq!(h["usage"], 4 * MIB, "{ev}");
     assert!(h["failcnt"].as_u64().unwrap() >= 1, "{ev}");
+    // The limit is there by its name; `max` is runc's peak usage and is
+    // left out where the kernel keeps none (never a bare `max: 0`).
+    assert_eq!(h["limit"], 4 * MIB, "{ev}");
+    assert_ne!(h["max"], 0, "{ev}");
 
     // exec'd processes start inside the hugetlb cgroup, under the limit.
     let out = env.ok(&["exec", &id, "/bin/cat", "/proc/self/cgroup"]);

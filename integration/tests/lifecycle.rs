@@ -34,7 +34,25 @@ fn create_start_kill_delete_with_state_checked_field_by_field() {
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(s["bundle"], canonical.to_str().unwrap());
     assert_eq!(s["rootfs"], canonical.join("rootfs").to_str().unwrap());
-    assert_eq!(s["owner"], "");
+    // runc's owner: the user owning the state directory, in `state` and
+    // `list` alike.
+    assert_eq!(s["owner"], "root", "{s}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    let mine = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mine["owner"], s["owner"], "{listed}");
+    let table = env.ok(&["list"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(id.as_str()))
+        .unwrap_or_default();
+    assert!(row.ends_with(" root"), "{table}");
     let created = s["created"].as_str().unwrap();
     assert!(created.ends_with('Z') && created.len() >= 20, "{created}");
     assert!(

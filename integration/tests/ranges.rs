@@ -709,3 +709,21 @@ fn a_second_ledger_on_the_same_pool_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `setup --help` says which config file it writes and how to choose where
+/// the pool starts.
+#[test]
+fn setup_help_names_the_config_and_the_pool_start() {
+    if !can_run("setup --help") {
+        return;
+    }
+    let env = Env::new();
+    let help = env.ok(&["setup", "--help"]);
+    for needle in [
+        "CNFBOX_CONFIG",
+        "Where the pool starts",
+        "pool = \"1000000000:67108864\"",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+}

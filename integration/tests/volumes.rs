@@ -60,6 +60,25 @@ fn volumes_are_idmapped_with_the_pod_mapping_by_default() {
     let env = Env::new();
     let vol = volume_dir(&env, "vol");
     let bundle = with_volume(&env, "v", &vol, PROBE, |_| {});
+    // `inspect` names the volume's source and destination, not only the
+    // view cnfbox mounted there.
+    let id = env.id("volinspect");
+    env.create(&bundle, &id);
+    let v: Value = serde_json::from_str(&env.ok(&["inspect", "--format", "json", &id])).unwrap();
+    let shown = &v["containers"][0]["volumes"][0];
+    assert_eq!(shown["source"], vol.display().to_string(), "{v}");
+    assert_eq!(shown["destination"], "/data", "{v}");
+    assert!(shown["view"].as_str().unwrap().contains("/volumes/"), "{v}");
+    let text = env.ok(&["inspect", &id]);
+    assert!(
+        text.contains(&format!(
+            "volume {} -> /data (id-mapped view ",
+            vol.display()
+        )),
+        "{text}"
+    );
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
     let id = env.id("vol");
     let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
     assert!(out.status.success(), "{out:?}");

@@ -98,8 +98,11 @@ pub struct Pids {
 #[serde(default)]
 pub struct Hugetlb {
     pub usage: u64,
+    /// Peak usage (cgroup v1 only; absent on v2).
     pub max: u64,
     pub failcnt: u64,
+    /// The page size's limit in bytes (cnfbox's addition to runc's entry).
+    pub limit: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,7 +313,8 @@ pub fn v2(s: &Stats) -> v2m::Metrics {
         .into_iter()
         .map(|(size, h)| v2m::HugeTlbStat {
             current: h.usage,
-            max: limit(h.max),
+            // containerd's v2 `max` is `hugetlb.<size>.max`, the limit.
+            max: limit(h.limit),
             failcnt: h.failcnt,
             pagesize: size.clone(),
             ..Default::default()
@@ -418,7 +422,7 @@ mod tests {
                   "kernelTCP":{"usage":0,"max":0,"failcnt":0,"limit":0},
                   "raw":{"anon":1000,"file":2000,"inactive_file":300,"workingset_refault_anon":1,"workingset_refault_file":2}},
         "pids":{"current":3,"limit":18446744073709551615},
-        "hugetlb":{"2MB":{"usage":2097152,"max":4194304,"failcnt":1},"1GB":{"usage":0,"max":0,"failcnt":0}},
+        "hugetlb":{"2MB":{"usage":2097152,"failcnt":1,"limit":4194304},"1GB":{"usage":0,"failcnt":0}},
         "blkio":{"ioServiceBytesRecursive":[{"major":8,"minor":0,"op":"read","value":4096},{"major":8,"minor":0,"op":"write","value":512}],
                  "ioServicedRecursive":[{"major":8,"minor":0,"op":"read","value":2},{"major":8,"minor":0,"op":"write","value":1}]}}}"#;
 

@@ -288,9 +288,22 @@ fn inspect_shows_the_pod_for_an_operator() {
         serde_json::from_str(&env.ok(&["inspect", "--format", "json", &member])).unwrap();
     assert_eq!(v["pod"], pod.as_str());
     let held = env.allocator().show(&pod).unwrap().unwrap();
-    let uids = v["host_uids"].as_str().unwrap();
+    // Numbers, not a preformatted string.
+    assert_eq!(
+        v["host_uids"]["host_start"],
+        held.mapping.uid.host_id(),
+        "{v}"
+    );
+    assert_eq!(
+        v["host_gids"]["host_start"],
+        held.mapping.gid.host_id(),
+        "{v}"
+    );
+    assert_eq!(v["host_uids"]["size"], held.mapping.uid.size(), "{v}");
     assert!(
-        uids.contains(&held.mapping.uid.host_id().to_string()),
+        v["containers"][0]["created"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.contains('T')),
         "{v}"
     );
     let cs = v["containers"].as_array().unwrap();

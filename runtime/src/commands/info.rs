@@ -38,6 +38,19 @@ fn status_name(s: ContainerStatus) -> &'static str {
     }
 }
 
+/// The user name owning the container's state directory, as runc reports
+/// it (`state` and `list` alike); the uid when it has no name.
+fn owner(c: &Container) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = fs::metadata(c.root.as_path()).map(|m| m.uid()) else {
+        return String::new();
+    };
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
 fn runc_state(c: &Container, meta: &ContainerMeta) -> RuncState {
     let status = c.status();
     RuncState {
@@ -56,7 +69,7 @@ fn runc_state(c: &Container, meta: &ContainerMeta) -> RuncState {
             .created()
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
             .unwrap_or_default(),
-        owner: String::new(),
+        owner: owner(c),
         annotations: c.state.annotations.clone().unwrap_or_default(),
     }
 }
@@ -103,8 +116,8 @@ pub fn list(ctx: &Ctx, a: &List) -> anyhow::Result<()> {
             for s in &states {
                 writeln!(
                     out,
-                    "{:<24} {:<8} {:<10} {:<40} {:<32} root",
-                    s.id, s.pid, s.status, s.bundle, s.created
+                    "{:<24} {:<8} {:<10} {:<40} {:<32} {}",
+                    s.id, s.pid, s.status, s.bundle, s.created, s.owner
                 )?;
             }
         }

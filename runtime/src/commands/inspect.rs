@@ -25,8 +25,10 @@ pub struct Inspect {
 #[derive(Serialize)]
 struct PodView {
     pod: String,
-    host_uids: Option<String>,
-    host_gids: Option<String>,
+    /// The pod's host uids (`null`: the host user namespace).
+    host_uids: Option<idmap::report::SideView>,
+    /// The pod's host gids.
+    host_gids: Option<idmap::report::SideView>,
     containers: Vec<ContainerView>,
     /// The pod's secondary interfaces and where they came from.
     interfaces: Vec<InterfaceView>,
@@ -75,9 +77,15 @@ struct ContainerView {
     sandbox: bool,
     status: String,
     pid: Option<i32>,
+    /// When it was created (ISO-8601, UTC).
+    created: Option<String>,
     capabilities: Vec<String>,
     namespaces: std::collections::BTreeMap<String, String>,
     idmapped_mounts: Vec<String>,
+    /// The container's volumes: the bundle's source, where the container
+    /// sees it, and the id-mapped view that is mounted there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<VolumeView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     numa: Option<NumaView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -85,6 +93,61 @@ struct ContainerView {
     /// Device nodes cnfbox made for `linux.devices`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     devices: Vec<DeviceView>,
+}
+
+#[derive(Serialize)]
+struct VolumeView {
+    source: String,
+    destination: String,
+    view: String,
+}
+
+/// The container's volumes: each view's destination in the staged spec
+/// (whose mount source is the view, or a path below it for a subPath),
+/// and the user bundle's source for that destination.
+fn volumes(spec: Option<&oci_spec::runtime::Spec>, meta: &ContainerMeta) -> Vec<VolumeView> {
+    let user = oci_spec::runtime::Spec::load(meta.bundle.join("config.json")).ok();
+    let mounts = |s: Option<&oci_spec::runtime::Spec>| {
+        s.and_then(|s| s.mounts().clone()).unwrap_or_default()
+    };
+    let (staged, user) = (mounts(spec), mounts(user.as_ref()));
+    meta.volume_views
+        .iter()
+        .map(|v| {
+            let dest = staged
+                .iter()
+                .find(|m| m.source().as_ref().is_some_and(|s| s.starts_with(v)))
+                .map(|m| m.destination().clone());
+            let source = dest
+                .as_ref()
+                .and_then(|d| user.iter().find(|m| m.destination() == d))
+                .and_then(|m| m.source().clone());
+            let show = |p: Option<std::path::PathBuf>| {
+                p.map_or_else(|| "-".to_string(), |p| p.display().to_string())
+            };
+            VolumeView {
+                source: show(source),
+                destination: show(dest),
+                view: v.display().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Bytes with a binary unit (`4 MiB`, `1.5 GiB`, `512 B`).
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[derive(Serialize)]
@@ -226,11 +289,6 @@ fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView 
         .map(|v| format!("rootfs {} -> {}", meta.rootfs.display(), v.display()))
         .collect();
     mounts.extend(
-        meta.volume_views
-            .iter()
-            .map(|v| format!("volume {}", v.display())),
-    );
-    mounts.extend(
         meta.hugepages
             .iter()
             .flat_map(|h| &h.mounts)
@@ -248,14 +306,20 @@ fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView 
             reserved,
         })
         .collect();
+    let created = container
+        .as_ref()
+        .and_then(|c| c.state.created)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     ContainerView {
         id: id.to_string(),
         sandbox: meta.sandbox,
         status: status.map(status_name).unwrap_or_else(|| "unknown".into()),
         pid,
+        created,
         capabilities: capabilities(spec.as_ref()),
         namespaces,
         idmapped_mounts: mounts,
+        volumes: volumes(spec.as_ref(), meta),
         numa: numa(spec.as_ref(), meta),
         hugepages,
         devices: devices(meta),
@@ -298,18 +362,16 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
     }
     found.sort_by(|x, y| (!x.1.sandbox, &x.0).cmp(&(!y.1.sandbox, &y.0)));
     let mapping = found.iter().find_map(|f| f.1.mapping);
-    let side = |m: idmap::Mapping| {
-        format!(
-            "{} -> [{}, {})",
-            m.container_id(),
-            m.host_id(),
-            m.host_range().end()
+    let side = |s: &Option<idmap::report::SideView>| {
+        s.as_ref().map_or_else(
+            || "host user namespace".to_string(),
+            |s| format!("{} -> [{}, {})", s.container_id, s.host_start, s.host_end),
         )
     };
     let pod = PodView {
         pod: pod_name.unwrap_or_else(|| a.id.clone()),
-        host_uids: mapping.map(|m| side(m.uid)),
-        host_gids: mapping.map(|m| side(m.gid)),
+        host_uids: mapping.map(|m| m.uid.into()),
+        host_gids: mapping.map(|m| m.gid.into()),
         containers: found
             .iter()
             .map(|(id, meta, dir)| view(dir, id, meta))
@@ -321,16 +383,8 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
         "json" => writeln!(out, "{}", serde_json::to_string_pretty(&pod)?)?,
         "text" => {
             writeln!(out, "pod {}", pod.pod)?;
-            writeln!(
-                out,
-                "  host uids {}",
-                pod.host_uids.as_deref().unwrap_or("host user namespace")
-            )?;
-            writeln!(
-                out,
-                "  host gids {}",
-                pod.host_gids.as_deref().unwrap_or("host user namespace")
-            )?;
+            writeln!(out, "  host uids {}", side(&pod.host_uids))?;
+            writeln!(out, "  host gids {}", side(&pod.host_gids))?;
             for i in &pod.interfaces {
                 writeln!(
                     out,
@@ -342,10 +396,11 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                 let role = if c.sandbox { "sandbox" } else { "container" };
                 writeln!(
                     out,
-                    "  {role} {} ({}, pid {})",
+                    "  {role} {} ({}, pid {}, created {})",
                     c.id,
                     c.status,
-                    c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                    c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    c.created.as_deref().unwrap_or("-")
                 )?;
                 writeln!(out, "    capabilities: {}", c.capabilities.join(","))?;
                 for (k, v) in &c.namespaces {
@@ -353,6 +408,13 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                 }
                 for m in &c.idmapped_mounts {
                     writeln!(out, "    idmapped {m}")?;
+                }
+                for v in &c.volumes {
+                    writeln!(
+                        out,
+                        "    volume {} -> {} (id-mapped view {})",
+                        v.source, v.destination, v.view
+                    )?;
                 }
                 if let Some(n) = &c.numa {
                     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
@@ -371,13 +433,12 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
                     )?;
                 }
                 for h in &c.hugepages {
-                    let opt =
-                        |v: Option<u64>| v.map(|b| b.to_string()).unwrap_or_else(|| "-".into());
+                    let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), bytes);
                     writeln!(
                         out,
                         "    hugepages {} limit {} usage {} reserved {}",
                         h.page_size,
-                        h.limit,
+                        bytes(h.limit),
                         opt(h.usage),
                         opt(h.reserved)
                     )?;
@@ -394,4 +455,18 @@ pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
         other => anyhow::bail!("--format {other:?}: expected text or json"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn sizes_carry_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(4 << 20), "4 MiB");
+        assert_eq!(bytes(3 << 29), "1.5 GiB");
+        assert_eq!(bytes(1 << 30), "1 GiB");
+    }
 }

@@ -49,6 +49,7 @@ pub enum RangesCmd {
 
 /// `cnfbox setup`
 #[derive(Args, Debug)]
+#[command(after_help = SETUP_HELP)]
 pub struct Setup {
     /// Root of the host's /etc to write subuid, subgid and cnfbox/config.toml in
     #[arg(long, default_value = "/etc", hide = true)]
@@ -71,6 +72,23 @@ pub struct Setup {
     #[arg(long, default_value = "text")]
     pub format: String,
 }
+
+/// What `cnfbox setup --help` says after the options.
+const SETUP_HELP: &str = "\
+Files: the config is $CNFBOX_CONFIG when set, else /etc/cnfbox/config.toml;
+the pool goes to /etc/subuid and /etc/subgid as `cnfbox:START:SIZE` lines and
+to the config as `[idmap] pool = \"START:SIZE\"`. Running setup again
+changes nothing.
+
+Where the pool starts: setup takes the lowest free block above the host's
+IDs (65536) that no other subuid/subgid entry uses. To choose the start,
+write it first, in either place (START and SIZE multiples of 65536), e.g.
+
+    [idmap]
+    pool = \"1000000000:67108864\"
+
+and run setup: it keeps what it finds and writes the other side to match
+(one that disagrees is reported, never overwritten).";
 
 fn format(s: &str) -> anyhow::Result<Format> {
     s.parse()

@@ -1,5 +1,6 @@
 //! `events` and `update`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,16 +17,23 @@ use super::{cgroup_manager, load, read_json_arg, Ctx};
 use crate::meta::ContainerMeta;
 
 /// runc's stats event data (runc `types.Stats`) from libcgroups' numbers.
-fn runc_stats(s: &Stats) -> serde_json::Value {
+/// A hugetlb entry's `max` is the peak usage, as in runc, and omitted when
+/// the kernel keeps none (cgroup v2: runc's `omitempty`); cnfbox adds the
+/// page size's `limit` in bytes, which `max` is easily taken for.
+fn runc_stats(s: &Stats, hugetlb_limits: &HashMap<String, u64>) -> serde_json::Value {
     let mem = |d: &libcgroups::stats::MemoryData| json!({"usage": d.usage, "max": d.max_usage, "failcnt": d.fail_count, "limit": d.limit});
     let hugetlb: serde_json::Map<String, serde_json::Value> = s
         .hugetlb
         .iter()
         .map(|(k, v)| {
-            (
-                k.clone(),
-                json!({"usage": v.usage, "max": v.max_usage, "failcnt": v.fail_count}),
-            )
+            let mut entry = json!({"usage": v.usage, "failcnt": v.fail_count});
+            if v.max_usage != 0 {
+                entry["max"] = json!(v.max_usage);
+            }
+            if let Some(limit) = hugetlb_limits.get(k) {
+                entry["limit"] = json!(limit);
+            }
+            (k.clone(), entry)
         })
         .collect();
     let blkio = |entries: &[libcgroups::stats::BlkioDeviceStat]| -> Vec<serde_json::Value> {
@@ -65,6 +73,32 @@ fn runc_stats(s: &Stats) -> serde_json::Value {
     })
 }
 
+/// The container's hugepage limits by page size (`2MB`): cnfbox's record
+/// where it set them up, else the kept spec's.
+fn hugetlb_limits(
+    c: &libcontainer::container::Container,
+    meta: &ContainerMeta,
+) -> HashMap<String, u64> {
+    if let Some(h) = &meta.hugepages {
+        return h
+            .limits
+            .iter()
+            .map(|l| (l.page.cgroup_name(), l.bytes))
+            .collect();
+    }
+    let Ok(spec) = oci_spec::runtime::Spec::load(c.bundle().join("config.json")) else {
+        return HashMap::new();
+    };
+    let sys = std::path::Path::new("/sys");
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.hugepage_limits().clone())
+        .and_then(|l| crate::hugetlb::validate(&l, sys).ok())
+        .map(|l| l.iter().map(|l| (l.page.cgroup_name(), l.bytes)).collect())
+        .unwrap_or_default()
+}
+
 pub fn events(ctx: &Ctx, a: &Events) -> anyhow::Result<()> {
     let (c, meta) = load(ctx, &a.container_id)?;
     let manager = cgroup_manager(&c, &meta)?;
@@ -87,7 +121,9 @@ pub fn events(ctx: &Ctx, a: &Events) -> anyhow::Result<()> {
                 entry.fail_count = failcnt;
             }
         }
-        let event = json!({"type": "stats", "id": a.container_id, "data": runc_stats(&stats)});
+        let limits = hugetlb_limits(&c, &meta);
+        let event =
+            json!({"type": "stats", "id": a.container_id, "data": runc_stats(&stats, &limits)});
         println!("{event}");
         if a.stats {
             return Ok(());

@@ -152,12 +152,7 @@ pub fn node_free(sys: &Path, node: u32, page: PageSize) -> u64 {
 /// (its memory is bound there): each non-zero limit must fit in the
 /// node's free pages now, or the container would fault (SIGBUS) or fail
 /// its mmaps later.
-pub fn check_node(
-    limits: &[Limit],
-    node: u32,
-    from: &str,
-    sys: &Path,
-) -> Result<(), HugetlbError> {
+pub fn check_node(limits: &[Limit], node: u32, from: &str, sys: &Path) -> Result<(), HugetlbError> {
     for (index, l) in limits.iter().enumerate() {
         if l.bytes == 0 {
             continue;
