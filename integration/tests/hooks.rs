@@ -119,14 +119,27 @@ fn a_failing_poststop_hook_is_reported_and_the_container_still_deleted() {
     let hook = env.tmp.path().join("failing-poststop");
     fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nexit 3\n").unwrap();
     fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    // A hook before it that passes and one after it that never runs: the
+    // warning names the failing one only.
+    let ok = env.tmp.path().join("passing-poststop");
+    fs::write(&ok, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+    fs::set_permissions(&ok, fs::Permissions::from_mode(0o755)).unwrap();
+    let later = env.tmp.path().join("later-poststop");
+    fs::write(&later, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+    fs::set_permissions(&later, fs::Permissions::from_mode(0o755)).unwrap();
     let bundle = env.bundle("poststop", |b| {
-        let hook = hook.clone();
+        let hooks: Vec<_> = [&ok, &hook, &later]
+            .iter()
+            .map(|p| {
+                oci_spec::runtime::HookBuilder::default()
+                    .path(p.as_path())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
         b.scenario(&Scenario::Sleep).modify(move |s| {
             let hooks = oci_spec::runtime::HooksBuilder::default()
-                .poststop(vec![oci_spec::runtime::HookBuilder::default()
-                    .path(&hook)
-                    .build()
-                    .unwrap()])
+                .poststop(hooks)
                 .build()
                 .unwrap();
             s.set_hooks(Some(hooks));
@@ -155,6 +168,12 @@ fn a_failing_poststop_hook_is_reported_and_the_container_still_deleted() {
             "the warning names the failing hook: {err}"
         );
         assert!(err.contains("exit code: 3"), "and its status: {err}");
+        for other in [&ok, &later] {
+            assert!(
+                !err.contains(other.to_str().unwrap()),
+                "only the failing hook is named: {err}"
+            );
+        }
         assert_nothing_left(&env, &id);
     }
 }

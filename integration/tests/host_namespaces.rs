@@ -223,3 +223,61 @@ fn with_host_userns_they_run_in_the_hosts_user_namespace_as_under_runc() {
         "no range for host-userns pods"
     );
 }
+
+/// A namespace path that is not the host's own but belongs to the host's
+/// user namespace (another process's, made by host root): the pod could
+/// not join it; the error names the namespace and the path (it was a bare
+/// EACCES from inside libcontainer's init).
+#[test]
+fn a_namespace_path_owned_by_the_hosts_user_namespace_is_named() {
+    if !can_run("host-owned namespace paths") {
+        return;
+    }
+    let env = Env::new();
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--ipc", "--uts", "--mount", "sleep", "1000"])
+        .spawn()
+        .expect("unshare(1)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = holder.id();
+    // Wait until unshare has exec'd sleep in its new namespaces.
+    for _ in 0..500 {
+        let mine = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+        if std::fs::read_link(format!("/proc/{pid}/ns/ipc")).is_ok_and(|l| l != mine) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Ok(Some(status)) = holder.try_wait() {
+        panic!("unshare --ipc --uts --mount exited: {status}");
+    }
+    let _holder = Kill(holder);
+    for (typ, ns) in [("ipc", "ipc"), ("uts", "uts"), ("mount", "mnt")] {
+        let path = format!("/proc/{pid}/ns/{ns}");
+        let p = path.clone();
+        let bundle = env.bundle(typ, move |b| {
+            b.args(["/bin/true"]).modify(move |s| {
+                let mut d = serde_json::to_value(&*s).unwrap();
+                set_ns_path(&mut d, typ, &p);
+                *s = serde_json::from_value(d).unwrap();
+            })
+        });
+        let id = env.id(typ);
+        let out = env.run(&["create", "-b", bundle.dir.to_str().unwrap(), &id]);
+        assert_one_line_error(
+            &out,
+            &[
+                &format!("linux.namespaces: {typ} path {path}"),
+                "belongs to the host's user namespace",
+            ],
+        );
+        assert_nothing_left(&env, &id);
+    }
+    assert!(env.allocator().list().unwrap().is_empty());
+}

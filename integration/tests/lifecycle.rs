@@ -599,3 +599,34 @@ fn state_readers_never_see_a_half_written_record() {
         torn[0]
     );
 }
+
+/// The state root's directory under /run/cnfbox-mnt goes with its last
+/// pod, and not before: a second pod keeps it.
+#[test]
+fn the_roots_mount_directory_goes_with_its_last_pod() {
+    if !can_run("per-root mount directory") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let (a, b) = (env.id("lasta"), env.id("lastb"));
+    env.create(&bundle, &a);
+    env.create(&bundle, &b);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--format", "json", &a])).unwrap();
+    let view = v["containers"][0]["idmapped_mounts"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(" -> ")
+        .next()
+        .unwrap()
+        .to_string();
+    // MOUNT_BASE/<hash>/rootfs/<id>/root
+    let base = Path::new(&view).ancestors().nth(3).unwrap().to_path_buf();
+    assert!(base.starts_with("/run/cnfbox-mnt"), "{view}");
+    env.ok(&["delete", "--force", &a]);
+    assert!(base.join("rootfs").is_dir(), "gone while {b} lives");
+    env.ok(&["delete", "--force", &b]);
+    assert_nothing_left(&env, &b);
+    assert!(!base.exists(), "{} left after the last pod", base.display());
+}

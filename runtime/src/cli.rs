@@ -98,6 +98,10 @@ pub struct HookRelay {
     /// The bundle the user gave to create
     #[arg(long)]
     pub bundle: std::path::PathBuf,
+    /// Where to write the hook's path when it fails (a poststop hook's, in
+    /// the container's state dir)
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
     /// The hook's path
     pub path: std::path::PathBuf,
     /// The hook's argv, arg0 first

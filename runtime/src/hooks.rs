@@ -58,34 +58,48 @@ pub enum HookError {
 
 /// Routes the runtime-namespace hooks of `spec` through the relay, which
 /// tells them `bundle`.
-pub fn relay_through_cnfbox(spec: &mut Spec, bundle: &Path) -> Result<(), HookError> {
+pub fn relay_through_cnfbox(
+    spec: &mut Spec,
+    bundle: &Path,
+    state_dir: &Path,
+) -> Result<(), HookError> {
     let Some(mut hooks) = spec.hooks().clone() else {
         return Ok(());
     };
     let exe = std::env::current_exe().map_err(HookError::Exe)?;
-    let wrap = |list: &Option<Vec<Hook>>| -> Option<Vec<Hook>> {
+    let report = state_dir.join(POSTSTOP_FAILED);
+    let wrap = |list: &Option<Vec<Hook>>, report: Option<&Path>| -> Option<Vec<Hook>> {
         list.as_ref()
-            .map(|l| l.iter().map(|h| wrapped(h, &exe, bundle)).collect())
+            .map(|l| l.iter().map(|h| wrapped(h, &exe, bundle, report)).collect())
     };
-    hooks.set_prestart(wrap(hooks.prestart()));
-    hooks.set_create_runtime(wrap(hooks.create_runtime()));
-    hooks.set_poststart(wrap(hooks.poststart()));
-    hooks.set_poststop(wrap(hooks.poststop()));
+    hooks.set_prestart(wrap(hooks.prestart(), None));
+    hooks.set_create_runtime(wrap(hooks.create_runtime(), None));
+    hooks.set_poststart(wrap(hooks.poststart(), None));
+    // libcontainer stops at the first poststop hook that fails and says
+    // only how: the relay names it in the state dir (`poststop_paths`).
+    hooks.set_poststop(wrap(hooks.poststop(), Some(&report)));
     spec.set_hooks(Some(hooks));
     Ok(())
 }
 
-/// `hook` as run by `exe hook-relay --bundle BUNDLE -- PATH ARG0 ARGS...`.
-fn wrapped(hook: &Hook, exe: &Path, bundle: &Path) -> Hook {
+/// The file in a container's state dir naming the poststop hook that
+/// failed (written by its relay).
+pub const POSTSTOP_FAILED: &str = "poststop-failed";
+
+/// `hook` as run by `exe hook-relay --bundle BUNDLE [--report FILE] -- PATH
+/// ARG0 ARGS...`.
+fn wrapped(hook: &Hook, exe: &Path, bundle: &Path, report: Option<&Path>) -> Hook {
     let path = hook.path().display().to_string();
     let mut args: Vec<String> = vec![
         "cnfbox".into(),
         RELAY.into(),
         "--bundle".into(),
         bundle.display().to_string(),
-        "--".into(),
-        path.clone(),
     ];
+    if let Some(r) = report {
+        args.extend(["--report".into(), r.display().to_string()]);
+    }
+    args.extend(["--".into(), path.clone()]);
     match hook.args() {
         Some(a) if !a.is_empty() => args.extend(a.iter().cloned()),
         // OCI: without args the hook's argv[0] is its path.
@@ -97,10 +111,17 @@ fn wrapped(hook: &Hook, exe: &Path, bundle: &Path) -> Hook {
     w
 }
 
-/// The paths of the poststop hooks in the libcontainer config of the
-/// container whose state dir is `root`, as the user gave them (the relay's
-/// own argument after `--`), comma-separated; `?` when it cannot be read.
+/// The path of the poststop hook that failed, as its relay wrote it in the
+/// container's state dir `root`; else (a container created before the
+/// relay reported) the paths of all its poststop hooks in the libcontainer
+/// config, as the user gave them (the relay's own argument after `--`),
+/// comma-separated; `?` when neither can be read.
 pub fn poststop_paths(root: &Path) -> String {
+    if let Ok(failed) = std::fs::read_to_string(root.join(POSTSTOP_FAILED)) {
+        if !failed.trim().is_empty() {
+            return failed.trim().to_string();
+        }
+    }
     let Ok(config) = libcontainer::config::YoukiConfig::load(root) else {
         return "?".into();
     };
@@ -132,7 +153,24 @@ pub fn poststop_paths(root: &Path) -> String {
 /// `cnfbox hook-relay --bundle BUNDLE -- PATH ARG0 ARGS...`: runs the hook
 /// with the state from stdin, its `bundle` made `BUNDLE`; returns the
 /// hook's exit code (128 + signal if it was killed).
-pub fn run_relay(bundle: &Path, path: &Path, argv: &[String]) -> Result<u8, HookError> {
+pub fn run_relay(
+    bundle: &Path,
+    report: Option<&Path>,
+    path: &Path,
+    argv: &[String],
+) -> Result<u8, HookError> {
+    let code = relay(bundle, path, argv);
+    let failed = !matches!(code, Ok(0));
+    if let (true, Some(report)) = (failed, report) {
+        // Only the first failure counts: libcontainer runs no hook after it.
+        if let Err(err) = std::fs::write(report, path.display().to_string()) {
+            tracing::warn!(report = %report.display(), %err, "name the failing poststop hook");
+        }
+    }
+    code
+}
+
+fn relay(bundle: &Path, path: &Path, argv: &[String]) -> Result<u8, HookError> {
     let mut raw = Vec::new();
     std::io::stdin()
         .read_to_end(&mut raw)
@@ -212,7 +250,7 @@ mod tests {
                 .build()
                 .unwrap(),
         ));
-        relay_through_cnfbox(&mut spec, Path::new("/srv/bundle")).unwrap();
+        relay_through_cnfbox(&mut spec, Path::new("/srv/bundle"), Path::new("/run/c/c1")).unwrap();
         let hooks = spec.hooks().clone().unwrap();
         let exe = std::env::current_exe().unwrap();
         let pre = &hooks.prestart().as_ref().unwrap()[0];
@@ -236,6 +274,26 @@ mod tests {
         for h in [&hooks.poststart(), &hooks.poststop()] {
             assert_eq!(h.as_ref().unwrap()[0].path(), &exe);
         }
+        // Only a poststop hook's relay reports its failure.
+        let stop = hooks.poststop().as_ref().unwrap()[0]
+            .args()
+            .clone()
+            .unwrap();
+        assert_eq!(
+            stop[4..],
+            [
+                "--report",
+                "/run/c/c1/poststop-failed",
+                "--",
+                "/bin/stop",
+                "/bin/stop"
+            ]
+        );
+        let ps = hooks.poststart().as_ref().unwrap()[0]
+            .args()
+            .clone()
+            .unwrap();
+        assert!(!ps.contains(&"--report".to_string()), "{ps:?}");
         // In-container hooks are not the host binary's to run.
         assert_eq!(
             hooks.create_container().as_ref().unwrap()[0].path(),
@@ -246,7 +304,7 @@ mod tests {
             Path::new("/bin/sc")
         );
         let mut none = Spec::default();
-        relay_through_cnfbox(&mut none, Path::new("/b")).unwrap();
+        relay_through_cnfbox(&mut none, Path::new("/b"), Path::new("/run/c/x")).unwrap();
         assert_eq!(none, Spec::default());
     }
 }

@@ -201,6 +201,51 @@ pub fn mount_dir(root: &Path, kind: Kind) -> Result<PathBuf, ViewsError> {
     Ok(dir)
 }
 
+/// Removes the state root's empty directories under [`MOUNT_BASE`] (each
+/// kind's, then its own) once the root holds no container, no create in
+/// progress and no journal: what the root's last pod leaves. Only empty
+/// directories go (rmdir), so anything a container still has there stays;
+/// a create that begins meanwhile has its journal first and makes them
+/// again ([`mount_dir`]).
+pub fn prune_empty(root: &Path) {
+    let busy = |dir: &Path| {
+        fs::read_dir(dir).is_ok_and(|mut entries| {
+            entries.any(|e| {
+                e.is_ok_and(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    // The state root's own dot directories count by what
+                    // they hold (locks are left by design).
+                    !name.starts_with('.')
+                })
+            })
+        })
+    };
+    let has_any = |dir: &Path| fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some());
+    if busy(root) || has_any(&root.join(".journal")) || has_any(&root.join(".staging")) {
+        return;
+    }
+    let base = mount_base(root);
+    for kind in [
+        Kind::Rootfs,
+        Kind::Volumes,
+        Kind::Hugepages,
+        Kind::Devices,
+        Kind::Netpins,
+        Kind::OldNs,
+    ] {
+        let dir = base.join(kind.name());
+        if let Err(err) = fs::remove_dir(&dir) {
+            if err.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(dir = %dir.display(), %err, "kept");
+            }
+        }
+    }
+    if fs::remove_dir(&base).is_ok() {
+        tracing::debug!(dir = %base.display(), "removed the state root's empty mount directory");
+    }
+}
+
 /// The root-only directory of the pins `net::attach` makes.
 pub fn pins_dir(root: &Path) -> Result<PathBuf, ViewsError> {
     mount_dir(root, Kind::Netpins)

@@ -61,7 +61,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Ranges(a) => ranges::ranges(&ctx, &a).map(|_| 0),
         Command::Inspect(a) => inspect::inspect(&ctx, &a).map(|_| 0),
         Command::Setup(a) => ranges::setup(&a).map(|_| 0),
-        Command::HookRelay(a) => Ok(crate::hooks::run_relay(&a.bundle, &a.path, &a.argv)?),
+        Command::HookRelay(a) => Ok(crate::hooks::run_relay(
+            &a.bundle,
+            a.report.as_deref(),
+            &a.path,
+            &a.argv,
+        )?),
     }
 }
 

@@ -109,6 +109,7 @@ pub fn teardown(
     }
     if failed.is_empty() {
         journal.remove()?;
+        crate::views::prune_empty(root);
         return Ok(warnings);
     }
     // What stays, in create order: the steps not tried, then the failed

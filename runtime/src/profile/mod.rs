@@ -55,6 +55,15 @@ pub enum ProfileError {
         #[source]
         source: std::io::Error,
     },
+    #[error("linux.namespaces: {ns} path {path} belongs to the host's user namespace; a pod with its own user namespace cannot join it (omit the path and the pod gets its own {ns} namespace)")]
+    HostOwnedNs { ns: &'static str, path: PathBuf },
+    #[error("linux.namespaces: {ns} path {path}: cannot inspect the namespace")]
+    NsOwner {
+        ns: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pod {pod}: no running sandbox container to join (create the sandbox first)")]
     NoSandbox { pod: String },
     #[error("{what}: its init (pid {pid}) has not started its program yet; its namespaces cannot be joined from the pod's user namespace")]
@@ -216,6 +225,7 @@ pub fn apply(
             adopted_netns: None,
         });
     }
+    userns::check_ns_paths(spec)?;
     let paths = views::Paths::of(root, id);
     making(Making::Range {
         pod: role.pod().to_string(),

@@ -52,12 +52,32 @@ fn to_oci(field: &'static str, m: Mapping) -> Result<LinuxIdMapping, ProfileErro
         })
 }
 
+/// Whether the namespace at `path` is owned by the host's user namespace
+/// (`NS_GET_USERNS`, ioctl_ns(2)).
+fn owned_by_host(path: &Path) -> std::io::Result<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let ns = fs::File::open(path)?;
+    // NS_GET_USERNS, ioctl_ns(2): _IO(0xb7, 0x1).
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: `ns` is an open namespace fd for the duration of the call;
+    // NS_GET_USERNS takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned `fd` as a new descriptor nothing owns.
+    let owner = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let id = |m: fs::Metadata| (m.dev(), m.ino());
+    let owner = owner.metadata()?;
+    let host = fs::metadata("/proc/self/ns/user")?;
+    Ok(id(owner) == id(host))
+}
+
 /// Refuses a network namespace path owned by the host's user namespace:
 /// the pod's init, already in its own user namespace when it joins, would
 /// get EPERM from setns(2), and NET_ADMIN would not reach it anyway.
 pub(super) fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::fs::MetadataExt;
     let Some(path) = spec
         .linux()
         .as_ref()
@@ -67,26 +87,43 @@ pub(super) fn check_netns_path(spec: &Spec) -> Result<(), ProfileError> {
     else {
         return Ok(());
     };
-    let err = |source| ProfileError::NetnsOwner {
-        path: path.clone(),
-        source,
-    };
-    let netns = fs::File::open(&path).map_err(err)?;
-    // NS_GET_USERNS, ioctl_ns(2): _IO(0xb7, 0x1).
-    const NS_GET_USERNS: libc::c_ulong = 0xb701;
-    // SAFETY: `netns` is an open namespace fd for the duration of the call;
-    // NS_GET_USERNS takes no argument and returns a new fd or -1.
-    let fd = unsafe { libc::ioctl(netns.as_raw_fd(), NS_GET_USERNS) };
-    if fd < 0 {
-        return Err(err(std::io::Error::last_os_error()));
+    match owned_by_host(&path) {
+        Ok(true) => Err(ProfileError::HostOwnedNetns { path }),
+        Ok(false) => Ok(()),
+        Err(source) => Err(ProfileError::NetnsOwner { path, source }),
     }
-    // SAFETY: the kernel just returned `fd` as a new descriptor nothing owns.
-    let owner = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let id = |m: fs::Metadata| (m.dev(), m.ino());
-    let owner = owner.metadata().map_err(err)?;
-    let host = fs::metadata("/proc/self/ns/user").map_err(err)?;
-    if id(owner) == id(host) {
-        return Err(ProfileError::HostOwnedNetns { path });
+}
+
+/// Refuses an ipc, uts, mount, pid, cgroup or time namespace path owned by
+/// the host's user namespace, naming the namespace and the path: the
+/// pod's init could not join it (libcontainer's setns(2) fails with a bare
+/// EACCES/EPERM inside the init). Paths into the pod's own namespaces (a
+/// member joining its sandbox's) are fine.
+pub(super) fn check_ns_paths(spec: &Spec) -> Result<(), ProfileError> {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for n in namespaces {
+        let Some(path) = n.path().clone() else {
+            continue;
+        };
+        let ns = match n.typ() {
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Uts => "uts",
+            LinuxNamespaceType::Mount => "mount",
+            LinuxNamespaceType::Pid => "pid",
+            LinuxNamespaceType::Cgroup => "cgroup",
+            LinuxNamespaceType::Time => "time",
+            // user: own_userns/join_sandbox; network: check_netns_path.
+            _ => continue,
+        };
+        match owned_by_host(&path) {
+            Ok(false) => {}
+            Ok(true) => return Err(ProfileError::HostOwnedNs { ns, path }),
+            Err(source) => return Err(ProfileError::NsOwner { ns, path, source }),
+        }
     }
     Ok(())
 }

@@ -236,7 +236,8 @@ fn apply(
     if let Some(m) = mapping {
         crate::sysctl::fit_to_mapping(&mut spec, &m.gid).with_context(context)?;
     }
-    crate::hooks::relay_through_cnfbox(&mut spec, &bundle.dir).with_context(context)?;
+    crate::hooks::relay_through_cnfbox(&mut spec, &bundle.dir, &container_dir(ctx, o.id))
+        .with_context(context)?;
     let stage = ctx
         .root
         .join(STAGING)
