@@ -103,6 +103,7 @@ status=0
 for e in "${exes[@]}"; do
   IFS='=' read -r name exe only <<< "$e"
   echo "vm-guest: == $name ($exe) ${only:+only: $only}"
+  echo "$name" > "$res/progress"  # the host shows where the guest is
   # shellcheck disable=SC2086
   "$exe" --test-threads=1 --nocapture ${only:-$filter} 2>&1 | tee "/tmp/$name.log"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

@@ -283,7 +283,7 @@ cp scripts/vm-guest.sh "$work/results/guest.sh"
 
 # ---- boot, with a watchdog and one retry ------------------------------------
 boot() {
-  rm -f "$work/results/booted" "$work/results/started" "$work/results/status" "$work/results/output"
+  rm -f "$work/results/booted" "$work/results/started" "$work/results/status" "$work/results/output" "$work/results/progress"
   # q35 for the emulated IOMMU (created before the PCI devices): the
   # e1000e, which no guest driver claims, gets an IOMMU group of its own
   # for vfio-pci (Debian's kernel has no VFIO_NOIOMMU).
@@ -298,8 +298,17 @@ boot() {
     -virtfs "local,path=$work/results,mount_tag=results,security_model=passthrough,multidevs=remap" \
     -device e1000e,id=vfionic -nic none -display none -monitor none -serial "file:$work/console" -no-reboot &
   qemu_pid=$!
-  local t=0 setup_t=0
+  local t=0 setup_t=0 seen=
   while kill -0 "$qemu_pid" 2>/dev/null; do
+    # Progress: the guest's milestones and each test target as it starts.
+    local now=
+    [[ -f "$work/results/booted" ]] && now="booted"
+    [[ -f "$work/results/started" ]] && now="tests started"
+    [[ -s "$work/results/progress" ]] && now="running $(cat "$work/results/progress" 2>/dev/null)"
+    if [[ -n "$now" && "$now" != "$seen" ]]; then
+      log "guest ${now} (${t}s)"
+      seen=$now
+    fi
     if [[ ! -f "$work/results/booted" ]] && (( t >= boot_timeout )); then
       log "no sign of the guest's init after ${boot_timeout}s: killing the boot"
       kill -9 "$qemu_pid" 2>/dev/null || true
