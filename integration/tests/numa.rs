@@ -140,11 +140,15 @@ fn bad_hints_are_refused_and_leave_nothing() {
             None,
             vec!["linux.resources.cpu.cpus", "1-x"],
         ),
+        // mems naming a node the host lacks (7: neither this host nor the
+        // VM lane has it) decides nothing and contradicts the hint; valid
+        // mems on another node win under `align = "auto"` (see
+        // `inputs_on_two_nodes_follow_align`).
         (
             "mems",
             "0",
             None,
-            Some("1"),
+            Some("7"),
             vec!["contradicts linux.resources.cpu.mems"],
         ),
     ] {
@@ -334,6 +338,12 @@ fn inputs_on_two_nodes_follow_align() {
         err.contains("warning") && err.contains("annotation cnfbox.io/numa-node (node 0) ignored"),
         "{err}"
     );
+    // Kubelet's mems (node 1) against the annotation (node 0): mems wins.
+    let out = run_placed(&env, "automems", Some("0"), None, Some("1"));
+    assert!(out.status.success(), "{out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(kv(&s, "Mems_allowed_list"), Some("1"), "{s}");
+    assert_eq!(kv(&s, "policy"), Some("bind:1"), "{s}");
     let config = env.config.clone().unwrap();
     let base = fs::read_to_string(&config).unwrap();
     fs::write(&config, format!("{base}\n[numa]\nalign = \"strict\"\n")).unwrap();
