@@ -902,9 +902,13 @@ fn configuration_reference_names_every_key_of_the_config_type() {
                     parse_config(&format!("{bare}{top} = {default}")).map(|c| format!("{c:?}"));
                 match (absent, given) {
                     (Ok(a), Ok(g)) if a == g => {}
-                    (a, g) => failures.push(format!(
-                        "{at}: the default `{default}` is not the parser's ({a:?} vs {g:?})"
+                    (Ok(_), Ok(_)) => failures.push(format!(
+                        "{at}: the default `{default}` is not the parser's (setting it gives \
+                         another Config than leaving it out)"
                     )),
+                    (Err(e), _) | (_, Err(e)) => {
+                        failures.push(format!("{at}: the default `{default}` is refused: {e}"))
+                    }
                 }
             }
         }
@@ -1058,10 +1062,14 @@ fn cli_reference_is_what_help_prints() {
         };
         let args: Vec<&str> = key.split('.').filter(|s| !s.is_empty()).collect();
         if help(&args).trim_end() != b.text.trim_end() {
+            let cmd: Vec<&str> = std::iter::once("cnfbox")
+                .chain(args.iter().copied())
+                .chain(["--help"])
+                .collect();
             failures.push(format!(
-                "{}: not what `cnfbox {} --help` prints",
+                "{}: not what `{}` prints (paste its output into the block)",
                 b.at(),
-                args.join(" ")
+                cmd.join(" ")
             ));
         }
     }
@@ -1082,16 +1090,13 @@ fn slug(heading: &str) -> String {
         .collect()
 }
 
+/// The anchors of the headings of markdown `text` (outside code).
 fn anchors(text: &str) -> BTreeSet<String> {
-    let code: BTreeSet<usize> = code_lines(text);
+    let code = code_lines(text);
     text.lines()
         .enumerate()
-        .filter(|(i, _)| !code.contains(i))
-        .filter_map(|(_, l)| {
-            l.trim_start_matches('#')
-                .strip_prefix(' ')
-                .filter(|_| l.starts_with('#'))
-        })
+        .filter(|(i, l)| !code.contains(i) && l.starts_with('#'))
+        .filter_map(|(_, l)| l.trim_start_matches('#').strip_prefix(' '))
         .map(slug)
         .collect()
 }
