@@ -722,7 +722,7 @@ fn setup_help_names_the_config_and_the_pool_start() {
     for needle in [
         "CNFBOX_CONFIG",
         "Where the pool starts",
-        "pool = \"1000000000:67108864\"",
+        "pool = \"1073741824:67108864\"",
     ] {
         assert!(help.contains(needle), "{needle}: {help}");
     }

@@ -85,7 +85,7 @@ IDs (65536) that no other subuid/subgid entry uses. To choose the start,
 write it first, in either place (START and SIZE multiples of 65536), e.g.
 
     [idmap]
-    pool = \"1000000000:67108864\"
+    pool = \"1073741824:67108864\"
 
 and run setup: it keeps what it finds and writes the other side to match
 (one that disagrees is reported, never overwritten).";
