@@ -69,6 +69,18 @@ fn run(rounds: usize) -> Result<(), String> {
         .modify(pin)
         .build()
         .map_err(|e| e.to_string())?;
+    let free = std::fs::read_to_string(
+        "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
+    )
+    .ok()
+    .and_then(|t| t.trim().parse::<u64>().ok())
+    .unwrap_or(0);
+    if free < 2 {
+        return Err(format!(
+            "node 0 has {free} free 2 MiB hugepages; the pinned containers' limit needs 2 \
+             (echo 8 > /proc/sys/vm/nr_hugepages first, 0 after)"
+        ));
+    }
     let cnfbox = cnfbox_built()?;
     let variants = [
         ("plain (pod profile)", plain.dir),
