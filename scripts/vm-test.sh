@@ -38,7 +38,7 @@ if [[ -n "$systemd_mode" ]]; then
   [[ -x /lib/systemd/systemd ]] || { echo "vm-test.sh: CNFBOX_VM_SYSTEMD needs /lib/systemd/systemd on this machine" >&2; exit 1; }
   : "${CNFBOX_VM_TESTS:=devices:device_rules escapes:console}"
 fi
-read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods,trunk shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes shim_cri:cri_pods_on_cnfbox_and_runc devices:vfio,device_rules escapes:console,reused_pid doc_examples:spec_examples_run}"
+read -r -a lane <<< "${CNFBOX_VM_TESTS:-vm_node numa hugepages lifecycle:pause_and_resume,events_stats,cgroups_path net_devices:vlan,macvlan_pods,trunk shim_ctr:ctr_exec_kill_pause_metrics,oom_kill_publishes shim_cri:cri_pods_on_cnfbox_and_runc,kubelets_cpuset_binds devices:vfio,device_rules escapes:console,reused_pid doc_examples:spec_examples_run}"
 filter="${CNFBOX_VM_FILTER:-}"
 boot_timeout="${CNFBOX_VM_BOOT_TIMEOUT:-180}"  # until the guest's init reports
 setup_timeout="${CNFBOX_VM_SETUP_TIMEOUT:-90}"  # from init's report until the tests start

@@ -211,6 +211,22 @@ fn kubelets_cpuset_places_the_container_without_the_annotation() {
         )),
         "{numa}"
     );
+    // A process `cnfbox exec` starts descends from cnfbox, not from the
+    // init: it gets the container's memory policy too.
+    let bundle = placed_bundle(&env, "kexec", None, Some(last), None, "exec sleep 100000");
+    let id = env.id("kexec");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let out = env.ok(&[
+        "exec",
+        &id,
+        "/bin/sh",
+        "-c",
+        "head -n1 /proc/self/numa_maps | cut -d' ' -f2",
+    ]);
+    assert_eq!(out.trim(), "bind:0", "exec'd process");
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
     // align = "off": kubelet's cpuset is left as it is, memory unbound.
     let config = env.config.clone().unwrap();
     let mut text = fs::read_to_string(&config).unwrap();

@@ -11,7 +11,8 @@
 //!   runc-v2 runtime type running cnfbox;
 //! - `pod_config`: refused input, seccomp and sysctls, a sandbox's netns path;
 //! - `host_access`: host namespaces under the opt-in, mount propagation
-//!   and recursive read-only, devices.
+//!   and recursive read-only, devices;
+//! - `numa`: kubelet's cpuset places the container on its NUMA node.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -22,4 +23,5 @@ mod cri_node;
 
 mod handlers;
 mod host_access;
+mod numa;
 mod pod_config;

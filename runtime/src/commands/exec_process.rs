@@ -49,6 +49,10 @@ pub struct ExecProcess {
     pub gids: Vec<u32>,
     /// The container's seccomp filter, loaded by the process itself.
     pub confined: Confined,
+    /// The container's memory policy (`linux.memoryPolicy`, or the one NUMA
+    /// placement set): libcontainer applies it in the init only, and an
+    /// exec'd process descends from `cnfbox exec`, not from the init.
+    pub memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
 }
 
 impl ExecProcess {
@@ -89,10 +93,15 @@ impl ExecProcess {
         let mut process = grant(&mut spec, process, mapped)?;
         let confined = Confined::new(&spec, &mut process)?;
         let file = write_private(dir, &process)?;
+        let memory_policy = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.memory_policy().clone());
         Ok(Self {
             file,
             gids,
             confined,
+            memory_policy,
         })
     }
 

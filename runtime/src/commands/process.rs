@@ -76,6 +76,11 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
                 .with_context(|| format!("--pid-file {}: make it absolute", p.display()))
         })
         .transpose()?;
+    // The container's memory policy, inherited by what this process forks
+    // (libcontainer sets it in the init only).
+    if let Some(p) = &process.memory_policy {
+        crate::mempolicy::set(p).with_context(|| format!("exec in container {id}"))?;
+    }
     let at_root =
         crate::host::cwd::AtRoot::enter().with_context(|| format!("exec in container {id}"))?;
     let built = ContainerBuilder::new(id.clone(), SyscallType::default())
