@@ -630,3 +630,29 @@ fn the_roots_mount_directory_goes_with_its_last_pod() {
     assert_nothing_left(&env, &b);
     assert!(!base.exists(), "{} left after the last pod", base.display());
 }
+
+/// `process.oomScoreAdj` of an exec into a pod (own user namespace) is in
+/// effect in the exec'd process: cnfbox writes it before it joins the
+/// pod's user namespace (the VM lane's CRI test checks a value below the
+/// shim's floor, which needs CAP_SYS_RESOURCE this host's root lacks).
+#[test]
+fn exec_applies_the_process_oom_score_adj() {
+    if !can_run("exec oomScoreAdj") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = sleeper(&env);
+    let id = env.id("oomadj");
+    env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    let p = env.tmp.path().join("oom-process.json");
+    fs::write(
+        &p,
+        r#"{"user":{"uid":0,"gid":0},"args":["/bin/cat","/proc/self/oom_score_adj"],"cwd":"/","env":["PATH=/bin"],"oomScoreAdj":321}"#,
+    )
+    .unwrap();
+    let out = env.ok(&["exec", "-p", p.to_str().unwrap(), &id]);
+    assert_eq!(out.trim(), "321", "exec'd process's oom_score_adj");
+    env.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&env, &id);
+}

@@ -327,6 +327,25 @@ fn inputs_on_two_nodes_follow_align() {
     let bundle = placed_bundle(&env, "upd", None, Some(&n1), None, "exec sleep 100000");
     let id = env.id("upd");
     env.create(&bundle, &id);
+    env.ok(&["start", &id]);
+    // An exec'd process is bound to node 1 as the init is.
+    let log = env.tmp.path().join("exec.log");
+    let out = env.run(&[
+        "--debug",
+        "--log",
+        log.to_str().unwrap(),
+        "exec",
+        &id,
+        "/bin/sh",
+        "-c",
+        "head -n1 /proc/self/numa_maps | cut -d' ' -f2",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "bind:1",
+        "exec'd process: {out:?}\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
     let out = env.run(&["update", "--cpuset-cpus", &n0, &id]);
     assert_one_line_error(
         &out,

@@ -53,11 +53,16 @@ impl<S: Subscriber> Layer<S> for CauseLayer {
         };
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let Some(err) = fields.extra.get("err").and_then(|v| v.as_str()) else {
-            return;
-        };
         let flat = |s: &str| s.replace(['\n', '\t'], " ");
-        let line = format!("{}\t{}\n", flat(&fields.msg), flat(&innermost(err)));
+        // Events that format their cause into the message instead ("failed
+        // to open /proc/self/oom_score_adj: Permission denied") are the
+        // cause as they stand.
+        let inner = match fields.extra.get("err").and_then(|v| v.as_str()) {
+            Some(err) => innermost(err),
+            None if fields.msg.contains(": ") => String::new(),
+            None => return,
+        };
+        let line = format!("{}\t{}\n", flat(&fields.msg), flat(&inner));
         // Nowhere to report a failed write: the line is only shorter.
         let _ = file.write_all(line.as_bytes());
     }
@@ -78,7 +83,14 @@ pub fn complete(line: String) -> String {
     let Some((msg, inner)) = text.lines().next().and_then(|l| l.split_once('\t')) else {
         return line;
     };
-    if line.contains(inner) {
+    if inner.is_empty() {
+        // The message is the cause.
+        if line.contains(msg) {
+            line
+        } else {
+            format!("{line}: {msg}")
+        }
+    } else if line.contains(inner) {
         line
     } else if line.ends_with(msg) {
         format!("{line}: {inner}")

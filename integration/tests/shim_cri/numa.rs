@@ -6,6 +6,12 @@
 //! refused saying the container is not re-bound. On this host (one node)
 //! the move cannot happen and an update within the node is checked; the
 //! VM lane (two nodes) checks the refused move.
+//!
+//! The container's `oom_score_adj` (0, CRI's default) is below the floor
+//! containerd gave its shim with `CAP_SYS_RESOURCE` in the VM lane: the
+//! ExecSyncs here failed with EACCES until `cnfbox exec` wrote the score
+//! before joining the pod's user namespace (as every exec into a kubelet
+//! Guaranteed pod, -997, would have).
 
 use k8s_cri::v1::{LinuxContainerResources, UpdateContainerResourcesRequest};
 

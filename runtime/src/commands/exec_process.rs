@@ -53,6 +53,9 @@ pub struct ExecProcess {
     /// placement set): libcontainer applies it in the init only, and an
     /// exec'd process descends from `cnfbox exec`, not from the init.
     pub memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
+    /// `process.oomScoreAdj`, taken out of the process libcontainer gets
+    /// in a pod's own user namespace: see [`ExecProcess::set_oom_score_adj`].
+    pub oom_score_adj: Option<i32>,
 }
 
 impl ExecProcess {
@@ -92,6 +95,14 @@ impl ExecProcess {
         };
         let mut process = grant(&mut spec, process, mapped)?;
         let confined = Confined::new(&spec, &mut process)?;
+        let oom_score_adj = if mapped {
+            process.oom_score_adj()
+        } else {
+            None
+        };
+        if mapped {
+            process.set_oom_score_adj(None);
+        }
         let file = write_private(dir, &process)?;
         let memory_policy = spec
             .linux()
@@ -102,7 +113,24 @@ impl ExecProcess {
             gids,
             confined,
             memory_policy,
+            oom_score_adj,
         })
+    }
+
+    /// Writes `process.oomScoreAdj` to this process's
+    /// `/proc/self/oom_score_adj` (its children inherit it), before it
+    /// joins the pod's user namespace. libcontainer writes it from the
+    /// process it forks from, which for an exec into a pod is already in
+    /// the pod's user namespace: a value below the caller's floor (a shim's
+    /// own score, raised by containerd with `CAP_SYS_RESOURCE`: kubelet's
+    /// -997 for a Guaranteed pod) then needs `CAP_SYS_RESOURCE` in the
+    /// initial user namespace, and every such exec failed with EACCES.
+    pub fn set_oom_score_adj(&self) -> anyhow::Result<()> {
+        let Some(v) = self.oom_score_adj else {
+            return Ok(());
+        };
+        std::fs::write("/proc/self/oom_score_adj", v.to_string())
+            .with_context(|| format!("process.oomScoreAdj {v}: write /proc/self/oom_score_adj"))
     }
 
     /// Where libcontainer reads the process.

@@ -60,6 +60,9 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
         // as unmapped. With `--systemd-cgroup` libcontainer joins the
         // exec'd process to the scope by its cgroupfs path, which create
         // kept for it (`devices::scope`), not through systemd's bus.
+        process
+            .set_oom_score_adj()
+            .with_context(|| format!("exec in container {id}"))?;
         join_userns(&container, id)?;
         exec_process::set(&process.gids, id)?;
     }
