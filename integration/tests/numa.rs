@@ -318,6 +318,24 @@ fn inputs_on_two_nodes_follow_align() {
         );
         assert_eq!(free(0), free0, "node 0's pool must not change: {s}");
         assert_nothing_left(&env, &id);
+        // The free-page check follows the derived node: node 1's pool
+        // emptied, the same container is refused naming node 1 and where
+        // the node came from.
+        let nr = "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages";
+        let before = fs::read_to_string(nr).unwrap().trim().to_string();
+        fs::write(nr, "0").unwrap();
+        let id = env.id("huge1");
+        let out = env.run(&["run", "-b", bundle.dir.to_str().unwrap(), &id]);
+        fs::write(nr, &before).unwrap();
+        assert_one_line_error(
+            &out,
+            &[
+                "NUMA node 1",
+                &format!("from linux.resources.cpu.cpus {n1}"),
+                "has 0 free 2MB hugepages",
+            ],
+        );
+        assert_nothing_left(&env, &id);
     } else {
         eprintln!("SKIP {T} (hugepages part): node 1 has fewer than 2 free 2 MiB pages");
     }
