@@ -110,7 +110,7 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
 }
 
 fn teardown(ctx: &Ctx, id: &str, journal: Journal, force: bool) -> anyhow::Result<()> {
-    let warnings = journal::teardown(&ctx.root, journal, force)
+    let warnings = journal::teardown(&ctx.root, journal, force, &crate::profile::release_range)
         .with_context(|| format!("delete container {id}"))?;
     warnings.into_iter().for_each(|w| super::warn(Some(w)));
     Ok(())

@@ -283,12 +283,29 @@ impl Journal {
 
 pub use legacy::{by_names, from_meta};
 
-impl crate::profile::Recorder for Journal {
-    fn making(
-        &mut self,
-        what: crate::profile::Making,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        use crate::profile::Making;
+/// What `apply` is about to make, told to its [`Recorder`] first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Making {
+    /// The pod's range (granted, registered, or the sandbox's joined).
+    Range { pod: String },
+    /// The container's `rootfs/<id>/` with its rootfs view and pin.
+    Views { dir: PathBuf },
+    /// The container's `volumes/<id>/`.
+    Volumes { dir: PathBuf },
+}
+
+/// Where `apply` writes down what it is about to make (create's journal).
+pub trait Recorder {
+    fn making(&mut self, what: Making) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// How teardown frees a pod's range (`profile::release_range`): given by
+/// the caller, since the range's holders are read from the journals.
+pub type Release<'a> =
+    &'a dyn Fn(&Path, &str, &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+impl Recorder for Journal {
+    fn making(&mut self, what: Making) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let step = match what {
             Making::Range { pod } => Step::Range { pod },
             Making::Views { dir } => Step::Views { dir },

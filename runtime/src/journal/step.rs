@@ -83,7 +83,7 @@ pub enum StepError {
     Release {
         pod: String,
         #[source]
-        source: Box<crate::profile::ProfileError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("remove the hugetlb cgroup")]
     Hugetlb(#[source] crate::hugetlb::HugetlbError),
@@ -110,13 +110,15 @@ pub enum StepError {
 }
 
 /// What an undo needs besides its step.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Undo<'a> {
     pub root: &'a Path,
     pub id: &'a str,
     /// `delete --force`, a failed create or start: a running init is
     /// killed, interfaces that cannot go back are dropped with a warning.
     pub force: bool,
+    /// Frees the pod's range once nothing holds it (`Step::Range`).
+    pub release: super::Release<'a>,
 }
 
 impl Step {
@@ -200,12 +202,14 @@ impl Step {
     pub fn undo(&self, u: &Undo<'_>) -> Result<Option<String>, StepError> {
         self.check_paths(u)?;
         match self {
-            Step::Range { pod } => crate::profile::release_unused(u.root, pod, u.id)
-                .map(|()| None)
-                .map_err(|source| StepError::Release {
-                    pod: pod.clone(),
-                    source: Box::new(source),
-                }),
+            Step::Range { pod } => {
+                (u.release)(u.root, pod, u.id)
+                    .map(|()| None)
+                    .map_err(|source| StepError::Release {
+                        pod: pod.clone(),
+                        source,
+                    })
+            }
             Step::Views { dir } => undo_views(dir).map(|()| None),
             Step::Volumes { dir } | Step::Hugepages { mounts: dir, .. } => {
                 detach_children(dir)?;

@@ -43,6 +43,9 @@ pub fn orphans(root: &Path, host_uids: &idmap::IdRange) -> Vec<String> {
             root,
             id: &id,
             force: true,
+            // The swept steps are views and mounts: no range among them
+            // (`ranges gc` frees those itself).
+            release: &|_, _, _| Ok(()),
         };
         for step in steps(&paths) {
             if let Err(err) = step.undo(&undo) {

@@ -64,6 +64,7 @@ pub fn teardown(
     root: &Path,
     mut journal: Journal,
     force: bool,
+    release: super::Release<'_>,
 ) -> Result<Vec<String>, TeardownError> {
     if let Some(c) = journal.live_creator() {
         return Err(TeardownError::Creating {
@@ -76,6 +77,7 @@ pub fn teardown(
         root,
         id: &id,
         force,
+        release,
     };
     let mut warnings = Vec::new();
     let mut failed: Vec<Failed> = Vec::new();

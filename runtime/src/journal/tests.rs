@@ -69,7 +69,7 @@ fn teardown_refuses_a_journal_whose_create_still_runs() {
     fs::create_dir(&stage).unwrap();
     let mut j = Journal::begin(tmp.path(), "c1").unwrap();
     j.record(Step::Stage { dir: stage.clone() }).unwrap();
-    let err = teardown(tmp.path(), j, true).unwrap_err();
+    let err = teardown(tmp.path(), j, true, &crate::profile::release_range).unwrap_err();
     assert!(matches!(err, TeardownError::Creating { .. }), "{err}");
     assert!(stage.exists(), "nothing undone under a live create");
 }
@@ -108,7 +108,7 @@ fn made(tmp: &Path) -> (Journal, Vec<std::path::PathBuf>) {
 fn teardown_undoes_every_step_and_removes_the_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let (j, paths) = made(tmp.path());
-    let warnings = teardown(tmp.path(), j, false).unwrap();
+    let warnings = teardown(tmp.path(), j, false, &crate::profile::release_range).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     for p in paths {
         assert!(!p.exists(), "{} left", p.display());
@@ -121,7 +121,7 @@ fn teardown_undoes_every_step_and_removes_the_journal() {
     })
     .unwrap();
     j.creator = None;
-    teardown(tmp.path(), j, false).unwrap();
+    teardown(tmp.path(), j, false, &crate::profile::release_range).unwrap();
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn a_step_that_cannot_be_undone_is_reported_and_kept_with_the_range() {
             pod: "p1".to_string(),
         },
     );
-    let err = teardown(tmp.path(), j.clone(), true).unwrap_err();
+    let err = teardown(tmp.path(), j.clone(), true, &crate::profile::release_range).unwrap_err();
     let TeardownError::Incomplete { failed, .. } = &err else {
         panic!("{err}");
     };
@@ -152,7 +152,13 @@ fn a_step_that_cannot_be_undone_is_reported_and_kept_with_the_range() {
     let (mut j, paths) = made(&tmp.path().join("again"));
     fs::write(paths[1].join("0/file"), b"x").unwrap();
     j.steps.swap(1, 3);
-    teardown(&tmp.path().join("again"), j, false).unwrap_err();
+    teardown(
+        &tmp.path().join("again"),
+        j,
+        false,
+        &crate::profile::release_range,
+    )
+    .unwrap_err();
     for p in [&paths[0], &paths[2], &paths[3]] {
         assert!(
             p.exists(),
@@ -226,7 +232,9 @@ fn steps_outside_cnfbox_paths_are_not_undone() {
         let mut j = Journal::begin(&root, "c1").unwrap();
         j.record(step.clone()).unwrap();
         j.creator = None;
-        let err = teardown(&root, j, true).unwrap_err().to_string();
+        let err = teardown(&root, j, true, &crate::profile::release_range)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not under cnfbox's own paths"),
             "{step:?}: {err}"

@@ -13,6 +13,7 @@ use idmap::{Allocator, Config, EtcRoot, IdmapMode, PodMapping};
 use oci_spec::runtime::Spec;
 
 use crate::host::nofollow::OpenedDir;
+use crate::journal::{Making, Recorder};
 use crate::pod::{self, Role};
 
 mod members;
@@ -158,22 +159,6 @@ fn host_userns_request(spec: &Spec) -> Option<String> {
         .then(|| format!("linux.namespaces user path {}", path.display()))
 }
 
-/// What `apply` is about to make, told to its [`Recorder`] first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Making {
-    /// The pod's range (granted, registered, or the sandbox's joined).
-    Range { pod: String },
-    /// The container's `rootfs/<id>/` with its rootfs view and pin.
-    Views { dir: PathBuf },
-    /// The container's `volumes/<id>/`.
-    Volumes { dir: PathBuf },
-}
-
-/// Where `apply` writes down what it is about to make (create's journal).
-pub trait Recorder {
-    fn making(&mut self, what: Making) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
-}
-
 /// Applies the profile to `spec` (the staged copy) for container `id`,
 /// telling `record` what it is about to make (the pod's range, the
 /// container's directory with its rootfs view and pin, its volume views)
@@ -304,6 +289,16 @@ pub fn release_unused(root: &Path, pod: &str, tearing_down: &str) -> Result<(), 
         tracing::info!(pod, root = %key.display(), %reason, "pod range kept for its remaining containers");
     }
     Ok(())
+}
+
+/// [`release_unused`] as the journal's teardown takes it (`journal::Release`):
+/// the range lifecycle lives above the journal, which only records.
+pub fn release_range(
+    root: &Path,
+    pod: &str,
+    tearing_down: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    release_unused(root, pod, tearing_down).map_err(Into::into)
 }
 
 /// Attaches the id-mapped view of the bundle's `rootfs` on `view`. The

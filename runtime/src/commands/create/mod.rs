@@ -96,7 +96,7 @@ pub fn run_cmd(ctx: &Ctx, a: &Run) -> anyhow::Result<u8> {
     }
     let code = wait::forward_until_exit(pid, &signals)?;
     if !a.keep {
-        let warnings = journal::teardown(&ctx.root, journal, false)
+        let warnings = journal::teardown(&ctx.root, journal, false, &crate::profile::release_range)
             .with_context(|| format!("delete container {} after exit", a.container_id))?;
         warnings.into_iter().for_each(|w| super::warn(Some(w)));
     }
@@ -156,7 +156,7 @@ pub fn create(ctx: &Ctx, o: &CreateOpts<'_>) -> anyhow::Result<Created> {
 fn undo_failed(ctx: &Ctx, mut journal: Journal, err: anyhow::Error) -> anyhow::Error {
     // This process is the creator: the teardown is its own.
     journal.creator = None;
-    match journal::teardown(&ctx.root, journal, true) {
+    match journal::teardown(&ctx.root, journal, true, &crate::profile::release_range) {
         Ok(warnings) => {
             warnings.into_iter().for_each(|w| super::warn(Some(w)));
             err
