@@ -81,6 +81,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::Rootfs,
+        Kind::Volumes,
+        Kind::Hugepages,
+        Kind::Devices,
+        Kind::Netpins,
+        Kind::OldNs,
+    ];
+
     /// The directory's name on disk.
     pub const fn name(self) -> &'static str {
         match self {
@@ -225,15 +235,14 @@ pub fn prune_empty(root: &Path) {
     if busy(root) || has_any(&root.join(".journal")) || has_any(&root.join(".staging")) {
         return;
     }
+    remove_mount_dirs(root);
+}
+
+/// Removes the state root's directories under [`MOUNT_BASE`] that are
+/// empty: each kind's, then the root's own (rmdir only).
+pub fn remove_mount_dirs(root: &Path) {
     let base = mount_base(root);
-    for kind in [
-        Kind::Rootfs,
-        Kind::Volumes,
-        Kind::Hugepages,
-        Kind::Devices,
-        Kind::Netpins,
-        Kind::OldNs,
-    ] {
+    for kind in Kind::ALL {
         let dir = base.join(kind.name());
         if let Err(err) = fs::remove_dir(&dir) {
             if err.kind() != io::ErrorKind::NotFound {

@@ -210,12 +210,9 @@ pub fn update(ctx: &Ctx, a: &Update) -> anyhow::Result<()> {
         // libcgroups' systemd manager attaches no device program: cnfbox
         // puts the container's own back on its scope (`devices::scope`).
         if let (AnyCgroupManager::Systemd(_), Some(init)) = (&manager, init) {
-            crate::devices::scope::attach(
-                std::path::Path::new("/proc"),
-                std::path::Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT),
-                init.as_raw(),
-                resources.devices(),
-            )?;
+            use crate::devices::scope;
+            let rel = scope::cgroup_of_pid(std::path::Path::new("/proc"), init.as_raw())?;
+            scope::attach(&scope::dir_of(&rel), resources.devices())?;
         }
         Ok(())
     };

@@ -74,24 +74,23 @@ pub fn cgroup_of_pid(proc: &Path, pid: i32) -> Result<PathBuf, ScopeError> {
 }
 
 /// Attaches the program built from `rules` (and libcgroups' defaults) to
-/// the cgroup of `pid` below `cgroup_root`, replacing what is attached to
-/// that cgroup itself.
-pub fn attach(
-    proc: &Path,
-    cgroup_root: &Path,
-    pid: i32,
-    rules: &Option<Vec<LinuxDeviceCgroup>>,
-) -> Result<(), ScopeError> {
-    let rel = cgroup_of_pid(proc, pid)?;
-    let dir = cgroup_root.join(rel.strip_prefix("/").unwrap_or(&rel));
-    libcgroups::v2::devices::Devices::apply_devices(&dir, rules).map_err(|source| {
+/// the cgroup at `dir` (the init's scope, see [`cgroup_of_pid`]),
+/// replacing what is attached to that cgroup itself.
+pub fn attach(dir: &Path, rules: &Option<Vec<LinuxDeviceCgroup>>) -> Result<(), ScopeError> {
+    libcgroups::v2::devices::Devices::apply_devices(dir, rules).map_err(|source| {
         ScopeError::Attach {
-            path: dir.clone(),
+            path: dir.to_path_buf(),
             source,
         }
     })?;
     tracing::debug!(scope = %dir.display(), rules = rules.as_ref().map_or(0, Vec::len), "device program on the systemd scope");
     Ok(())
+}
+
+/// The directory of cgroup `rel` (as [`cgroup_of_pid`] gives it) below the
+/// cgroup v2 mount.
+pub fn dir_of(rel: &Path) -> PathBuf {
+    Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(rel.strip_prefix("/").unwrap_or(rel))
 }
 
 #[cfg(test)]

@@ -56,17 +56,7 @@ pub fn orphans(root: &Path, host_uids: &idmap::IdRange) -> Vec<String> {
         swept.push(id);
     }
     if !root.exists() {
-        for k in [
-            Kind::Rootfs,
-            Kind::Volumes,
-            Kind::Hugepages,
-            Kind::Devices,
-            Kind::Netpins,
-            Kind::OldNs,
-        ] {
-            let _ = fs::remove_dir(base.join(k.name()));
-        }
-        let _ = fs::remove_dir(&base);
+        crate::views::remove_mount_dirs(root);
     }
     swept
 }

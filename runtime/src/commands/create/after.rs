@@ -170,15 +170,10 @@ pub(super) fn systemd_scope(
         .as_ref()
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone());
-    let proc = Path::new("/proc");
-    crate::devices::scope::attach(
-        proc,
-        Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT),
-        pid.as_raw(),
-        &rules,
-    )
-    .with_context(context)?;
-    let scope = crate::devices::scope::cgroup_of_pid(proc, pid.as_raw()).with_context(context)?;
+    let scope = crate::devices::scope::cgroup_of_pid(Path::new("/proc"), pid.as_raw())
+        .with_context(context)?;
+    crate::devices::scope::attach(&crate::devices::scope::dir_of(&scope), &rules)
+        .with_context(context)?;
     let mut kept = spec.clone();
     if let Some(linux) = kept.linux_mut() {
         linux.set_cgroups_path(Some(scope));
