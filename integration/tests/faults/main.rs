@@ -267,6 +267,72 @@ fn create_killed_when_its_cgroup_appears_is_recovered() {
     assert!(hits > 0, "never saw the cgroup before create finished");
 }
 
+/// libcontainer's clones of a killed create (its intermediate process, the
+/// init before its exec) outlive it and go on making the container's
+/// cgroup. `delete --force` kills them before it removes anything: here a
+/// stand-in, named as libcontainer names them and holding the container's
+/// state-lock file open as a clone of the create does, started after a
+/// create killed once its init was made. (The real ones are gone a moment
+/// after the create dies, too soon to catch every time; a `delete --force`
+/// that raced one left a freezer cgroup behind.)
+#[test]
+fn delete_force_kills_what_a_killed_create_left_running() {
+    if !can_run("killed create's clones") {
+        return;
+    }
+    let env = Env::new();
+    let bundle = bundle_with_volume(&env, "clones", &Scenario::Sleep);
+    let id = env.id("clones");
+    let status = create_with(&env, &bundle.dir, &id, Some("create:after-init"));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "create was not killed: {status:?}"
+    );
+    let lock = env.root.join(".locks").join(&id);
+    assert!(
+        lock.is_file(),
+        "the create made no state lock {}",
+        lock.display()
+    );
+    let name = "youki:[1:INTER]";
+    let mut clone = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<'{}'; printf '%s' '{name}' > /proc/self/comm; read x",
+            lock.display()
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let comm = format!("/proc/{}/comm", clone.id());
+    while fs::read_to_string(&comm).unwrap_or_default().trim() != name {
+        assert!(
+            clone.try_wait().unwrap().is_none(),
+            "the stand-in exited early"
+        );
+        std::thread::yield_now();
+    }
+    recover_and_check(&env, &id);
+    let gone = clone.try_wait().unwrap();
+    let status = match gone {
+        Some(s) => s,
+        None => {
+            let _ = clone.kill();
+            let _ = clone.wait();
+            panic!(
+                "delete --force left the killed create's clone {} running",
+                clone.id()
+            );
+        }
+    };
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the clone ended otherwise: {status:?}"
+    );
+}
+
 /// A small tmpfs mounted at `path` for the test; unmounted on drop.
 struct SmallFs(PathBuf);
 

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod legacy;
+mod orphans;
 mod step;
 pub mod sweep;
 mod teardown;

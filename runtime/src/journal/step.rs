@@ -95,6 +95,8 @@ pub enum StepError {
     },
     #[error("lock the container's state")]
     StateLock(#[source] crate::state_lock::StateLockError),
+    #[error("kill what the killed create left running")]
+    Orphans(#[source] super::orphans::OrphanError),
     #[error("delete the container (init, cgroup, state dir)")]
     Delete(#[source] Box<libcontainer::error::LibcontainerError>),
     #[error("open cgroup {path}")]
@@ -119,6 +121,10 @@ pub struct Undo<'a> {
     pub force: bool,
     /// Frees the pod's range once nothing holds it (`Step::Range`).
     pub release: super::Release<'a>,
+    /// The start (clock ticks after boot) of the create that made the
+    /// journal and was killed: what it left running is killed first
+    /// (`orphans`).
+    pub killed_create: Option<u64>,
 }
 
 impl Step {
@@ -342,6 +348,11 @@ fn undo_container(
     // and the directory goes; the lock file goes with it.
     let lock =
         crate::state_lock::StateLock::exclusive(u.root, u.id).map_err(StepError::StateLock)?;
+    if let Some(since) = u.killed_create {
+        // Before anything of the container goes: they would make it again.
+        let lock = crate::state_lock::path(u.root, u.id);
+        super::orphans::kill(Path::new("/proc"), &lock, since).map_err(StepError::Orphans)?;
+    }
     let loaded = dir
         .join("state.json")
         .is_file()

@@ -46,6 +46,7 @@ pub fn orphans(root: &Path, host_uids: &idmap::IdRange) -> Vec<String> {
             // The swept steps are views and mounts: no range among them
             // (`ranges gc` frees those itself).
             release: &|_, _, _| Ok(()),
+            killed_create: None,
         };
         for step in steps(&paths) {
             if let Err(err) = step.undo(&undo) {

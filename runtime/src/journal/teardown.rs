@@ -78,6 +78,8 @@ pub fn teardown(
         id: &id,
         force,
         release,
+        // A creator recorded and not alive: the create was killed.
+        killed_create: journal.creator.map(|c| c.start),
     };
     let mut warnings = Vec::new();
     let mut failed: Vec<Failed> = Vec::new();
