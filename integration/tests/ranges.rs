@@ -225,14 +225,16 @@ fn repair_rebuilds_from_live_container_records() {
     let held = alloc.allocate("live-pod").unwrap();
     alloc.allocate("gone-pod").unwrap();
     // A container of live-pod, as `create` records it (pod and mapping in
-    // the container's cnfbox.json); gone-pod has no container left.
-    let dir = env.root.join("c-of-live-pod");
-    fs::create_dir_all(&dir).unwrap();
+    // the record its journal holds); gone-pod has no container left.
     let record = serde_json::json!({
         "bundle": "/b", "rootfs": "/b/rootfs", "cgroup_path": "/cnfbox/c", "systemd": false,
         "pod": "live-pod", "mapping": held,
     });
-    fs::write(dir.join("cnfbox.json"), record.to_string()).unwrap();
+    let dir = env.root.join(".journal");
+    fs::create_dir_all(&dir).unwrap();
+    let journal = serde_json::json!({ "id": "c-of-live-pod", "steps": [], "record": record });
+    let file = dir.join("c-of-live-pod.json");
+    fs::write(&file, journal.to_string()).unwrap();
     fs::write(alloc.ledger().path(), b"truncated").unwrap();
 
     let rebuilt: Vec<Value> =
@@ -254,7 +256,7 @@ fn repair_rebuilds_from_live_container_records() {
     assert!(freed.iter().all(|e| e["pod"] != "live-pod"), "{freed:?}");
     let out = env.run(&etc_args(&etc, &["release", "live-pod"]));
     assert_one_line_error(&out, &["live-pod", "still has containers"]);
-    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_file(&file).unwrap();
 }
 
 /// A state root beside the environment's, on the environment's ledger (as

@@ -9,7 +9,7 @@
 //! the holders are derived when a range is about to be freed, under the
 //! ledger lock, from the state root:
 //!
-//! - `<root>/<id>/cnfbox.json`: a created container's record (its pod);
+//! - a created container's record (its pod; `journal::records`);
 //! - `<root>/<id>/bundle/config.json`: the spec of a create between the
 //!   move of its staged bundle and the write of its record;
 //! - `<root>/.staging/<id>.<pid>/config.json`: the spec of a create in
@@ -35,7 +35,7 @@ use idmap::PodMapping;
 use oci_spec::runtime::Spec;
 
 use crate::journal;
-use crate::meta::{ContainerMeta, STAGED_BUNDLE, STAGING};
+use crate::meta::{STAGED_BUNDLE, STAGING};
 use crate::pod;
 
 /// Where the containerd shim keeps its state roots, one per containerd
@@ -74,26 +74,15 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(e),
     };
+    // A container deleted while we scan simply does not count.
+    let recorded = journal::records(root);
     for entry in entries {
         let entry = entry?;
         let id = entry.file_name().to_string_lossy().into_owned();
-        if id.starts_with('.') {
+        if id.starts_with('.') || recorded.iter().any(|r| r.id == id) {
             continue;
         }
-        let dir = entry.path();
-        // A container deleted while we scan simply does not count.
-        if let Ok(meta) = ContainerMeta::load(&dir) {
-            if let Some(pod) = meta.pod {
-                found.push(Container {
-                    id,
-                    pod,
-                    mapping: meta.mapping,
-                    source: dir.join("cnfbox.json"),
-                });
-            }
-            continue;
-        }
-        let kept = dir.join(STAGED_BUNDLE).join("config.json");
+        let kept = entry.path().join(STAGED_BUNDLE).join("config.json");
         if let Some(pod) = pod_of_spec(&id, &kept) {
             found.push(Container {
                 id,
@@ -103,6 +92,14 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
             });
         }
     }
+    found.extend(recorded.into_iter().filter_map(|r| {
+        Some(Container {
+            pod: r.record.pod?,
+            mapping: r.record.mapping,
+            id: r.id,
+            source: r.source,
+        })
+    }));
     found.extend(journaled(root));
     let staging = root.join(STAGING);
     if let Ok(stages) = fs::read_dir(&staging) {

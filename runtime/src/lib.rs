@@ -10,7 +10,6 @@ pub mod capabilities;
 pub mod config;
 pub mod fuzzing;
 pub mod host_ns;
-pub mod numa;
 pub mod pod;
 
 /// Of the host layer, only the namespace file helpers and the
@@ -18,6 +17,15 @@ pub mod pod;
 pub mod host {
     pub mod nofollow;
     pub mod ns;
+}
+
+/// Of `numa`, the planning only (the rest binds memory, mounts hugetlbfs
+/// and writes cgroups).
+pub mod numa {
+    pub mod derive;
+    pub mod inputs;
+    mod placement;
+    pub use placement::*;
 }
 
 /// Of `net`, only the request parser (the rest drives netlink).

@@ -1,43 +1,18 @@
-//! cnfbox's own record of a container, beside libcontainer's `state.json`.
+//! What cnfbox records of a container, beside libcontainer's `state.json`
+//! (kept in the container's journal: `journal::record`).
 //!
 //! libcontainer's state points at the staged bundle (it must, for `exec`);
 //! what the user gave, and what `state`/`list` report, is kept here.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-const META_FILE: &str = "cnfbox.json";
 /// Name of the staged bundle directory inside a container's state directory.
 pub const STAGED_BUNDLE: &str = "bundle";
 /// Directory under the state root where specs are staged during `create`
 /// (`.staging/<id>.<pid>/`).
 pub const STAGING: &str = ".staging";
-
-/// Errors reading or writing the record.
-#[derive(Debug, thiserror::Error)]
-pub enum MetaError {
-    #[error("write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parse {path}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-}
 
 /// What cnfbox remembers about a container.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,7 +49,7 @@ pub struct ContainerMeta {
     pub numa_unbound: Option<String>,
     /// Hugepage limits, the cgroup2 cgroup and hugetlbfs cnfbox set up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hugepages: Option<crate::hugepages::Record>,
+    pub hugepages: Option<crate::numa::hugepages::Record>,
     /// The pod's secondary interfaces (sandbox only) and where they go back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::net::PodNetwork>,
@@ -93,46 +68,13 @@ pub struct ContainerMeta {
     pub init_start: Option<u64>,
 }
 
-/// Whether the container whose state lives in `container_dir` has a record.
-pub fn exists(container_dir: &Path) -> bool {
-    container_dir.join(META_FILE).is_file()
-}
-
-impl ContainerMeta {
-    /// Writes the record atomically (temp file + rename) into `container_dir`.
-    pub fn save(&self, container_dir: &Path) -> Result<(), MetaError> {
-        let path = container_dir.join(META_FILE);
-        let tmp = container_dir.join(format!("{META_FILE}.tmp"));
-        let wrap = |source| MetaError::Write {
-            path: path.clone(),
-            source,
-        };
-        let body = serde_json::to_vec(self).map_err(|e| wrap(std::io::Error::other(e)))?;
-        let mut file = fs::File::create(&tmp).map_err(wrap)?;
-        file.write_all(&body).map_err(wrap)?;
-        fs::rename(&tmp, &path).map_err(wrap)?;
-        Ok(())
-    }
-
-    /// Reads the record of the container whose state lives in `container_dir`.
-    pub fn load(container_dir: &Path) -> Result<Self, MetaError> {
-        let path = container_dir.join(META_FILE);
-        let raw = fs::read(&path).map_err(|source| MetaError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_slice(&raw).map_err(|source| MetaError::Parse { path, source })
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = ContainerMeta {
+    /// A record with every field set (`journal`'s tests save and load it).
+    pub fn full() -> ContainerMeta {
+        ContainerMeta {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             cgroup_path: "/cnfbox/x".into(),
@@ -151,9 +93,9 @@ mod tests {
                 from: "annotation cnfbox.io/numa-node".into(),
             }),
             numa_unbound: None,
-            hugepages: Some(crate::hugepages::Record {
-                limits: vec![crate::hugetlb::Limit {
-                    page: crate::hugetlb::PageSize(2 << 20),
+            hugepages: Some(crate::numa::hugepages::Record {
+                limits: vec![crate::numa::hugetlb::Limit {
+                    page: crate::numa::hugetlb::PageSize(2 << 20),
                     bytes: 4 << 20,
                 }],
                 cgroup2: Some("/sys/fs/cgroup/unified/cnfbox/x".into()),
@@ -180,13 +122,13 @@ mod tests {
                 minor: 1,
             }],
             init_start: Some(123_456),
-        };
-        meta.save(dir.path()).unwrap();
-        assert_eq!(ContainerMeta::load(dir.path()).unwrap(), meta);
-        fs::write(dir.path().join(META_FILE), b"{").unwrap();
-        assert!(matches!(
-            ContainerMeta::load(dir.path()),
-            Err(MetaError::Parse { .. })
-        ));
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let meta = full();
+        let json = serde_json::to_string(&meta).unwrap();
+        assert_eq!(serde_json::from_str::<ContainerMeta>(&json).unwrap(), meta);
     }
 }

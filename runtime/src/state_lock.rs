@@ -162,14 +162,6 @@ pub enum ReadError {
 /// `Container::load` of the container in `dir` (`<root>/<id>`), under its
 /// shared lock: never a half-written `state.json`; with its init checked
 /// against the start time its record holds (`check_init`).
-pub fn load(dir: &Path) -> Result<Container, ReadError> {
-    let init_start = crate::meta::ContainerMeta::load(dir)
-        .ok()
-        .and_then(|m| m.init_start);
-    load_with(dir, init_start)
-}
-
-/// [`load`], for a caller that has read the container's record already.
 pub fn load_with(dir: &Path, init_start: Option<u64>) -> Result<Container, ReadError> {
     let _lock = match (dir.parent(), dir.file_name().and_then(|n| n.to_str())) {
         (Some(root), Some(id)) => StateLock::shared(root, id)?,

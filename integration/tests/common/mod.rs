@@ -440,3 +440,14 @@ pub fn hugetlb_cgroup_dir(id: &str) -> PathBuf {
     };
     base.join("cnfbox").join(id)
 }
+
+/// Container `id`'s record, as create keeps it in its journal
+/// (`<root>/.journal/<id>.json`, `record`).
+pub fn record_of(root: &Path, id: &str) -> serde_json::Value {
+    let path = root.join(".journal").join(format!("{id}.json"));
+    let journal: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+    )
+    .unwrap();
+    journal["record"].clone()
+}

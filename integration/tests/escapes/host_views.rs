@@ -163,8 +163,7 @@ fn host_users_reach_nothing_of_a_running_pod_through_its_views() {
     let (pod_uid, pod_gid) = (mapping.uid.host_id(), mapping.gid.host_id());
     let base = common::mount_base_of(&env.root).unwrap();
     // Where cnfbox recorded the views (`rootfs/<id>/root`, `volumes/<id>/<n>`).
-    let meta: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(&id).join("cnfbox.json")).unwrap()).unwrap();
+    let meta = common::record_of(&env.root, &id);
     let view = PathBuf::from(meta["rootfs_view"].as_str().unwrap());
     let dir = view.parent().unwrap().to_path_buf();
     let volumes = PathBuf::from(meta["volume_views"][0].as_str().unwrap())

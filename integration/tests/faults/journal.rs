@@ -254,3 +254,82 @@ fn a_planted_journal_naming_a_host_directory_removes_nothing() {
         "{err}"
     );
 }
+
+/// Turns container `id` into one of the previous release: its record moves
+/// out of its journal into `<root>/<id>/cnfbox.json`; `keep_journal: false`
+/// drops the journal too (the release before, which kept none).
+fn as_previous_release(env: &Env, id: &str, keep_journal: bool) {
+    let path = env.root.join(".journal").join(format!("{id}.json"));
+    let mut journal: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let record = journal
+        .as_object_mut()
+        .unwrap()
+        .remove("record")
+        .expect("the journal holds the record");
+    fs::write(env.root.join(id).join("cnfbox.json"), record.to_string()).unwrap();
+    if keep_journal {
+        fs::write(&path, journal.to_string()).unwrap();
+    } else {
+        fs::remove_file(&path).unwrap();
+    }
+}
+
+/// A pod made by the previous release (record in `cnfbox.json`, journal
+/// without it) and one made by the release before (no journal): both are
+/// read where their record is (`state`, `inspect`, `exec` into the member
+/// through the sandbox's record, `start`), and `delete` tears each down
+/// with nothing left, the pod's range included.
+#[test]
+fn containers_of_the_previous_releases_are_read_and_deleted() {
+    if !can_run("previous release") {
+        return;
+    }
+    let env = Env::new();
+    for keep_journal in [true, false] {
+        let pod = env.id(if keep_journal { "prev" } else { "older" });
+        let member = format!("{pod}-app");
+        let sandbox = bundle_with_volume_in(&env, &pod, &Scenario::Sleep, Some((&pod, "sandbox")));
+        let app = bundle_with_volume_in(&env, &member, &Scenario::Sleep, Some((&pod, "container")));
+        env.create(&sandbox, &pod);
+        env.ok(&["start", &pod]);
+        for id in [&pod, &member] {
+            if id == &member {
+                // A member finds its sandbox by the sandbox's record.
+                env.create(&app, &member);
+            }
+            as_previous_release(&env, id, keep_journal);
+        }
+        let state: serde_json::Value = serde_json::from_str(&env.ok(&["state", &member])).unwrap();
+        assert_eq!(state["status"], "created", "{state}");
+        assert_eq!(state["bundle"], app.dir.to_str().unwrap(), "{state}");
+        let inspect = env.ok(&["inspect", &pod]);
+        assert!(
+            inspect.contains(&member),
+            "inspect does not show the member: {inspect}"
+        );
+        env.ok(&["start", &member]);
+        let uid_map = env.ok(&["exec", &member, "cat", "/proc/self/uid_map"]);
+        let range = env
+            .allocator()
+            .show(&pod)
+            .unwrap()
+            .expect("the pod's range");
+        assert!(
+            uid_map.contains(&range.mapping.uid.host_id().to_string()),
+            "exec did not run in the pod's user namespace: {uid_map}"
+        );
+        env.ok(&["delete", "--force", &member]);
+        assert!(
+            env.allocator().show(&pod).unwrap().is_some(),
+            "the sandbox still holds the range"
+        );
+        env.ok(&["delete", "--force", &pod]);
+        for id in [&pod, &member] {
+            assert_nothing_left(&env, id);
+        }
+        assert!(
+            env.allocator().show(&pod).unwrap().is_none(),
+            "the pod's range stays"
+        );
+    }
+}

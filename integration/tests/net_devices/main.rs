@@ -197,26 +197,22 @@ fn start(env: &Env, ns: &HostNs, id: &str) {
 
 /// The pin cnfbox keeps of container `id`'s pod network namespace.
 fn pin_of(env: &Env, id: &str) -> PathBuf {
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.root.join(id).join("cnfbox.json")).unwrap())
-            .unwrap();
+    let meta = common::record_of(&env.root, id);
     PathBuf::from(
         meta["network"]["pod_pin"]
             .as_str()
-            .expect("pod_pin in cnfbox.json"),
+            .expect("pod_pin in the record"),
     )
 }
 
 /// The pin of container `id`'s relay namespace (its macvlan and VLAN
 /// children).
 fn relay_pin_of(env: &Env, id: &str) -> PathBuf {
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.root.join(id).join("cnfbox.json")).unwrap())
-            .unwrap();
+    let meta = common::record_of(&env.root, id);
     PathBuf::from(
         meta["network"]["relay_pin"]
             .as_str()
-            .expect("relay_pin in cnfbox.json"),
+            .expect("relay_pin in the record"),
     )
 }
 

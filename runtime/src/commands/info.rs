@@ -134,16 +134,16 @@ pub fn features() -> anyhow::Result<()> {
         .ok()
         .and_then(|t| t.with_memory.first().copied())
         .unwrap_or(0);
-    let (modes, flags) = crate::mempolicy::probe(node);
-    let page_sizes: Vec<String> = crate::hugetlb::kernel_sizes(sys)
+    let (modes, flags) = crate::numa::mempolicy::probe(node);
+    let page_sizes: Vec<String> = crate::numa::hugetlb::kernel_sizes(sys)
         .unwrap_or_default()
         .iter()
         .map(|p| p.cgroup_name())
         .collect();
-    let hugetlb = match crate::hugetlb::enforcer(&sys.join("fs/cgroup")) {
-        crate::hugetlb::Enforcer::Libcontainer => "libcontainer",
-        crate::hugetlb::Enforcer::Cgroup2(_) => "cnfbox-cgroup2",
-        crate::hugetlb::Enforcer::None => "none",
+    let hugetlb = match crate::numa::hugetlb::enforcer(&sys.join("fs/cgroup")) {
+        crate::numa::hugetlb::Enforcer::Libcontainer => "libcontainer",
+        crate::numa::hugetlb::Enforcer::Cgroup2(_) => "cnfbox-cgroup2",
+        crate::numa::hugetlb::Enforcer::None => "none",
     };
     let doc = serde_json::json!({
         "ociVersionMin": "1.0.0",

@@ -262,7 +262,7 @@ fn capabilities(spec: Option<&oci_spec::runtime::Spec>) -> Vec<String> {
 }
 
 fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView {
-    let container = crate::state_lock::load(dir).ok();
+    let container = crate::state_lock::load_with(dir, meta.init_start).ok();
     let status = container.as_ref().map(|c| c.status());
     let pid = container
         .as_ref()
@@ -328,35 +328,20 @@ fn view(dir: &std::path::Path, id: &str, meta: &ContainerMeta) -> ContainerView 
 
 pub fn inspect(ctx: &Ctx, a: &Inspect) -> anyhow::Result<()> {
     super::check_id(&a.id)?;
-    let mut pod_name = None;
-    let mut found: Vec<(String, ContainerMeta, std::path::PathBuf)> = Vec::new();
-    for entry in fs::read_dir(&ctx.root).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let Ok(meta) = ContainerMeta::load(&entry.path()) else {
-            continue;
-        };
-        if name == a.id || meta.pod.as_deref() == Some(a.id.as_str()) {
-            pod_name = pod_name.or(meta.pod.clone());
-            found.push((name, meta, entry.path()));
-        }
-    }
+    let all = crate::journal::records(&ctx.root);
     // A container id names its pod: show the whole pod.
-    if let Some(pod) = pod_name.clone().filter(|p| *p != a.id) {
-        for entry in fs::read_dir(&ctx.root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || found.iter().any(|f| f.0 == name) {
-                continue;
-            }
-            if let Ok(meta) = ContainerMeta::load(&entry.path()) {
-                if meta.pod.as_deref() == Some(pod.as_str()) {
-                    found.push((name, meta, entry.path()));
-                }
-            }
-        }
-    }
+    let pod_name = all
+        .iter()
+        .find(|r| r.id == a.id || r.record.pod.as_deref() == Some(a.id.as_str()))
+        .and_then(|r| r.record.pod.clone());
+    let mut found: Vec<(String, ContainerMeta, std::path::PathBuf)> = all
+        .into_iter()
+        .filter(|r| r.id == a.id || (pod_name.is_some() && r.record.pod == pod_name))
+        .map(|r| {
+            let dir = ctx.root.join(&r.id);
+            (r.id, r.record, dir)
+        })
+        .collect();
     if found.is_empty() {
         anyhow::bail!("no pod or container {:?} in {}", a.id, ctx.root.display());
     }

@@ -7,7 +7,6 @@ use libcontainer::signal::Signal;
 use super::{check_id, container_dir, load, Ctx};
 use crate::cli::Kill;
 use crate::journal::{self, Journal};
-use crate::meta::ContainerMeta;
 use crate::state_lock::StateLock;
 
 pub fn start(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
@@ -60,9 +59,10 @@ pub fn kill(ctx: &Ctx, a: &Kill) -> anyhow::Result<()> {
 
 /// `delete [--force]`: the container's journal undone by the one
 /// teardown (`journal::teardown`). A container of an older cnfbox without
-/// a journal gets one rebuilt from its record; with `--force`, one that has
-/// neither (a create killed before it wrote anything, or a container that
-/// is gone) is cleaned up from the on-disk names.
+/// a journal gets one rebuilt from its record (`journal::previous`); with
+/// `--force`, one that has neither (a create killed before it wrote
+/// anything, or a container that is gone) is cleaned up from the on-disk
+/// names (`journal::by_names`).
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
     check_id(id)?;
     let dir = container_dir(ctx, id);
@@ -81,11 +81,12 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
         }
         other => other?,
     };
-    let journal = match loaded {
+    let previous = match (&loaded, has_state) {
+        (None, true) => journal::previous::journal(&ctx.root, id)?,
+        _ => None,
+    };
+    let journal = match loaded.or(previous) {
         Some(j) => j,
-        None if has_state && crate::meta::exists(&dir) => {
-            journal::from_meta(&ctx.root, id, &ContainerMeta::load(&dir)?)
-        }
         None if force => journal::by_names(&ctx.root, id, ctx.systemd),
         None => return load(ctx, id).map(drop),
     };
@@ -94,7 +95,10 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
             // Half-created: only `--force` clears it (as runc's).
             return load(ctx, id).map(drop);
         }
-        let c = crate::state_lock::load(&dir)
+        let init_start = journal::record(&ctx.root, id)
+            .ok()
+            .and_then(|r| r.init_start);
+        let c = crate::state_lock::load_with(&dir, init_start)
             .with_context(|| format!("load container {id} from {}", dir.display()))?;
         if matches!(
             c.status(),

@@ -166,7 +166,7 @@ pub fn load(ctx: &Ctx, id: &str) -> anyhow::Result<(Container, ContainerMeta)> {
         }
         .into());
     }
-    let meta = ContainerMeta::load(&dir)?;
+    let meta = crate::journal::record(&ctx.root, id)?;
     let container = crate::state_lock::load_with(&dir, meta.init_start)
         .with_context(|| format!("load container {id} from {}", dir.display()))?;
     Ok((container, meta))

@@ -82,7 +82,7 @@ pub fn exec(ctx: &Ctx, a: &Exec) -> anyhow::Result<u8> {
     // The container's memory policy, inherited by what this process forks
     // (libcontainer sets it in the init only).
     if let Some(p) = &process.memory_policy {
-        crate::mempolicy::set(p).with_context(|| format!("exec in container {id}"))?;
+        crate::numa::mempolicy::set(p).with_context(|| format!("exec in container {id}"))?;
     }
     let at_root =
         crate::host::cwd::AtRoot::enter().with_context(|| format!("exec in container {id}"))?;

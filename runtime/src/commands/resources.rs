@@ -94,7 +94,7 @@ fn hugetlb_limits(
         .as_ref()
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.hugepage_limits().clone())
-        .and_then(|l| crate::hugetlb::validate(&l, sys).ok())
+        .and_then(|l| crate::numa::hugetlb::validate(&l, sys).ok())
         .map(|l| l.iter().map(|l| (l.page.cgroup_name(), l.bytes)).collect())
         .unwrap_or_default()
 }
@@ -300,20 +300,22 @@ fn hugepage_update(meta: &ContainerMeta, r: &mut LinuxResources) -> anyhow::Resu
         return Ok(());
     };
     let sys = std::path::Path::new("/sys");
-    let limits = crate::hugetlb::validate(&limits, sys)?;
-    if let crate::hugetlb::Enforcer::Cgroup2(_) = crate::hugetlb::enforcer(&sys.join("fs/cgroup")) {
+    let limits = crate::numa::hugetlb::validate(&limits, sys)?;
+    if let crate::numa::hugetlb::Enforcer::Cgroup2(_) =
+        crate::numa::hugetlb::enforcer(&sys.join("fs/cgroup"))
+    {
         let Some(dir) = meta.hugepages.as_ref().and_then(|h| h.cgroup2.clone()) else {
             anyhow::bail!(
                 "linux.resources.hugepageLimits: the container was created without hugepage limits; \
                  on this host they can only be set at create"
             );
         };
-        crate::hugetlb::Cgroup2 { dir, limits }.set_limits()?;
+        crate::numa::hugetlb::Cgroup2 { dir, limits }.set_limits()?;
         r.set_hugepage_limits(None);
     } else {
         // libcontainer writes `hugetlb.<pageSize>.max` as given: on a
         // unified host `2048KB` must become the kernel's `2MB`.
-        r.set_hugepage_limits(Some(crate::hugetlb::named(&limits)));
+        r.set_hugepage_limits(Some(crate::numa::hugetlb::named(&limits)));
     }
     Ok(())
 }

@@ -15,6 +15,10 @@
 //!
 //! The journal of a create still running names its process
 //! ([`Creator`]): `delete` refuses it instead of tearing down under it.
+//! Once the container exists the journal also holds its record (what
+//! create decided: pod, mapping, views, NUMA node...), written with the
+//! same save that says the create is done: the one record of a container
+//! (`record`).
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -23,14 +27,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-mod legacy;
 mod orphans;
+pub mod previous;
+mod record;
+mod salvage;
 mod step;
 pub mod sweep;
 mod teardown;
 #[cfg(test)]
 mod tests;
 
+pub use record::{record, records};
+pub use salvage::by_names;
 pub use step::Step;
 pub use teardown::teardown;
 
@@ -117,8 +125,11 @@ pub struct Journal {
     pub creator: Option<Creator>,
     /// What was (about to be) made, in the order it was made.
     pub steps: Vec<Step>,
+    /// The container's record, from the end of its create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::meta::ContainerMeta>,
     /// Where it is kept; `None` for one rebuilt from an older cnfbox's
-    /// record (see `legacy`), which has no file.
+    /// record (`previous`) or from names (`by_names`), which has no file.
     #[serde(skip)]
     path: Option<PathBuf>,
 }
@@ -146,6 +157,7 @@ impl Journal {
             id: id.to_string(),
             creator: Creator::myself(),
             steps: Vec::new(),
+            record: None,
             path: Some(path.clone()),
         };
         let mut file = match fs::OpenOptions::new()
@@ -191,12 +203,13 @@ impl Journal {
         Ok(Some(journal))
     }
 
-    /// A journal with no file (see `legacy`).
+    /// A journal with no file (`previous`, `by_names`).
     fn unsaved(id: &str, steps: Vec<Step>) -> Self {
         Self {
             id: id.to_string(),
             creator: None,
             steps,
+            record: None,
             path: None,
         }
     }
@@ -221,9 +234,12 @@ impl Journal {
         self.save()
     }
 
-    /// The container exists: no create is writing the journal any more.
-    pub fn commit(&mut self) -> Result<(), JournalError> {
+    /// The container exists: its record is written and no create is
+    /// writing the journal any more (one save: a reader sees both or
+    /// neither).
+    pub fn commit(&mut self, record: crate::meta::ContainerMeta) -> Result<(), JournalError> {
         self.creator = None;
+        self.record = Some(record);
         self.save()
     }
 
@@ -282,8 +298,6 @@ impl Journal {
     }
 }
 
-pub use legacy::{by_names, from_meta};
-
 /// What `apply` is about to make, told to its [`Recorder`] first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Making {
@@ -331,8 +345,8 @@ pub fn ids(root: &Path) -> std::collections::HashSet<String> {
 
 /// The pod networks recorded for the containers of state root `root` other
 /// than `own`, as `(pod, network)`: from their journals, and for containers
-/// of an older cnfbox without one, from their records. What `net::attach`
-/// checks a new pod's interfaces against (under its lock).
+/// of an older cnfbox without one, from their records (`previous`). What
+/// `net::attach` checks a new pod's interfaces against (under its lock).
 pub fn networks(root: &Path, own: &str) -> Vec<(String, crate::net::PodNetwork)> {
     let mut found = Vec::new();
     let journaled = ids(root);
@@ -349,14 +363,13 @@ pub fn networks(root: &Path, own: &str) -> Vec<(String, crate::net::PodNetwork)>
             }
         }
     }
-    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if id.starts_with('.') || id == own || journaled.contains(&id) {
+    for id in previous::ids(root) {
+        if id == own || journaled.contains(&id) {
             continue;
         }
-        if let Ok(meta) = crate::meta::ContainerMeta::load(&entry.path()) {
-            if let Some(net) = meta.network {
-                found.push((meta.pod.unwrap_or(id), net));
+        if let Ok(Some(record)) = previous::record(root, &id) {
+            if let Some(net) = record.network {
+                found.push((record.pod.unwrap_or(id), net));
             }
         }
     }

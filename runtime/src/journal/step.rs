@@ -86,7 +86,7 @@ pub enum StepError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("remove the hugetlb cgroup")]
-    Hugetlb(#[source] crate::hugetlb::HugetlbError),
+    Hugetlb(#[source] crate::numa::hugetlb::HugetlbError),
     #[error("load the container's state from {path}")]
     Load {
         path: PathBuf,
@@ -223,7 +223,7 @@ impl Step {
                     cgroup2: Some(cg), ..
                 } = self
                 {
-                    let cg = crate::hugetlb::Cgroup2 {
+                    let cg = crate::numa::hugetlb::Cgroup2 {
                         dir: cg.clone(),
                         limits: Vec::new(),
                     };
@@ -359,9 +359,7 @@ fn undo_container(
         .then(|| Container::load(dir.clone()));
     match loaded {
         Some(Ok(mut c)) => {
-            let init_start = crate::meta::ContainerMeta::load(&dir)
-                .ok()
-                .and_then(|m| m.init_start);
+            let init_start = super::record(u.root, u.id).ok().and_then(|m| m.init_start);
             crate::state_lock::check_init(&mut c, init_start, Path::new("/proc"));
             // libcontainer removes the cgroup it made on every hierarchy.
             warning =

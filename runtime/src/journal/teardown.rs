@@ -96,6 +96,8 @@ pub fn teardown(
             // longer counts this container as a holder (`holders`).
             let mut left = journal.clone();
             left.steps.push(step.clone());
+            // The container is gone: its record with it.
+            left.record = None;
             if let Err(err) = left.save() {
                 tracing::warn!(%id, %err, "journal not trimmed to its range: a sibling deleted now may keep the pod's range");
             }
@@ -122,6 +124,15 @@ pub fn teardown(
     left.append(&mut kept);
     left.sort_by_key(order);
     journal.steps.extend(left);
+    if !journal
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Container { .. }))
+    {
+        // libcontainer's state is gone: so is the container, whatever else
+        // of it is left to undo.
+        journal.record = None;
+    }
     if let Err(err) = journal.save() {
         tracing::warn!(%id, %err, "journal of the incomplete teardown not saved: it names more than is left");
     }

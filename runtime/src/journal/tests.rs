@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use super::record::RecordError;
 use super::teardown::TeardownError;
 use super::*;
 
@@ -35,7 +36,7 @@ fn steps_are_on_disk_before_they_are_made_and_commit_drops_the_creator() {
     let on_disk = Journal::load(tmp.path(), "c1").unwrap().unwrap();
     assert_eq!(on_disk.steps, j.steps);
     assert!(on_disk.live_creator().is_some(), "this test process runs");
-    j.commit().unwrap();
+    j.commit(crate::meta::tests::full()).unwrap();
     let on_disk = Journal::load(tmp.path(), "c1").unwrap().unwrap();
     assert_eq!(on_disk.creator, None);
     assert!(Journal::load(tmp.path(), "other").unwrap().is_none());
@@ -244,4 +245,75 @@ fn steps_outside_cnfbox_paths_are_not_undone() {
         assert!(path_of(&root, "c1").exists(), "the journal stays");
         fs::remove_file(path_of(&root, "c1")).unwrap();
     }
+}
+
+/// The record is written by the commit that ends the create, read back by
+/// `record` and listed by `records` from the journal.
+#[test]
+fn the_record_lives_in_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut j = Journal::begin(root, "c1").unwrap();
+    j.record(Step::Range { pod: "p".into() }).unwrap();
+    assert!(matches!(
+        record(root, "c1"),
+        Err(RecordError::Missing { .. })
+    ));
+    let meta = crate::meta::tests::full();
+    j.commit(meta.clone()).unwrap();
+    let loaded = Journal::load(root, "c1").unwrap().unwrap();
+    assert_eq!(loaded.creator, None);
+    assert_eq!(loaded.record.as_ref(), Some(&meta));
+    assert_eq!(record(root, "c1").unwrap(), meta);
+    let all = records(root);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, "c1");
+    assert_eq!(all[0].source, path_of(root, "c1"));
+    assert!(!root.join("c1").exists(), "no file beside the state dir");
+}
+
+/// A container of the previous release: its record in
+/// `<root>/<id>/cnfbox.json`, with a journal that has none, or with no
+/// journal at all; both read as the journal's record would be, and the
+/// journal-less one gets its teardown rebuilt.
+#[test]
+fn a_previous_release_record_is_read_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let meta = crate::meta::tests::full();
+    for id in ["journaled", "bare"] {
+        fs::create_dir_all(root.join(id)).unwrap();
+        fs::write(
+            previous::path_of(root, id),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+    }
+    let mut j = Journal::begin(root, "journaled").unwrap();
+    j.record(Step::Range { pod: "p".into() }).unwrap();
+    j.creator = None;
+    j.save().unwrap();
+    for id in ["journaled", "bare"] {
+        assert_eq!(record(root, id).unwrap(), meta, "{id}");
+    }
+    let mut all = records(root);
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<_> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["bare", "journaled"]);
+    assert_eq!(all[0].source, root.join("bare/cnfbox.json"));
+    let rebuilt = previous::journal(root, "bare").unwrap().unwrap();
+    let names: Vec<_> = rebuilt.steps.iter().map(|s| s.name()).collect();
+    assert_eq!(names.first(), Some(&"range"), "{names:?}");
+    assert!(
+        rebuilt.steps.iter().any(
+            |s| matches!(s, Step::Container { cgroup_path, .. } if *cgroup_path == meta.cgroup_path)
+        ),
+        "{names:?}"
+    );
+    assert!(previous::journal(root, "none").unwrap().is_none());
+    fs::write(previous::path_of(root, "bare"), b"{").unwrap();
+    assert!(matches!(
+        record(root, "bare"),
+        Err(RecordError::Previous(_))
+    ));
 }

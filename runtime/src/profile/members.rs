@@ -10,7 +10,6 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
 use super::{container_dir, ProfileError};
 use crate::host::create_pin_point;
-use crate::meta::ContainerMeta;
 use crate::views;
 
 /// A member joins its sandbox's user and network namespaces by path. The
@@ -120,14 +119,12 @@ fn pin_netns(dir: &Path, pid: i32) -> Result<PathBuf, ProfileError> {
 
 /// The init pid and mapping of pod `pod`'s live sandbox container.
 fn find_sandbox(root: &Path, pod: &str) -> Option<(i32, PodMapping, bool)> {
-    for entry in fs::read_dir(root).ok()?.flatten() {
-        let Ok(meta) = ContainerMeta::load(&entry.path()) else {
-            continue;
-        };
+    for found in crate::journal::records(root) {
+        let meta = found.record;
         if !meta.sandbox || meta.pod.as_deref() != Some(pod) {
             continue;
         }
-        let Ok(c) = crate::state_lock::load_with(&entry.path(), meta.init_start) else {
+        let Ok(c) = crate::state_lock::load_with(&root.join(&found.id), meta.init_start) else {
             continue;
         };
         if matches!(

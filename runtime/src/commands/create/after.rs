@@ -221,13 +221,8 @@ pub(super) fn init_start(container: &Container) -> anyhow::Result<u64> {
     )?)
 }
 
-/// Moves the staged bundle into the state dir and records cnfbox's metadata.
-pub(super) fn finish(
-    container: &mut Container,
-    dir: &Path,
-    stage: &Path,
-    meta: &ContainerMeta,
-) -> anyhow::Result<()> {
+/// Moves the staged bundle into the state dir.
+pub(super) fn finish(container: &mut Container, dir: &Path, stage: &Path) -> anyhow::Result<()> {
     // The directory is 0700 since `into_place`: what cnfbox keeps in it
     // (the spec, exec process files) is for host root only.
     let kept: PathBuf = dir.join(STAGED_BUNDLE);
@@ -235,7 +230,6 @@ pub(super) fn finish(
         .with_context(|| format!("move {} to {}", stage.display(), kept.display()))?;
     container.state.bundle = kept;
     container.save().context("save container state")?;
-    meta.save(dir)?;
     Ok(())
 }
 

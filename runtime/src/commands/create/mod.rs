@@ -199,7 +199,7 @@ fn apply(
             cgroup2: hugepage_plan.cgroup2_dir(&cgroup_path),
         })?;
         views::mount_dir(&ctx.root, Kind::Hugepages).with_context(context)?;
-        let record = crate::hugepages::setup(
+        let record = crate::numa::hugepages::setup(
             hugepage_plan,
             &mut spec,
             &cgroup_path,
@@ -313,9 +313,9 @@ fn apply(
         meta.network = Some(net);
     }
     meta.init_start = Some(after::init_start(&c)?);
-    after::finish(&mut c, &container_dir(ctx, o.id), &stage, &meta)?;
+    after::finish(&mut c, &container_dir(ctx, o.id), &stage)?;
+    journal.commit(meta)?;
     drop(state_lock);
-    journal.commit()?;
     failpoint::hit("create:after-state")?;
     Ok(c)
 }

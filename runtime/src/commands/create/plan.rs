@@ -10,7 +10,7 @@ use libcgroups::common::CgroupSetup;
 use oci_spec::runtime::Spec;
 
 use crate::cgroups::{self, Driver};
-use crate::hugepages;
+use crate::numa::hugepages;
 
 /// The host files the plan reads.
 #[derive(Debug, Clone)]

@@ -1,8 +1,9 @@
-//! Journals rebuilt for containers that have none: one created by a cnfbox
-//! from before the journal (from its record, `cnfbox.json`), or one whose
-//! create died before an older cnfbox wrote any record (from the on-disk
-//! names of `views::Paths` and what the create staged). Both go through the
-//! same [`teardown`](super::teardown) as a journal written by `create`.
+//! The journal of a container whose own cannot be read or was never
+//! written (a disk that failed under it; a create killed before it wrote
+//! anything), found from the names a create leaves on disk: its staged
+//! specs and every host-side path of `views::Paths`. What `delete --force`
+//! tears down when there is no journal to read. Not a record: nothing of
+//! the container's own is rebuilt, only where its leftovers would be.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,35 +11,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::{Journal, Step};
-use crate::meta::{ContainerMeta, STAGED_BUNDLE, STAGING};
+use crate::meta::{STAGED_BUNDLE, STAGING};
 use crate::views::Paths;
-
-/// The journal of a container created by a cnfbox that kept none.
-pub fn from_meta(root: &Path, id: &str, meta: &ContainerMeta) -> Journal {
-    let paths = Paths::of(root, id);
-    let mut steps = Vec::new();
-    if let Some(pod) = &meta.pod {
-        steps.push(Step::Range { pod: pod.clone() });
-    }
-    steps.push(Step::Views { dir: paths.dir });
-    steps.push(Step::Volumes { dir: paths.volumes });
-    steps.push(Step::Hugepages {
-        mounts: paths.hugepages,
-        cgroup2: meta.hugepages.as_ref().and_then(|h| h.cgroup2.clone()),
-    });
-    steps.push(Step::Devices { dir: paths.devices });
-    steps.push(Step::Container {
-        cgroup_path: meta.cgroup_path.clone(),
-        systemd: meta.systemd,
-    });
-    if let Some(net) = &meta.network {
-        steps.push(Step::Network {
-            pod: meta.pod.clone().unwrap_or_else(|| "-".into()),
-            net: net.clone(),
-        });
-    }
-    Journal::unsaved(id, steps)
-}
 
 /// The journal of container `id` found from what a create leaves, by name:
 /// its staged specs (`.staging/<id>.<pid>/` of dead creates, or
@@ -81,8 +55,8 @@ pub fn by_names(root: &Path, id: &str, systemd: bool) -> Journal {
     });
     steps.push(Step::Views { dir: paths.dir });
     steps.push(Step::Volumes { dir: paths.volumes });
-    let hybrid = match crate::hugetlb::enforcer(Path::new("/sys/fs/cgroup")) {
-        crate::hugetlb::Enforcer::Cgroup2(mount) => Some(mount),
+    let hybrid = match crate::numa::hugetlb::enforcer(Path::new("/sys/fs/cgroup")) {
+        crate::numa::hugetlb::Enforcer::Cgroup2(mount) => Some(mount),
         _ => None,
     };
     let hugetlb: Vec<Option<PathBuf>> = match &hybrid {

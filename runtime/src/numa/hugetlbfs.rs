@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
 
-use crate::hugetlb::{Limit, PageSize};
+use crate::numa::hugetlb::{Limit, PageSize};
 
 /// Where a spec with hugepage limits but no hugetlbfs mount gets one.
 pub const DEFAULT_DESTINATION: &str = "/dev/hugepages";

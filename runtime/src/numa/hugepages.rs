@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::hugetlb::{self, Cgroup2, Enforcer, HugetlbError, Limit, PageSize};
-use crate::hugetlbfs::{self, HugetlbfsError};
+use crate::numa::hugetlb::{self, Cgroup2, Enforcer, HugetlbError, Limit, PageSize};
+use crate::numa::hugetlbfs::{self, HugetlbfsError};
 
 /// Errors of hugepage setup.
 #[derive(Debug, thiserror::Error)]
