@@ -12,8 +12,8 @@ use crate::common::{can_run, cnfbox_bin, Env};
 use crate::cri::{self, Client, CNI_BIN, SHIM};
 use k8s_cri::v1::{
     CreateContainerRequest, ExecSyncRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    ListPodSandboxRequest, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use test_bundles::containerd::unsupported_for_cnfbox_shim;
 use test_bundles::{PrivateContainerd, StartOptions};
@@ -32,6 +32,41 @@ pub struct CriNode {
     pub rt: tokio::runtime::Runtime,
     pub client: Client,
     _bin: tempfile::TempDir,
+}
+
+/// A node dropped with containerd still up (a test that failed, or one
+/// that did not end with `finish` or `stop`): its pods go through CRI
+/// first, so no pod process, range or mount outlives the test (stopping
+/// containerd alone left the pods running, orphaned, in the CI's machine).
+impl Drop for CriNode {
+    fn drop(&mut self) {
+        if self.cd.is_none() {
+            return;
+        }
+        let listed = self.rt.block_on(
+            self.client
+                .list_pod_sandbox(ListPodSandboxRequest::default()),
+        );
+        let pods = listed.map(|r| r.into_inner().items).unwrap_or_default();
+        for pod in pods {
+            eprintln!("cri node dropped with pod {} up: removing it", pod.id);
+            let _ = self
+                .rt
+                .block_on(self.client.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                }));
+            let _ = self
+                .rt
+                .block_on(self.client.remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.id,
+                }));
+        }
+        self.cd.take();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 pub fn cri_node(test: &str) -> Option<CriNode> {

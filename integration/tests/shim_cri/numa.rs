@@ -105,4 +105,7 @@ fn kubelets_cpuset_binds_a_cri_container_to_its_node() {
         format!("bind:{node}"),
         "still bound after the update"
     );
+    n.remove_pod(&pod);
+    // No range or shim left; containerd stops.
+    n.finish();
 }

@@ -20,4 +20,3 @@ pub mod mempolicy;
 mod placement;
 
 pub use placement::*;
-
