@@ -34,7 +34,7 @@ pub mod owner;
 pub mod rlimit;
 pub mod userns;
 
-pub use mounts::{create_pin_point, lazy_umount, unpin};
+pub use mounts::{lazy_umount, pin, unpin, PinError};
 
 /// The cgroup path (without its leading `/`) of the hierarchy with
 /// `controller` in a `/proc/PID/cgroup` text, or of the v2 hierarchy

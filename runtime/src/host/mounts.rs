@@ -4,14 +4,58 @@
 //! import them from here rather than from each other.
 
 use std::fs;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{umount2, MntFlags};
+
+/// Errors pinning a namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("create the pin point {path}")]
+    Point {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bind-mount the namespace {from} on {to}")]
+    Mount {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Pins the namespace file `from` at `to` (a bind mount on a fresh pin
+/// point, as `ip netns add` does); the pin point goes again if the mount
+/// fails.
+pub fn pin(from: &Path, to: &Path) -> Result<(), PinError> {
+    create_pin_point(to).map_err(|source| PinError::Point {
+        path: to.to_path_buf(),
+        source,
+    })?;
+    nix::mount::mount(
+        Some(from),
+        to,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| {
+        let _ = fs::remove_file(to);
+        PinError::Mount {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            source,
+        }
+    })
+}
 
 /// The empty file a namespace pin is bind-mounted on, mode 0600 (once
 /// mounted, the namespace file shows its own 0444; the directory is what
 /// keeps other users from opening it and holding the namespace).
-pub fn create_pin_point(path: &Path) -> std::io::Result<()> {
+fn create_pin_point(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .write(true)

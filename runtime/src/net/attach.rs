@@ -97,27 +97,6 @@ fn in_use(claims: &[(String, PodNetwork)]) -> HashMap<String, (String, bool)> {
     used
 }
 
-/// Bind-mounts the namespace file `from` on `to`, as `ip netns add` does.
-pub(super) fn pin(from: &Path, to: &Path) -> Result<(), NetError> {
-    let err = |source| NetError::Pin {
-        from: from.to_path_buf(),
-        to: to.to_path_buf(),
-        source,
-    };
-    crate::host::create_pin_point(to).map_err(err)?;
-    nix::mount::mount(
-        Some(from),
-        to,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        let _ = fs::remove_file(to);
-        err(e.into())
-    })
-}
-
 /// Drops the pins of a pod's network record, its relays first.
 pub fn unpin_all(net: &PodNetwork) {
     if let Some(relay) = &net.relay_pin {
@@ -130,27 +109,11 @@ pub fn unpin_all(net: &PodNetwork) {
 /// The host-side link `device` that `origin` asks for; it must exist.
 fn host_device(host: &mut Netlink, origin: &str, device: &str) -> Result<Link, NetError> {
     host.link(device)
-        .map_err(netlink_err(origin, "look up host device", device))?
+        .map_err(NetError::netlink(origin, "look up host device", device))?
         .ok_or_else(|| NetError::NoDevice {
             origin: origin.to_string(),
             device: device.to_string(),
         })
-}
-
-/// The error of rtnetlink step `step` on `device` for request `origin`.
-pub(super) fn netlink_err(
-    origin: &str,
-    step: &'static str,
-    device: &str,
-) -> impl FnOnce(std::io::Error) -> NetError {
-    let origin = origin.to_string();
-    let device = device.to_string();
-    move |source| NetError::Netlink {
-        origin,
-        step,
-        device,
-        source,
-    }
 }
 
 fn macvlan_mode(m: MacvlanMode) -> MacVlanMode {
@@ -202,7 +165,11 @@ pub fn attach(
         let link = host_device(&mut host, &r.origin, dev)?;
         if pod
             .link(&r.name)
-            .map_err(netlink_err(&r.origin, "look up pod interface", &r.name))?
+            .map_err(NetError::netlink(
+                &r.origin,
+                "look up pod interface",
+                &r.name,
+            ))?
             .is_some()
         {
             return Err(NetError::NameClash {
@@ -213,7 +180,7 @@ pub fn attach(
         }
         let (host_addrs, host_up) = match r.kind {
             Kind::Move { .. } => (
-                host.addresses(link.index).map_err(netlink_err(
+                host.addresses(link.index).map_err(NetError::netlink(
                     &r.origin,
                     "read addresses of",
                     dev,
@@ -260,8 +227,8 @@ pub fn attach(
     // leaves a record `delete --force` acts on (missing pins and interfaces
     // never attached are skipped there).
     record(&net)?;
-    pin(&host_path, &net.host_pin)?;
-    if let Err(e) = pin(&pod_path, &net.pod_pin) {
+    crate::host::pin(&host_path, &net.host_pin).map_err(NetError::Pin)?;
+    if let Err(e) = crate::host::pin(&pod_path, &net.pod_pin).map_err(NetError::Pin) {
         crate::host::unpin(&net.host_pin);
         return Err(e.into());
     }
@@ -281,7 +248,7 @@ pub fn attach(
         let a = &net.attachments[i];
         let ends = relay.as_mut().map(|(nl, ns)| (nl, &*ns));
         let applied = apply_one(&mut host, &mut pod, &pod_ns, ends, i, a).and_then(|()| {
-            pod.link(&a.request.name).map_err(netlink_err(
+            pod.link(&a.request.name).map_err(NetError::netlink(
                 &a.request.origin,
                 "look up pod interface",
                 &a.request.name,
@@ -349,14 +316,18 @@ fn apply_one(
     match &r.kind {
         Kind::Move { .. } => {
             host.move_to(link.index, pod_ns.as_fd(), &r.name)
-                .map_err(netlink_err(
+                .map_err(NetError::netlink(
                     &r.origin,
                     "move into the pod's network namespace: host device",
                     dev,
                 ))?;
             let inside = pod
                 .link(&r.name)
-                .map_err(netlink_err(&r.origin, "look up pod interface", &r.name))?
+                .map_err(NetError::netlink(
+                    &r.origin,
+                    "look up pod interface",
+                    &r.name,
+                ))?
                 .ok_or_else(|| NetError::NoDevice {
                     origin: r.origin.clone(),
                     device: r.name.clone(),
@@ -373,7 +344,7 @@ fn apply_one(
                 Child::Macvlan(macvlan_mode(MacvlanMode::Passthru)),
                 pod_ns.as_fd(),
             )
-            .map_err(netlink_err(&r.origin, "create macvlan child of", dev)),
+            .map_err(NetError::netlink(&r.origin, "create macvlan child of", dev)),
         Kind::Macvlan { mode, .. } => {
             let (relay, relay_ns) = relay.expect("a relay namespace for every child");
             let child = Child::Macvlan(macvlan_mode(*mode));
@@ -393,12 +364,12 @@ fn restore(nl: &mut Netlink, index: u32, a: &Attachment, name: &str) -> Result<(
         match nl.add_address(index, *addr) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(netlink_err(origin, "add address to", name)(e)),
+            Err(e) => return Err(NetError::netlink(origin, "add address to", name)(e)),
         }
     }
     if a.host_up {
         nl.set_up(index, true)
-            .map_err(netlink_err(origin, "bring up", name))?;
+            .map_err(NetError::netlink(origin, "bring up", name))?;
     }
     Ok(())
 }
@@ -419,7 +390,7 @@ fn give_back(
         let result = (|| {
             // By index first: pod root may have renamed it. By name for a
             // record written before the attachment was made.
-            let lookup = netlink_err(&r.origin, "look up pod interface", &r.name);
+            let lookup = NetError::netlink(&r.origin, "look up pod interface", &r.name);
             let found = match a.pod_index {
                 Some(i) => pod.link_at(i).map_err(lookup)?,
                 None => pod.link(&r.name).map_err(lookup)?,
@@ -449,7 +420,7 @@ fn give_back(
                     // name would leave the device on the host misnamed.
                     if host
                         .link(name)
-                        .map_err(netlink_err(&r.origin, "look up host device", name))?
+                        .map_err(NetError::netlink(&r.origin, "look up host device", name))?
                         .is_some()
                     {
                         return Err(NetError::HostNameTaken {
@@ -458,13 +429,13 @@ fn give_back(
                             name: name.clone(),
                         });
                     }
-                    pod.set_up(link.index, false).map_err(netlink_err(
+                    pod.set_up(link.index, false).map_err(NetError::netlink(
                         &r.origin,
                         "bring down",
                         &r.name,
                     ))?;
                     pod.move_to(link.index, host_ns.as_fd(), name)
-                        .map_err(netlink_err(
+                        .map_err(NetError::netlink(
                             &r.origin,
                             "return to the host under its name",
                             name,
@@ -472,9 +443,9 @@ fn give_back(
                     let back = host_device(host, &r.origin, name)?;
                     restore(host, back.index, a, name)
                 }
-                Kind::Macvlan { .. } | Kind::Vlan { .. } => pod
-                    .delete(link.index)
-                    .map_err(netlink_err(&r.origin, "delete pod interface", &r.name)),
+                Kind::Macvlan { .. } | Kind::Vlan { .. } => pod.delete(link.index).map_err(
+                    NetError::netlink(&r.origin, "delete pod interface", &r.name),
+                ),
             }
         })();
         if let Err(e) = result {

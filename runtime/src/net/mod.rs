@@ -117,13 +117,8 @@ pub enum NetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pin network namespace {from} at {to}")]
-    Pin {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("pin a network namespace")]
+    Pin(#[source] crate::host::PinError),
     #[error("pod relay namespace {pin}: {step}")]
     RelayNs {
         pin: PathBuf,
@@ -152,6 +147,24 @@ pub enum NetError {
         current: NsId,
         pin: PathBuf,
     },
+}
+
+impl NetError {
+    /// The error of rtnetlink step `step` on `device` for request `origin`.
+    pub(crate) fn netlink(
+        origin: &str,
+        step: &'static str,
+        device: &str,
+    ) -> impl FnOnce(std::io::Error) -> NetError {
+        let origin = origin.to_string();
+        let device = device.to_string();
+        move |source| NetError::Netlink {
+            origin,
+            step,
+            device,
+            source,
+        }
+    }
 }
 
 /// A namespace's identity: the device and inode of its nsfs file.

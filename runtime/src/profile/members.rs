@@ -9,7 +9,6 @@ use libcontainer::container::ContainerStatus;
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 
 use super::{container_dir, ProfileError};
-use crate::host::create_pin_point;
 use crate::views;
 
 /// A member joins its sandbox's user and network namespaces by path. The
@@ -95,25 +94,7 @@ pub fn wait_for_exec(what: &str, pid: i32) -> Result<(), ProfileError> {
 fn pin_netns(dir: &Path, pid: i32) -> Result<PathBuf, ProfileError> {
     let to = dir.join(views::MEMBER_PIN);
     let from = crate::host::ns::of_pid(pid, "net");
-    create_pin_point(&to).map_err(|source| ProfileError::MountPoint {
-        path: to.clone(),
-        source,
-    })?;
-    nix::mount::mount(
-        Some(&from),
-        &to,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|source| {
-        let _ = fs::remove_file(&to);
-        ProfileError::PinNetns {
-            from: from.clone(),
-            to: to.clone(),
-            source,
-        }
-    })?;
+    crate::host::pin(&from, &to).map_err(ProfileError::PinNetns)?;
     Ok(to)
 }
 

@@ -87,13 +87,8 @@ pub enum ProfileError {
         #[source]
         source: Box<crate::overlay::OverlayError>,
     },
-    #[error("pin the sandbox's network namespace {from} at {to}")]
-    PinNetns {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: nix::Error,
-    },
+    #[error("pin the sandbox's network namespace")]
+    PinNetns(#[source] crate::host::PinError),
     #[error(transparent)]
     Volume(#[from] Box<crate::volumes::VolumeError>),
     #[error(transparent)]

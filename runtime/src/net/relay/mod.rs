@@ -33,7 +33,6 @@ use std::path::Path;
 
 pub use bpf::BpfError;
 
-use super::attach::netlink_err;
 use super::netlink::{Child, Link, Netlink};
 use super::request::Request;
 use super::NetError;
@@ -67,7 +66,7 @@ pub fn create(pin: &Path) -> Result<fs::File, NetError> {
                     Err(e) => return Err(err("open net.ipv6.conf.*.disable_ipv6")(e)),
                 }
             }
-            super::attach::pin(Path::new("/proc/thread-self/ns/net"), pin)
+            crate::host::pin(Path::new("/proc/thread-self/ns/net"), pin).map_err(NetError::Pin)
         })
         .join()
         .unwrap_or_else(|_| {
@@ -100,7 +99,7 @@ pub fn wire(
         Child::Vlan(_) => "create VLAN sub-interface (8021q) of",
     };
     host.add_child(&h, parent.index, child, relay_ns.as_fd())
-        .map_err(netlink_err(origin, step, &parent.name))?;
+        .map_err(NetError::netlink(origin, step, &parent.name))?;
     let h_link = relay_link(relay, origin, &h)?;
     let mtu = if h_link.mtu > 0 {
         h_link.mtu
@@ -109,7 +108,11 @@ pub fn wire(
     };
     relay
         .add_veth(&q, &r.name, pod_ns.as_fd(), &h_link.mac, mtu)
-        .map_err(netlink_err(origin, "create the pod's veth pair", &r.name))?;
+        .map_err(NetError::netlink(
+            origin,
+            "create the pod's veth pair",
+            &r.name,
+        ))?;
     let q_link = relay_link(relay, origin, &q)?;
     // From the pod (q's ingress) only frames from the pod's own address
     // go out; from the trunk, whatever the child receives goes in.
@@ -119,21 +122,23 @@ pub fn wire(
             origin: origin.clone(),
             source,
         })?;
-        tc::add_ingress(relay, from.index).map_err(netlink_err(
+        tc::add_ingress(relay, from.index).map_err(NetError::netlink(
             origin,
             "add the ingress qdisc to relay",
             &from.name,
         ))?;
-        tc::add_bpf_filter(relay, from.index, prog.as_fd()).map_err(netlink_err(
+        tc::add_bpf_filter(relay, from.index, prog.as_fd()).map_err(NetError::netlink(
             origin,
             "attach the relay classifier to",
             &from.name,
         ))?;
     }
     for l in [&h_link, &q_link] {
-        relay
-            .set_up(l.index, true)
-            .map_err(netlink_err(origin, "bring up relay", &l.name))?;
+        relay.set_up(l.index, true).map_err(NetError::netlink(
+            origin,
+            "bring up relay",
+            &l.name,
+        ))?;
     }
     Ok(())
 }
@@ -141,7 +146,7 @@ pub fn wire(
 fn relay_link(relay: &mut Netlink, origin: &str, name: &str) -> Result<Link, NetError> {
     relay
         .link(name)
-        .map_err(netlink_err(origin, "look up relay device", name))?
+        .map_err(NetError::netlink(origin, "look up relay device", name))?
         .ok_or_else(|| NetError::NoDevice {
             origin: origin.to_string(),
             device: name.to_string(),
