@@ -75,7 +75,8 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
         Err(e) => return Err(e),
     };
     // A container deleted while we scan simply does not count.
-    let recorded = journal::records(root);
+    let journals = journal::journals(root);
+    let recorded = journal::records_in(root, &journals);
     for entry in entries {
         let entry = entry?;
         let id = entry.file_name().to_string_lossy().into_owned();
@@ -100,7 +101,7 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
             source: r.source,
         })
     }));
-    found.extend(journaled(root));
+    found.extend(journaled(root, journals));
     let staging = root.join(STAGING);
     if let Ok(stages) = fs::read_dir(&staging) {
         for stage in stages.flatten() {
@@ -122,21 +123,12 @@ pub fn containers(root: &Path) -> io::Result<Vec<Container>> {
     Ok(found)
 }
 
-/// The containers of `root` whose journal still records their pod's range
-/// and something made with its IDs.
-/// A journal removed while we scan does not count; one that cannot be
-/// read or parsed (root wrote it atomically) is skipped with a warning.
-fn journaled(root: &Path) -> Vec<Container> {
+/// The containers of `root` whose journal (of `journals`, read from it)
+/// still records their pod's range and something made with its IDs.
+fn journaled(root: &Path, journals: Vec<journal::Journal>) -> Vec<Container> {
     let mut found = Vec::new();
-    for id in journal::ids(root) {
-        let j = match journal::Journal::load(root, &id) {
-            Ok(Some(j)) => j,
-            Ok(None) => continue,
-            Err(err) => {
-                tracing::warn!(root = %root.display(), %id, %err, "journal unreadable: not counted as a range holder");
-                continue;
-            }
-        };
+    for j in journals {
+        let id = j.id;
         if j.steps
             .iter()
             .all(|s| matches!(s, journal::Step::Range { .. }))

@@ -85,19 +85,21 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> anyhow::Result<()> {
         (None, true) => journal::previous::journal(&ctx.root, id)?,
         _ => None,
     };
-    let journal = match loaded.or(previous) {
+    let mut journal = match loaded.or(previous) {
         Some(j) => j,
         None if force => journal::by_names(&ctx.root, id, ctx.systemd),
         None => return load(ctx, id).map(drop),
     };
+    if journal.record.is_none() && has_state {
+        // A container of the previous release: its journal has no record.
+        journal.record = journal::previous::record(&ctx.root, id).ok().flatten();
+    }
     if !force {
         if !has_state {
             // Half-created: only `--force` clears it (as runc's).
             return load(ctx, id).map(drop);
         }
-        let init_start = journal::record(&ctx.root, id)
-            .ok()
-            .and_then(|r| r.init_start);
+        let init_start = journal.record.as_ref().and_then(|r| r.init_start);
         let c = crate::state_lock::load_with(&dir, init_start)
             .with_context(|| format!("load container {id} from {}", dir.display()))?;
         if matches!(

@@ -37,7 +37,7 @@ mod teardown;
 #[cfg(test)]
 mod tests;
 
-pub use record::{record, records};
+pub use record::{journals, record, records, records_in};
 pub use salvage::by_names;
 pub use step::Step;
 pub use teardown::teardown;

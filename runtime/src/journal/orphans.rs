@@ -94,7 +94,7 @@ pub fn kill(proc: &Path, lock: &Path, since: u64) -> Result<Vec<i32>, OrphanErro
     // The intermediate may clone the init between a listing and its kill:
     // look again until a listing finds none.
     loop {
-        let found = holders(proc, file, since)?;
+        let found = clones(proc, file, since)?;
         if found.is_empty() {
             return Ok(killed);
         }
@@ -112,7 +112,7 @@ pub fn kill(proc: &Path, lock: &Path, since: u64) -> Result<Vec<i32>, OrphanErro
 
 /// The processes of `proc` that match (with a pidfd each, opened before
 /// the process was checked).
-fn holders(proc: &Path, file: (u64, u64), since: u64) -> Result<Vec<(i32, OwnedFd)>, OrphanError> {
+fn clones(proc: &Path, file: (u64, u64), since: u64) -> Result<Vec<(i32, OwnedFd)>, OrphanError> {
     let entries = fs::read_dir(proc).map_err(|source| OrphanError::List {
         path: proc.to_path_buf(),
         source,

@@ -41,25 +41,40 @@ pub fn record(root: &Path, id: &str) -> Result<ContainerMeta, RecordError> {
     })
 }
 
+/// Every journal of `root`. A journal removed while this reads is left
+/// out; one that cannot be read or parsed (root wrote it atomically) is
+/// left out with a warning.
+pub fn journals(root: &Path) -> Vec<Journal> {
+    let mut found = Vec::new();
+    for id in super::ids(root) {
+        match Journal::load(root, &id) {
+            Ok(Some(j)) => found.push(j),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(root = %root.display(), %id, %err, "journal unreadable"),
+        }
+    }
+    found
+}
+
 /// Every container of `root` that has a record. A container deleted while
 /// this reads, or whose file cannot be read, is left out (with a warning
 /// for the latter).
 pub fn records(root: &Path) -> Vec<Recorded> {
-    let mut found = Vec::new();
-    for id in super::ids(root) {
-        match Journal::load(root, &id) {
-            Ok(Some(Journal {
-                record: Some(record),
-                ..
-            })) => found.push(Recorded {
-                source: super::path_of(root, &id),
-                id,
-                record,
-            }),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(root = %root.display(), %id, %err, "journal unreadable"),
-        }
-    }
+    records_in(root, &journals(root))
+}
+
+/// [`records`], from `journals` already read from `root`.
+pub fn records_in(root: &Path, journals: &[Journal]) -> Vec<Recorded> {
+    let mut found: Vec<Recorded> = journals
+        .iter()
+        .filter_map(|j| {
+            Some(Recorded {
+                id: j.id.clone(),
+                record: j.record.clone()?,
+                source: super::path_of(root, &j.id),
+            })
+        })
+        .collect();
     for id in previous::ids(root) {
         if found.iter().any(|r| r.id == id) {
             continue;

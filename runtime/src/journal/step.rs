@@ -125,6 +125,8 @@ pub struct Undo<'a> {
     /// journal and was killed: what it left running is killed first
     /// (`orphans`).
     pub killed_create: Option<u64>,
+    /// The init's start time from the container's record (`check_init`).
+    pub init_start: Option<u64>,
 }
 
 impl Step {
@@ -359,8 +361,7 @@ fn undo_container(
         .then(|| Container::load(dir.clone()));
     match loaded {
         Some(Ok(mut c)) => {
-            let init_start = super::record(u.root, u.id).ok().and_then(|m| m.init_start);
-            crate::state_lock::check_init(&mut c, init_start, Path::new("/proc"));
+            crate::state_lock::check_init(&mut c, u.init_start, Path::new("/proc"));
             // libcontainer removes the cgroup it made on every hierarchy.
             warning =
                 delete_container(&mut c, u.force).map_err(|e| StepError::Delete(Box::new(e)))?;

@@ -47,6 +47,7 @@ pub fn orphans(root: &Path, host_uids: &idmap::IdRange) -> Vec<String> {
             // (`ranges gc` frees those itself).
             release: &|_, _, _| Ok(()),
             killed_create: None,
+            init_start: None,
         };
         for step in steps(&paths) {
             if let Err(err) = step.undo(&undo) {

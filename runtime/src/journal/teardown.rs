@@ -80,6 +80,7 @@ pub fn teardown(
         release,
         // A creator recorded and not alive: the create was killed.
         killed_create: journal.creator.map(|c| c.start),
+        init_start: journal.record.as_ref().and_then(|r| r.init_start),
     };
     let mut warnings = Vec::new();
     let mut failed: Vec<Failed> = Vec::new();
